@@ -1,0 +1,1 @@
+//! zmlx: fused Mixture-of-Experts kernels for MLX models.

@@ -1,0 +1,1 @@
+//! Fused MoE kernels for MLX.

@@ -1,0 +1,1 @@
+//! The zmlx patch layer.
