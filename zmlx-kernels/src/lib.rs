@@ -1,1 +1,3 @@
 //! Fused MoE kernels for MLX.
+
+pub mod cpu;

@@ -1,0 +1,176 @@
+//! Down projection with weighted combine:
+//! `y[t, :] = sum_j w[t, j] * (h[t, j] @ Wd[e_tj].T)`, with no `[T, k, H]` intermediate.
+//!
+//! # Rounding emulated
+//! mlx-lm computes `d = gather_qmm(h, Wd)` in the activation dtype, then
+//! `(d * scores[..., None]).sum(-2)`. Here, with `round` = rounding to the activation
+//! dtype: `d = round(dot_f32)`; the product `d * w` is computed in f32 and rounded to
+//! the activation dtype when the scores are in the activation dtype (Qwen3-MoE,
+//! Mixtral), not rounded when the scores are f32 (DeepSeek-V3 style gating, where the
+//! reference multiplies and sums in f32); the k products are summed in f32 and the sum
+//! is rounded once to the activation dtype. The k-sum runs in expert order rather
+//! than `j` order (f32 reassociation only).
+
+use rayon::prelude::*;
+
+use super::dispatch::ExpertDispatch;
+use super::dtype::{Dtype, Element, Floats, FloatsMut};
+use super::error::{check_len, checked_prod, KernelError, Result};
+use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
+use super::par::{task_size, SharedOut};
+use super::prep::Prepared;
+use super::simd::{current_level, Kernel};
+use super::weights::{WeightShape, Weights};
+
+const OP: &str = "expert_down_combine";
+
+/// Fused down projection and weighted sum over the selected experts.
+///
+/// - `h`: `[tokens, top_k, I]` (the SwiGLU output);
+/// - `indices`: `[tokens, top_k]` expert ids (`< E`);
+/// - `scores`: `[tokens, top_k]` combine weights, in the dtype of `h` or f32;
+/// - `down`: expert-stacked weights `[E, H, I]`;
+/// - `y`: `[tokens, H]` output in the dtype of `h`.
+///
+/// Work is split over output rows; within a task, each expert's rows are read once
+/// for all of its tokens (f32 tiles for experts with 8 or more tokens).
+///
+/// # Errors
+/// [`KernelError::DtypeMismatch`] unless `h`, `y` and the weights share one dtype and
+/// `scores` is that dtype or f32; [`KernelError::LengthMismatch`] for a buffer of the
+/// wrong length; [`KernelError::ExpertOutOfRange`] for an index `>= E`;
+/// [`KernelError::Overflow`] if a shape overflows `usize` (or `tokens * top_k`
+/// overflows `u32`).
+pub fn expert_down_combine(
+    h: Floats<'_>,
+    tokens: usize,
+    indices: &[u32],
+    top_k: usize,
+    scores: Floats<'_>,
+    down: &Weights<'_>,
+    y: FloatsMut<'_>,
+) -> Result<()> {
+    let call = Call {
+        tokens,
+        indices,
+        top_k,
+        scores,
+        down,
+    };
+    match (h, y) {
+        (Floats::F32(h), FloatsMut::F32(y)) => typed(h, &call, y),
+        (Floats::F16(h), FloatsMut::F16(y)) => typed(h, &call, y),
+        (Floats::Bf16(h), FloatsMut::Bf16(y)) => typed(h, &call, y),
+        (_, y) => Err(KernelError::DtypeMismatch {
+            op: OP,
+            what: "y",
+            expected: "the dtype of h",
+            actual: y.dtype(),
+        }),
+    }
+}
+
+struct Call<'a> {
+    tokens: usize,
+    indices: &'a [u32],
+    top_k: usize,
+    scores: Floats<'a>,
+    down: &'a Weights<'a>,
+}
+
+fn widen_scores<T: Element>(scores: Floats<'_>) -> Result<(Vec<f32>, bool)> {
+    let round_products = match scores.dtype() {
+        Dtype::F32 => false,
+        d if d == T::DTYPE => true,
+        d => {
+            return Err(KernelError::DtypeMismatch {
+                op: OP,
+                what: "scores",
+                expected: "the dtype of h, or f32",
+                actual: d,
+            })
+        }
+    };
+    let v = match scores {
+        Floats::F32(s) => s.to_vec(),
+        Floats::F16(s) => s.iter().map(|v| v.to_f32()).collect(),
+        Floats::Bf16(s) => s.iter().map(|v| Element::to_f32(*v)).collect(),
+    };
+    Ok((v, round_products))
+}
+
+fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
+    let (tokens, top_k) = (c.tokens, c.top_k);
+    let td = c.down.typed::<T>(OP)?;
+    let WeightShape {
+        experts,
+        rows: hidden,
+        cols: inter,
+    } = c.down.shape();
+    let pairs_n = checked_prod(OP, &[tokens, top_k])?;
+    check_len(OP, "h", checked_prod(OP, &[pairs_n, inter])?, h.len())?;
+    check_len(OP, "indices", pairs_n, c.indices.len())?;
+    check_len(OP, "scores", pairs_n, c.scores.len())?;
+    check_len(OP, "y", checked_prod(OP, &[tokens, hidden])?, y.len())?;
+    let (scores, round_products) = widen_scores::<T>(c.scores)?;
+    let disp = ExpertDispatch::build(OP, c.indices, experts)?;
+    if y.is_empty() {
+        return Ok(());
+    }
+    let level = current_level();
+    let prep = Prepared::new(h, pairs_n, inter, c.down.spec());
+    let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
+    let tr = tile_rows(inter);
+    let chunk = task_size(hidden, tr, 4);
+    let combine = |d: f32, p: usize| {
+        let prod = T::round(d) * scores[p];
+        if round_products {
+            T::round(prod)
+        } else {
+            prod
+        }
+    };
+    let out = SharedOut::new(y);
+    (0..hidden.div_ceil(chunk))
+        .into_par_iter()
+        .with_max_len(1)
+        .for_each(|ci| {
+            let end = hidden.min((ci + 1) * chunk);
+            let mut acc = Vec::new();
+            let mut tile = Vec::new();
+            let mut xs: Vec<&[f32]> = Vec::new();
+            for n0 in (ci * chunk..end).step_by(tr) {
+                let nr = tr.min(end - n0);
+                acc.clear();
+                acc.resize(tokens * nr, 0.0f32);
+                for &e in &active {
+                    let pairs = disp.pairs(e);
+                    if pairs.len() < TILE_MIN_ROWS {
+                        for r in 0..nr {
+                            let wr = td.row(e, n0 + r);
+                            for &p in pairs {
+                                let p = p as usize;
+                                let d = dot_row(level, wr, prep.row(p));
+                                acc[(p / top_k) * nr + r] += combine(d, p);
+                            }
+                        }
+                    } else {
+                        load_tile(&td, e, n0, nr, &mut tile);
+                        xs.clear();
+                        xs.extend(pairs.iter().map(|&p| prep.row(p as usize).xf));
+                        tile_dots(level, &tile, nr, inter, &xs, |i, r, d| {
+                            let p = pairs[i] as usize;
+                            acc[(p / top_k) * nr + r] += combine(d, p);
+                        });
+                    }
+                }
+                for t in 0..tokens {
+                    for r in 0..nr {
+                        // SAFETY: rows `ci*chunk..end` of every token belong to task `ci`.
+                        unsafe { out.write(t * hidden + n0 + r, T::from_f32(acc[t * nr + r])) };
+                    }
+                }
+            }
+        });
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Router gating: logits `[T, E]` to expert indices `[T, k]` and combine weights.
+//!
+//! # Output
+//! Indices are `u32`, sorted by selection score, highest first; equal scores are
+//! broken by the lower expert index, and NaN scores rank below every number. MLX's
+//! reference selects with `argpartition`, whose order among the k (and choice among
+//! ties) is unspecified: compare against it as sets, or sort both sides by index.
+//!
+//! Weights are written in the dtype of the `weights` buffer, which must be the logits
+//! dtype or f32; every rounding listed below is to that dtype (the identity for f32).
+//!
+//! # Rounding emulated (mlx-lm)
+//! - [`Gating::SoftmaxTopK`] (Qwen3-MoE): `p = round(exp(l - max) * (1 / sum))`
+//!   computed in f32 (MLX's `softmax(precise=True)`); top-k on the rounded `p`; with
+//!   renormalisation `s = round(sum_f32(p_j))`, `w_j = round(p_j / s)`.
+//! - [`Gating::TopKSoftmax`] (Mixtral): top-k on the logits, then
+//!   `w_j = round(exp(l_j - max) * (1 / sum))` over the k in f32.
+//! - [`Gating::SigmoidGroupTopK`] (DeepSeek-V3): the reference works in f32:
+//!   `s = sigmoid(l)`; selection scores `s + bias`; with `n_group > 1` each group of
+//!   `E / n_group` experts is scored by the sum of its two largest selection scores,
+//!   the `topk_group` best groups are kept and the others' selection scores are set
+//!   to 0.0 (as mlx-lm and the Hugging Face reference do, not -inf); top-k on the
+//!   selection scores; weights from the unbiased `s`; if `top_k > 1` and
+//!   `renormalize`, divided by their sum; times `routed_scaling_factor`; rounded once.
+
+use rayon::prelude::*;
+
+use super::dtype::{Dtype, Element, Floats, FloatsMut};
+use super::error::{check_len, checked_prod, KernelError, Result};
+
+const OP: &str = "route";
+
+/// A router's selection rule.
+#[derive(Debug, Clone, Copy)]
+pub enum Gating<'a> {
+    /// softmax over all experts, top-k, optional renormalisation (Qwen3-MoE,
+    /// `norm_topk_prob`).
+    SoftmaxTopK {
+        /// Experts per token.
+        top_k: usize,
+        /// Divide the k probabilities by their sum.
+        renormalize: bool,
+    },
+    /// top-k on the logits, softmax over the k (Mixtral).
+    TopKSoftmax {
+        /// Experts per token.
+        top_k: usize,
+    },
+    /// sigmoid, biased group-limited top-k, unbiased weights (DeepSeek-V3).
+    SigmoidGroupTopK {
+        /// Experts per token.
+        top_k: usize,
+        /// Number of expert groups (1: no group limit). Must divide E.
+        n_group: usize,
+        /// Groups kept per token (`1..=n_group`).
+        topk_group: usize,
+        /// Divide the weights by their sum (only when `top_k > 1`).
+        renormalize: bool,
+        /// Factor applied to the final weights.
+        routed_scaling_factor: f32,
+        /// `[E]` bias added to the scores for selection only (any dtype).
+        correction_bias: Option<Floats<'a>>,
+    },
+}
+
+impl Gating<'_> {
+    /// Experts selected per token.
+    pub fn top_k(&self) -> usize {
+        match *self {
+            Gating::SoftmaxTopK { top_k, .. }
+            | Gating::TopKSoftmax { top_k }
+            | Gating::SigmoidGroupTopK { top_k, .. } => top_k,
+        }
+    }
+}
+
+/// Selects `top_k` experts per token from `logits` (`[tokens, experts]`) and writes
+/// `indices` and `weights` (both `[tokens, top_k]`). See the module docs for the exact
+/// arithmetic, ordering and tie-breaking.
+///
+/// # Errors
+/// [`KernelError::LengthMismatch`] for a buffer of the wrong length;
+/// [`KernelError::DtypeMismatch`] if `weights` is neither the logits dtype nor f32;
+/// [`KernelError::InvalidArgument`] if `top_k > experts`, or for an invalid group
+/// configuration (`n_group` not dividing E, groups of fewer than 2 experts when
+/// `n_group > 1`, `topk_group` outside `1..=n_group`, a bias of the wrong length);
+/// [`KernelError::Overflow`] if a shape overflows `usize`.
+pub fn route(
+    logits: Floats<'_>,
+    tokens: usize,
+    experts: usize,
+    gating: &Gating<'_>,
+    indices: &mut [u32],
+    weights: FloatsMut<'_>,
+) -> Result<()> {
+    let top_k = gating.top_k();
+    check_len(
+        OP,
+        "logits",
+        checked_prod(OP, &[tokens, experts])?,
+        logits.len(),
+    )?;
+    let pairs = checked_prod(OP, &[tokens, top_k])?;
+    check_len(OP, "indices", pairs, indices.len())?;
+    check_len(OP, "weights", pairs, weights.len())?;
+    if weights.dtype() != Dtype::F32 && weights.dtype() != logits.dtype() {
+        return Err(KernelError::DtypeMismatch {
+            op: OP,
+            what: "weights",
+            expected: "the logits dtype or f32",
+            actual: weights.dtype(),
+        });
+    }
+    if top_k > experts {
+        return Err(invalid(format!("top_k {top_k} > {experts} experts")));
+    }
+    let bias = validate_groups(gating, experts)?;
+    if pairs == 0 {
+        return Ok(());
+    }
+    let round: fn(f32) -> f32 = match weights.dtype() {
+        Dtype::F32 => |v| v,
+        Dtype::F16 => <half::f16 as Element>::round,
+        Dtype::Bf16 => <half::bf16 as Element>::round,
+    };
+    let mut w32 = vec![0.0f32; pairs];
+    indices
+        .par_chunks_mut(top_k)
+        .zip(w32.par_chunks_mut(top_k))
+        .enumerate()
+        .with_min_len(16)
+        .for_each_init(
+            || (vec![0.0f32; experts], vec![0.0f32; experts]),
+            |(row, scratch), (t, (idx, w))| {
+                widen_row(logits, t * experts, row);
+                match *gating {
+                    Gating::SoftmaxTopK { renormalize, .. } => {
+                        softmax_top_k(row, renormalize, round, idx, w)
+                    }
+                    Gating::TopKSoftmax { .. } => top_k_softmax(row, round, idx, w),
+                    Gating::SigmoidGroupTopK {
+                        n_group,
+                        topk_group,
+                        renormalize,
+                        routed_scaling_factor,
+                        ..
+                    } => sigmoid_group(
+                        row,
+                        scratch,
+                        &bias,
+                        (n_group, topk_group),
+                        renormalize,
+                        routed_scaling_factor,
+                        round,
+                        idx,
+                        w,
+                    ),
+                }
+            },
+        );
+    // Every value in `w32` is already representable in the output dtype.
+    match weights {
+        FloatsMut::F32(o) => o.copy_from_slice(&w32),
+        FloatsMut::F16(o) => o.iter_mut().zip(&w32).for_each(|(o, &v)| {
+            *o = half::f16::from_f32(v);
+        }),
+        FloatsMut::Bf16(o) => o.iter_mut().zip(&w32).for_each(|(o, &v)| {
+            *o = half::bf16::from_f32(v);
+        }),
+    }
+    Ok(())
+}
+
+fn invalid(detail: String) -> KernelError {
+    KernelError::InvalidArgument { op: OP, detail }
+}
+
+/// Checks the group-limited configuration; returns the correction bias widened to f32
+/// (empty when absent or not applicable).
+fn validate_groups(gating: &Gating<'_>, experts: usize) -> Result<Vec<f32>> {
+    let Gating::SigmoidGroupTopK {
+        n_group,
+        topk_group,
+        correction_bias,
+        ..
+    } = *gating
+    else {
+        return Ok(Vec::new());
+    };
+    if n_group == 0 || experts % n_group != 0 {
+        return Err(invalid(format!(
+            "n_group {n_group} must divide {experts} experts"
+        )));
+    }
+    if n_group > 1 && experts / n_group < 2 {
+        return Err(invalid(
+            "group-limited routing needs at least 2 experts per group".into(),
+        ));
+    }
+    if topk_group == 0 || topk_group > n_group {
+        return Err(invalid(format!(
+            "topk_group {topk_group} outside 1..={n_group}"
+        )));
+    }
+    let Some(b) = correction_bias else {
+        return Ok(Vec::new());
+    };
+    check_len(OP, "correction_bias", experts, b.len())?;
+    let mut v = vec![0.0f32; experts];
+    widen_row(b, 0, &mut v);
+    Ok(v)
+}
+
+fn widen_row(src: Floats<'_>, start: usize, out: &mut [f32]) {
+    let n = out.len();
+    match src {
+        Floats::F32(s) => out.copy_from_slice(&s[start..start + n]),
+        Floats::F16(s) => out
+            .iter_mut()
+            .zip(&s[start..start + n])
+            .for_each(|(o, v)| *o = v.to_f32()),
+        Floats::Bf16(s) => out
+            .iter_mut()
+            .zip(&s[start..start + n])
+            .for_each(|(o, v)| *o = Element::to_f32(*v)),
+    }
+}
+
+/// Writes the indices of the `idx.len()` largest values, highest first; ties go to
+/// the lower index; NaN ranks as -inf (and so below every number).
+pub(crate) fn top_k_indices(vals: &[f32], idx: &mut [u32]) {
+    let k = idx.len();
+    if k == 0 {
+        return;
+    }
+    let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
+    let mut filled = 0usize;
+    for (i, &v) in vals.iter().enumerate() {
+        let v = key(v);
+        if filled == k && v <= key(vals[idx[k - 1] as usize]) {
+            continue;
+        }
+        // `>=` keeps earlier (lower) indices ahead of an equal newcomer.
+        let pos = idx[..filled].partition_point(|&j| key(vals[j as usize]) >= v);
+        if filled < k {
+            filled += 1;
+        }
+        idx.copy_within(pos..filled - 1, pos + 1);
+        idx[pos] = i as u32;
+    }
+}
+
+fn softmax_in_place(v: &mut [f32], round: fn(f32) -> f32) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    for x in v.iter_mut() {
+        *x = round(*x * inv);
+    }
+}
+
+fn softmax_top_k(
+    row: &mut [f32],
+    renormalize: bool,
+    round: fn(f32) -> f32,
+    idx: &mut [u32],
+    w: &mut [f32],
+) {
+    softmax_in_place(row, round);
+    top_k_indices(row, idx);
+    for (w, &i) in w.iter_mut().zip(idx.iter()) {
+        *w = row[i as usize];
+    }
+    if renormalize {
+        let s = round(w.iter().sum());
+        for w in w.iter_mut() {
+            *w = round(*w / s);
+        }
+    }
+}
+
+fn top_k_softmax(row: &[f32], round: fn(f32) -> f32, idx: &mut [u32], w: &mut [f32]) {
+    top_k_indices(row, idx);
+    for (w, &i) in w.iter_mut().zip(idx.iter()) {
+        *w = row[i as usize];
+    }
+    softmax_in_place(w, round);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sigmoid_group(
+    row: &mut [f32],
+    select: &mut [f32],
+    bias: &[f32],
+    (n_group, topk_group): (usize, usize),
+    renormalize: bool,
+    scaling: f32,
+    round: fn(f32) -> f32,
+    idx: &mut [u32],
+    w: &mut [f32],
+) {
+    for (i, x) in row.iter_mut().enumerate() {
+        *x = 1.0 / (1.0 + (-*x).exp());
+        select[i] = *x + bias.get(i).copied().unwrap_or(0.0);
+    }
+    if n_group > 1 {
+        let gsize = row.len() / n_group;
+        let mut gscore = vec![0.0f32; n_group];
+        let mut top2 = [0u32; 2];
+        for (g, s) in gscore.iter_mut().enumerate() {
+            let grp = &select[g * gsize..(g + 1) * gsize];
+            top_k_indices(grp, &mut top2);
+            *s = grp[top2[0] as usize] + grp[top2[1] as usize];
+        }
+        let mut keep = vec![0u32; topk_group];
+        top_k_indices(&gscore, &mut keep);
+        for g in 0..n_group {
+            if !keep.contains(&(g as u32)) {
+                select[g * gsize..(g + 1) * gsize].fill(0.0);
+            }
+        }
+    }
+    top_k_indices(select, idx);
+    for (w, &i) in w.iter_mut().zip(idx.iter()) {
+        *w = row[i as usize];
+    }
+    if renormalize && w.len() > 1 {
+        let s: f32 = w.iter().sum();
+        for w in w.iter_mut() {
+            *w /= s;
+        }
+    }
+    for w in w.iter_mut() {
+        *w = round(*w * scaling);
+    }
+}

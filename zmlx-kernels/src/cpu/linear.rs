@@ -1,0 +1,126 @@
+//! Shared building blocks of the matmul-shaped kernels: one weight row against one
+//! prepared activation row (decode), and a dequantized f32 tile of weight rows against
+//! many activation rows (prefill).
+
+use super::prep::PRow;
+use super::quant::dequantize_row;
+use super::simd::{self, scalar, Kernel, SimdLevel};
+use super::weights::{Row, Typed};
+
+/// Activation rows sharing a weight row at or above which a tile of weights is
+/// dequantized to f32 once and multiplied by all of them; below it each dot product
+/// unpacks the row again from L1 (cheaper than writing and re-reading a tile).
+pub(crate) const TILE_MIN_ROWS: usize = 8;
+
+/// Bytes of f32 scratch per tile: sized to stay in L2 while all activation rows
+/// stream past it.
+const TILE_BYTES: usize = 128 * 1024;
+
+/// Weight rows per tile for input width `k` (a multiple of 4, at least 4).
+pub(crate) fn tile_rows(k: usize) -> usize {
+    let rows = TILE_BYTES / (4 * k.max(1));
+    (rows / 4 * 4).clamp(4, 256)
+}
+
+/// `w_row . x` accumulated in f32.
+#[inline]
+pub(crate) fn dot_row<T: Kernel>(level: SimdLevel, row: Row<'_, T>, x: PRow<'_>) -> f32 {
+    match row {
+        Row::Quant {
+            words,
+            scales,
+            biases,
+            spec,
+        } => match spec.bits() {
+            4 => simd::q4_dot(
+                level,
+                words,
+                x.xp,
+                x.xsum,
+                scales,
+                biases,
+                spec.group_size(),
+            ),
+            8 => simd::q8_dot(
+                level,
+                words,
+                x.xf,
+                x.xsum,
+                scales,
+                biases,
+                spec.group_size(),
+            ),
+            _ => scalar::qgeneric_dot(words, x.xf, x.xsum, scales, biases, spec),
+        },
+        Row::Float(w) => T::dot_weights(level, w, x.xf),
+    }
+}
+
+/// Fills `tile` with rows `n0..n0 + nrows` of expert `e` as f32 (dequantized or
+/// widened), row-major with row length K.
+pub(crate) fn load_tile<T: Kernel>(
+    w: &Typed<'_, T>,
+    e: usize,
+    n0: usize,
+    nrows: usize,
+    tile: &mut Vec<f32>,
+) {
+    let k = w.shape().cols;
+    tile.clear();
+    tile.resize(nrows * k, 0.0);
+    for (r, out) in tile.chunks_exact_mut(k.max(1)).enumerate().take(nrows) {
+        match w.row(e, n0 + r) {
+            Row::Quant {
+                words,
+                scales,
+                biases,
+                spec,
+            } => dequantize_row(words, scales, biases, spec, out),
+            Row::Float(src) => {
+                for (o, &v) in out.iter_mut().zip(src) {
+                    *o = v.to_f32();
+                }
+            }
+        }
+    }
+}
+
+/// Multiplies every activation row in `xs` by every row of `tile` (`nrows` rows of
+/// length `k`) and reports each result as `sink(activation index, tile row, value)`.
+pub(crate) fn tile_dots(
+    level: SimdLevel,
+    tile: &[f32],
+    nrows: usize,
+    k: usize,
+    xs: &[&[f32]],
+    mut sink: impl FnMut(usize, usize, f32),
+) {
+    let row = |r: usize| &tile[r * k..(r + 1) * k];
+    let quads = nrows / 4;
+    let mut xi = 0;
+    while xi < xs.len() {
+        let pair = xi + 1 < xs.len();
+        for q in 0..quads {
+            let w = [row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3)];
+            if pair {
+                let out = simd::dot_2x4(level, [xs[xi], xs[xi + 1]], w);
+                for (r, vals) in out.iter().enumerate() {
+                    for (c, &v) in vals.iter().enumerate() {
+                        sink(xi + r, 4 * q + c, v);
+                    }
+                }
+            } else {
+                let out = simd::dot_1x4(level, xs[xi], w);
+                for (c, &v) in out.iter().enumerate() {
+                    sink(xi, 4 * q + c, v);
+                }
+            }
+        }
+        for r in 4 * quads..nrows {
+            for x in xi..(xi + if pair { 2 } else { 1 }) {
+                sink(x, r, f32::dot_weights(level, row(r), xs[x]));
+            }
+        }
+        xi += if pair { 2 } else { 1 };
+    }
+}

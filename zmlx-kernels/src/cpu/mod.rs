@@ -1,0 +1,45 @@
+//! CPU backend of the fused kernels: pure Rust over row-contiguous slices.
+//!
+//! Everything here works on borrowed buffers with explicit shapes, so that an MLX
+//! custom primitive can hand over its (row-contiguous) inputs and preallocated outputs.
+//! Strided or broadcast arrays must be made contiguous by the caller first (MLX's
+//! `contiguous` when the graph is built); the kernels never look at strides.
+//!
+//! | op | function |
+//! | --- | --- |
+//! | quantized / float linear layer | [`qmm`] |
+//! | expert gate+up with SwiGLU | [`expert_swiglu`] |
+//! | expert down projection + weighted combine | [`expert_down_combine`] |
+//! | router gating | [`route`] with a [`Gating`] rule |
+//! | token-to-expert dispatch | [`ExpertDispatch`], [`dispatch_into`] |
+//!
+//! Activations are f32, f16 or bf16 ([`Floats`]); products accumulate in f32 and each
+//! output is rounded once to the activation dtype, except where a module documents
+//! the intermediate roundings it emulates to match mlx-lm.
+//!
+//! Vector kernels (AVX-512F, AVX2+FMA+F16C, NEON, portable) are picked at runtime, see
+//! [`simd`].
+
+mod dispatch;
+mod down_combine;
+mod dtype;
+mod error;
+mod gating;
+mod linear;
+mod par;
+mod prep;
+mod qmm;
+mod quant;
+pub mod simd;
+mod swiglu;
+mod weights;
+
+pub use dispatch::{dispatch_into, ExpertDispatch};
+pub use down_combine::expert_down_combine;
+pub use dtype::{Dtype, Element, Floats, FloatsMut};
+pub use error::{KernelError, Result};
+pub use gating::{route, Gating};
+pub use qmm::qmm;
+pub use quant::QuantSpec;
+pub use swiglu::expert_swiglu;
+pub use weights::{WeightShape, Weights};

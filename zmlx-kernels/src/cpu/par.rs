@@ -1,0 +1,52 @@
+//! Parallel plumbing: writing disjoint, non-contiguous parts of one output from many
+//! rayon tasks, and sizing those tasks.
+
+use std::marker::PhantomData;
+
+/// An output buffer shared by tasks that each write a disjoint set of elements.
+///
+/// The kernels partition their outputs by (row range x token set), which is not a set
+/// of contiguous slices, so `chunks_mut` cannot express it; this wrapper hands out
+/// element writes instead, bounds-checked, with disjointness guaranteed by the caller.
+pub(crate) struct SharedOut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the wrapper is only used to write disjoint elements from different threads
+// (see `write`), which is what `&mut [T]: Send` allows for the whole slice.
+unsafe impl<T: Send> Send for SharedOut<'_, T> {}
+// SAFETY: as above; no element is read or written by two tasks.
+unsafe impl<T: Send> Sync for SharedOut<'_, T> {}
+
+impl<'a, T> SharedOut<'a, T> {
+    /// Wraps an exclusive borrow for the duration of a parallel section.
+    pub fn new(slice: &'a mut [T]) -> Self {
+        Self {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Writes element `i`.
+    ///
+    /// # Safety
+    /// No other task reads or writes element `i` during the parallel section.
+    #[inline(always)]
+    pub unsafe fn write(&self, i: usize, v: T) {
+        assert!(i < self.len, "SharedOut: index out of bounds");
+        // SAFETY: in bounds (checked above); exclusive per the caller's contract.
+        unsafe { self.ptr.add(i).write(v) }
+    }
+}
+
+/// Splits `total` items into tasks of at least `min` items, aiming at about four tasks
+/// per thread so that uneven tasks still balance; the result is a multiple of `align`.
+pub(crate) fn task_size(total: usize, min: usize, align: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let target = total.div_ceil(threads * 4);
+    let size = target.max(min).max(1);
+    size.div_ceil(align) * align
+}

@@ -1,0 +1,94 @@
+//! Linear layer: `y[M, N] = x[M, K] @ W.T` for quantized or float `W`.
+
+use rayon::prelude::*;
+
+use super::dtype::{Floats, FloatsMut};
+use super::error::{check_len, checked_prod, KernelError, Result};
+use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
+use super::par::{task_size, SharedOut};
+use super::prep::Prepared;
+use super::simd::{current_level, Kernel};
+use super::weights::{WeightShape, Weights};
+
+const OP: &str = "qmm";
+
+/// Computes `y = x @ W.T` where `x` is `[m, K]`, `W` is `[N, K]` (quantized or float,
+/// `experts == 1`) and `y` is `[m, N]`, all row-contiguous. Accumulates in f32 and
+/// rounds each output once to the activation dtype.
+///
+/// Decode-shaped calls (`m < 8`) read every weight row once and dot it with each
+/// activation row while it is in L1; larger `m` dequantizes tiles of weight rows to
+/// f32 once and multiplies all `m` rows against each tile. Work is split over N.
+///
+/// # Errors
+/// [`KernelError::DtypeMismatch`] unless `x`, `y` and the weights (scales/biases or
+/// values) share one dtype; [`KernelError::InvalidArgument`] for expert-stacked
+/// weights; [`KernelError::LengthMismatch`] if `x` is not `m * K` or `y` not `m * N`
+/// elements; [`KernelError::Overflow`] if a shape overflows `usize`.
+pub fn qmm(x: Floats<'_>, m: usize, w: &Weights<'_>, y: FloatsMut<'_>) -> Result<()> {
+    match (x, y) {
+        (Floats::F32(x), FloatsMut::F32(y)) => qmm_typed(x, m, w, y),
+        (Floats::F16(x), FloatsMut::F16(y)) => qmm_typed(x, m, w, y),
+        (Floats::Bf16(x), FloatsMut::Bf16(y)) => qmm_typed(x, m, w, y),
+        (_, y) => Err(KernelError::DtypeMismatch {
+            op: OP,
+            what: "y",
+            expected: "the dtype of x",
+            actual: y.dtype(),
+        }),
+    }
+}
+
+fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Result<()> {
+    let tw = w.typed::<T>(OP)?;
+    let WeightShape {
+        experts,
+        rows: n,
+        cols: k,
+    } = w.shape();
+    if experts != 1 {
+        return Err(KernelError::InvalidArgument {
+            op: OP,
+            detail: format!("weights must be a single matrix, got {experts} experts"),
+        });
+    }
+    check_len(OP, "x", checked_prod(OP, &[m, k])?, x.len())?;
+    check_len(OP, "y", checked_prod(OP, &[m, n])?, y.len())?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let level = current_level();
+    let out = SharedOut::new(y);
+    if m < TILE_MIN_ROWS {
+        let prep = Prepared::new(x, m, k, tw.spec());
+        let chunk = task_size(n, 16, 1);
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            for row in c * chunk..n.min((c + 1) * chunk) {
+                let wr = tw.row(0, row);
+                for i in 0..m {
+                    let v = dot_row(level, wr, prep.row(i));
+                    // SAFETY: task `c` alone owns columns `c*chunk..(c+1)*chunk`.
+                    unsafe { out.write(i * n + row, T::from_f32(v)) };
+                }
+            }
+        });
+    } else {
+        let prep = Prepared::new(x, m, k, None);
+        let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
+        let tr = tile_rows(k);
+        let chunk = task_size(n, tr, tr);
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let mut tile = Vec::new();
+            let end = n.min((c + 1) * chunk);
+            for n0 in (c * chunk..end).step_by(tr) {
+                let nr = tr.min(end - n0);
+                load_tile(&tw, 0, n0, nr, &mut tile);
+                tile_dots(level, &tile, nr, k, &xs, |i, r, v| {
+                    // SAFETY: task `c` alone owns columns `c*chunk..(c+1)*chunk`.
+                    unsafe { out.write(i * n + n0 + r, T::from_f32(v)) };
+                });
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! Runtime selection of the vector kernels.
+//!
+//! The best level the CPU supports is detected once (AVX-512F, then AVX2+FMA+F16C on
+//! x86_64; NEON on aarch64; the portable Rust kernels otherwise). The environment
+//! variable `ZMLX_CPU_SIMD` (`portable`, `avx2`, `avx512`, `neon`) can lower it for a
+//! whole process, and [`with_level`] overrides it for the calls made on the current
+//! thread (tests use it to run the portable path next to the vector paths).
+//!
+//! Every public kernel reads the level once on the calling thread and passes it down
+//! to its worker threads, so an override applies to the whole call.
+//!
+//! The wrappers below are the only place where the `unsafe` kernels are called: they
+//! check the CPU feature (through the level, which can only be constructed for an
+//! available feature set) and the slice lengths the kernels rely on.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+pub(crate) mod scalar;
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use super::dtype::Element;
+use super::error::{KernelError, Result};
+use super::weights::Pick;
+use half::{bf16, f16};
+
+/// An instruction-set level for the CPU kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SimdLevel {
+    /// Plain Rust, any CPU.
+    Portable,
+    /// x86_64 with AVX2, FMA and F16C (8 f32 lanes).
+    Avx2,
+    /// x86_64 with AVX-512F (16 f32 lanes).
+    Avx512,
+    /// aarch64 NEON (4 f32 lanes).
+    Neon,
+}
+
+impl SimdLevel {
+    /// Whether this CPU can run kernels of this level.
+    pub fn is_available(self) -> bool {
+        match self {
+            SimdLevel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The name accepted by `ZMLX_CPU_SIMD`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Portable => "portable",
+            SimdLevel::Avx2 => "avx2",
+            SimdLevel::Avx512 => "avx512",
+            SimdLevel::Neon => "neon",
+        }
+    }
+}
+
+/// Every level this CPU supports, best first (always ends with `Portable`).
+pub fn available_levels() -> Vec<SimdLevel> {
+    [
+        SimdLevel::Avx512,
+        SimdLevel::Avx2,
+        SimdLevel::Neon,
+        SimdLevel::Portable,
+    ]
+    .into_iter()
+    .filter(|l| l.is_available())
+    .collect()
+}
+
+/// The process-wide level: the best available, or `ZMLX_CPU_SIMD` if it names an
+/// available level (an unknown or unavailable name is ignored).
+pub fn detected_level() -> SimdLevel {
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let avail = available_levels();
+        let forced = std::env::var("ZMLX_CPU_SIMD").ok().and_then(|name| {
+            avail
+                .iter()
+                .copied()
+                .find(|l| l.name().eq_ignore_ascii_case(name.trim()))
+        });
+        forced.unwrap_or(avail[0])
+    })
+}
+
+thread_local! {
+    static OVERRIDE: Cell<Option<SimdLevel>> = const { Cell::new(None) };
+}
+
+/// The level kernels called from this thread use now.
+pub fn current_level() -> SimdLevel {
+    OVERRIDE.with(Cell::get).unwrap_or_else(detected_level)
+}
+
+/// Runs `f` with kernels called from this thread using `level`, then restores the
+/// previous level (also if `f` panics).
+///
+/// # Errors
+/// [`KernelError::InvalidArgument`] if this CPU does not support `level`.
+pub fn with_level<R>(level: SimdLevel, f: impl FnOnce() -> R) -> Result<R> {
+    if !level.is_available() {
+        return Err(KernelError::InvalidArgument {
+            op: "with_level",
+            detail: format!("SIMD level {} is not available on this CPU", level.name()),
+        });
+    }
+    struct Restore(Option<SimdLevel>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|c| c.replace(Some(level))));
+    Ok(f())
+}
+
+/// 4-bit row dot product, activations in the nibble-split order.
+#[inline]
+pub(crate) fn q4_dot<T: Element>(
+    level: SimdLevel,
+    words: &[u32],
+    xp: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+    gs: usize,
+) -> f32 {
+    let groups = scales.len();
+    assert!(
+        gs % 32 == 0
+            && words.len() == groups * gs / 8
+            && xp.len() == groups * gs
+            && xsum.len() == groups
+            && biases.len() == groups,
+        "q4_dot: internal length invariant violated"
+    );
+    match level {
+        // SAFETY: the level is only selected when the CPU supports it; lengths checked.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { avx512::q4_dot(words, xp, xsum, scales, biases, gs) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { avx2::q4_dot(words, xp, xsum, scales, biases, gs) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { neon::q4_dot(words, xp, xsum, scales, biases, gs) },
+        _ => scalar::q4_dot(words, xp, xsum, scales, biases, gs),
+    }
+}
+
+/// 8-bit row dot product.
+#[inline]
+pub(crate) fn q8_dot<T: Element>(
+    level: SimdLevel,
+    words: &[u32],
+    x: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+    gs: usize,
+) -> f32 {
+    let groups = scales.len();
+    assert!(
+        gs % 32 == 0
+            && words.len() == groups * gs / 4
+            && x.len() == groups * gs
+            && xsum.len() == groups
+            && biases.len() == groups,
+        "q8_dot: internal length invariant violated"
+    );
+    match level {
+        // SAFETY: the level is only selected when the CPU supports it; lengths checked.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { avx512::q8_dot(words, x, xsum, scales, biases, gs) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { avx2::q8_dot(words, x, xsum, scales, biases, gs) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { neon::q8_dot(words, x, xsum, scales, biases, gs) },
+        _ => scalar::q8_dot(words, x, xsum, scales, biases, gs),
+    }
+}
+
+/// Two activation rows against four f32 weight rows (all the same length).
+#[inline]
+pub(crate) fn dot_2x4(level: SimdLevel, x: [&[f32]; 2], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    let n = x[0].len();
+    assert!(
+        x[1].len() == n && w.iter().all(|r| r.len() == n),
+        "dot_2x4: internal length invariant violated"
+    );
+    match level {
+        // SAFETY: the level is only selected when the CPU supports it; lengths checked.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { avx512::dot_2x4(x, w) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { avx2::dot_2x4(x, w) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { neon::dot_2x4(x, w) },
+        _ => scalar::dot_2x4(x, w),
+    }
+}
+
+/// One activation row against four f32 weight rows (all the same length).
+#[inline]
+pub(crate) fn dot_1x4(level: SimdLevel, x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    let n = x.len();
+    assert!(
+        w.iter().all(|r| r.len() == n),
+        "dot_1x4: internal length invariant violated"
+    );
+    match level {
+        // SAFETY: the level is only selected when the CPU supports it; lengths checked.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { avx512::dot_1x4(x, w) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { avx2::dot_1x4(x, w) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { neon::dot_1x4(x, w) },
+        _ => scalar::dot_1x4(x, w),
+    }
+}
+
+/// Element types the kernels are instantiated for: adds the per-dtype float-weight dot
+/// product to [`Element`].
+pub(crate) trait Kernel: Element + Pick {
+    /// Dot product of a weight row of this dtype with f32 activations.
+    fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32;
+}
+
+impl Kernel for f32 {
+    #[inline]
+    fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
+        assert!(w.len() == x.len(), "dot: internal length invariant violated");
+        match level {
+            // SAFETY: level available (see `SimdLevel`), lengths checked.
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => unsafe { avx512::dot_f32(w, x) },
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => unsafe { avx2::dot_f32(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => unsafe { neon::dot_f32(w, x) },
+            _ => scalar::dot(w, x),
+        }
+    }
+}
+
+impl Kernel for bf16 {
+    #[inline]
+    fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
+        assert!(w.len() == x.len(), "dot: internal length invariant violated");
+        match level {
+            // SAFETY: level available (see `SimdLevel`), lengths checked.
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => unsafe { avx512::dot_bf16(w, x) },
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => unsafe { avx2::dot_bf16(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => unsafe { neon::dot_bf16(w, x) },
+            _ => scalar::dot(w, x),
+        }
+    }
+}
+
+impl Kernel for f16 {
+    #[inline]
+    fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
+        assert!(w.len() == x.len(), "dot: internal length invariant violated");
+        match level {
+            // SAFETY: level available (see `SimdLevel`), lengths checked.
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => unsafe { avx512::dot_f16(w, x) },
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => unsafe { avx2::dot_f16(w, x) },
+            // NEON has no stable f16 vector type in Rust yet: the portable loop (which
+            // converts with `half`) serves aarch64.
+            _ => scalar::dot(w, x),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! NEON kernels for aarch64 (4 f32 lanes). NEON is part of the aarch64 baseline.
+//!
+//! Compile-checked on x86_64 with `cargo check --target aarch64-unknown-linux-gnu`;
+//! not yet run on an aarch64 machine (see `notes/cpu-kernels.md`). The test suite
+//! compares every available level against the naive reference, so running it once on
+//! Apple silicon validates this file.
+
+use core::arch::aarch64::*;
+
+use crate::cpu::dtype::Element;
+
+/// Widens 16 bytes to four f32x4 (bytes 0-3, 4-7, 8-11, 12-15).
+#[inline(always)]
+unsafe fn bytes_to_f32(v: uint8x16_t) -> [float32x4_t; 4] {
+    let lo = vmovl_u8(vget_low_u8(v));
+    let hi = vmovl_u8(vget_high_u8(v));
+    [
+        vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo))),
+        vcvtq_f32_u32(vmovl_u16(vget_high_u16(lo))),
+        vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))),
+        vcvtq_f32_u32(vmovl_u16(vget_high_u16(hi))),
+    ]
+}
+
+/// See [`super::scalar::q4_dot`].
+///
+/// # Safety
+/// `words.len() == scales.len() * gs / 8`, `xp.len() == scales.len() * gs`,
+/// `xsum`/`biases` as long as `scales`, `gs % 32 == 0`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn q4_dot<T: Element>(
+    words: &[u32],
+    xp: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+    gs: usize,
+) -> f32 {
+    let mask = vdupq_n_u8(0x0f);
+    let bp = words.as_ptr().cast::<u8>();
+    let xpp = xp.as_ptr();
+    let mut total = vdupq_n_f32(0.0);
+    let mut bias_acc = 0.0f32;
+    for g in 0..scales.len() {
+        let mut a = [vdupq_n_f32(0.0); 4];
+        for blk in 0..gs / 32 {
+            let v = vld1q_u8(bp.add(g * gs / 2 + blk * 16));
+            let x = xpp.add(g * gs + blk * 32);
+            let lo = bytes_to_f32(vandq_u8(v, mask));
+            let hi = bytes_to_f32(vshrq_n_u8::<4>(v));
+            for c in 0..4 {
+                a[c] = vfmaq_f32(a[c], lo[c], vld1q_f32(x.add(4 * c)));
+                a[c] = vfmaq_f32(a[c], hi[c], vld1q_f32(x.add(16 + 4 * c)));
+            }
+        }
+        let sum = vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3]));
+        total = vfmaq_n_f32(total, sum, scales.get_unchecked(g).to_f32());
+        bias_acc += biases.get_unchecked(g).to_f32() * xsum.get_unchecked(g);
+    }
+    vaddvq_f32(total) + bias_acc
+}
+
+/// See [`super::scalar::q8_dot`].
+///
+/// # Safety
+/// `words.len() == scales.len() * gs / 4`, `x.len() == scales.len() * gs`,
+/// `xsum`/`biases` as long as `scales`, `gs % 32 == 0`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn q8_dot<T: Element>(
+    words: &[u32],
+    x: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+    gs: usize,
+) -> f32 {
+    let bp = words.as_ptr().cast::<u8>();
+    let xp = x.as_ptr();
+    let mut total = vdupq_n_f32(0.0);
+    let mut bias_acc = 0.0f32;
+    for g in 0..scales.len() {
+        let mut a = [vdupq_n_f32(0.0); 4];
+        let mut i = g * gs;
+        let end = i + gs;
+        while i < end {
+            let q = bytes_to_f32(vld1q_u8(bp.add(i)));
+            for c in 0..4 {
+                a[c] = vfmaq_f32(a[c], q[c], vld1q_f32(xp.add(i + 4 * c)));
+            }
+            i += 16;
+        }
+        let sum = vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3]));
+        total = vfmaq_n_f32(total, sum, scales.get_unchecked(g).to_f32());
+        bias_acc += biases.get_unchecked(g).to_f32() * xsum.get_unchecked(g);
+    }
+    vaddvq_f32(total) + bias_acc
+}
+
+/// f32 weight row dot product.
+///
+/// # Safety
+/// `w.len() == x.len()`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len();
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut a0 = vdupq_n_f32(0.0);
+    let mut a1 = vdupq_n_f32(0.0);
+    let mut i = 0;
+    while i + 8 <= n {
+        a0 = vfmaq_f32(a0, vld1q_f32(wp.add(i)), vld1q_f32(xp.add(i)));
+        a1 = vfmaq_f32(a1, vld1q_f32(wp.add(i + 4)), vld1q_f32(xp.add(i + 4)));
+        i += 8;
+    }
+    let mut tail = 0.0f32;
+    while i < n {
+        tail += w.get_unchecked(i) * x.get_unchecked(i);
+        i += 1;
+    }
+    vaddvq_f32(vaddq_f32(a0, a1)) + tail
+}
+
+/// bf16 weight row dot product: bf16 -> f32 is a 16-bit left shift.
+///
+/// # Safety
+/// `w.len() == x.len()`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn dot_bf16(w: &[half::bf16], x: &[f32]) -> f32 {
+    let n = w.len();
+    let (wp, xp) = (w.as_ptr().cast::<u16>(), x.as_ptr());
+    let mut a0 = vdupq_n_f32(0.0);
+    let mut a1 = vdupq_n_f32(0.0);
+    let mut i = 0;
+    while i + 8 <= n {
+        let raw = vld1q_u16(wp.add(i));
+        let w0 = vreinterpretq_f32_u32(vshlq_n_u32::<16>(vmovl_u16(vget_low_u16(raw))));
+        let w1 = vreinterpretq_f32_u32(vshlq_n_u32::<16>(vmovl_u16(vget_high_u16(raw))));
+        a0 = vfmaq_f32(a0, w0, vld1q_f32(xp.add(i)));
+        a1 = vfmaq_f32(a1, w1, vld1q_f32(xp.add(i + 4)));
+        i += 8;
+    }
+    let mut tail = 0.0f32;
+    while i < n {
+        tail += w.get_unchecked(i).to_f32() * x.get_unchecked(i);
+        i += 1;
+    }
+    vaddvq_f32(vaddq_f32(a0, a1)) + tail
+}
+
+/// Two activation rows against four weight rows.
+///
+/// # Safety
+/// All six slices have the same length.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn dot_2x4(x: [&[f32]; 2], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    let n = x[0].len();
+    let xp = [x[0].as_ptr(), x[1].as_ptr()];
+    let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
+    let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
+    let mut i = 0;
+    while i + 4 <= n {
+        let x0 = vld1q_f32(xp[0].add(i));
+        let x1 = vld1q_f32(xp[1].add(i));
+        for c in 0..4 {
+            let wv = vld1q_f32(wp[c].add(i));
+            acc[0][c] = vfmaq_f32(acc[0][c], x0, wv);
+            acc[1][c] = vfmaq_f32(acc[1][c], x1, wv);
+        }
+        i += 4;
+    }
+    let mut out = [[0.0f32; 4]; 2];
+    for r in 0..2 {
+        for c in 0..4 {
+            let mut tail = 0.0f32;
+            for j in i..n {
+                tail += x[r].get_unchecked(j) * w[c].get_unchecked(j);
+            }
+            out[r][c] = vaddvq_f32(acc[r][c]) + tail;
+        }
+    }
+    out
+}
+
+/// One activation row against four weight rows.
+///
+/// # Safety
+/// All five slices have the same length.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn dot_1x4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    let n = x.len();
+    let xp = x.as_ptr();
+    let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let mut i = 0;
+    while i + 4 <= n {
+        let x0 = vld1q_f32(xp.add(i));
+        for c in 0..4 {
+            acc[c] = vfmaq_f32(acc[c], x0, vld1q_f32(wp[c].add(i)));
+        }
+        i += 4;
+    }
+    let mut out = [0.0f32; 4];
+    for c in 0..4 {
+        let mut tail = 0.0f32;
+        for j in i..n {
+            tail += x.get_unchecked(j) * w[c].get_unchecked(j);
+        }
+        out[c] = vaddvq_f32(acc[c]) + tail;
+    }
+    out
+}

@@ -1,0 +1,163 @@
+//! Expert SwiGLU: `h[t, j, :] = silu(x[t] @ Wg[e].T) * (x[t] @ Wu[e].T)` with
+//! `e = indices[t, j]`, fused (gate and up in one pass, no `[T, k, I]` intermediates).
+//!
+//! # Rounding emulated
+//! mlx-lm runs `gather_qmm(gate)`, `gather_qmm(up)` (outputs in the activation dtype),
+//! then `silu(g) * u` with `silu(g) = g * sigmoid(g)`, each elementwise op producing
+//! the activation dtype. With `round` = round to nearest even in the activation dtype:
+//! `g = round(gate_f32)`, `u = round(up_f32)`, `s = round(sigmoid_f32(g))`,
+//! `a = round(g * s)`, `h = round(a * u)`, where `sigmoid_f32(g) = 1 / (1 + exp(-g))`
+//! in f32 and each product is computed in f32 from the rounded operands. In f32 every
+//! rounding is the identity.
+
+use rayon::prelude::*;
+
+use super::dispatch::ExpertDispatch;
+use super::dtype::{Element, Floats, FloatsMut};
+use super::error::{check_len, checked_prod, KernelError, Result};
+use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
+use super::par::{task_size, SharedOut};
+use super::prep::Prepared;
+use super::simd::{current_level, Kernel};
+use super::weights::{WeightShape, Weights};
+
+const OP: &str = "expert_swiglu";
+
+/// The elementwise tail of SwiGLU with the reference's roundings (see the module doc).
+#[inline]
+pub(crate) fn swiglu_act<T: Element>(gate: f32, up: f32) -> f32 {
+    let g = T::round(gate);
+    let u = T::round(up);
+    let s = T::round(1.0 / (1.0 + (-g).exp()));
+    let a = T::round(g * s);
+    T::round(a * u)
+}
+
+/// Fused expert SwiGLU.
+///
+/// - `x`: `[tokens, K]` activations;
+/// - `indices`: `[tokens, top_k]` expert ids (`< E`);
+/// - `gate`, `up`: expert-stacked weights `[E, I, K]`, same shape and format;
+/// - `h`: `[tokens, top_k, I]` output, dtype of `x`.
+///
+/// Work is grouped by expert (counting sort of the `(t, j)` pairs), so each expert's
+/// rows are read once for all its tokens; experts with 8 or more tokens use f32 tiles.
+///
+/// # Errors
+/// [`KernelError::DtypeMismatch`] unless `x`, `h` and both weights share one dtype;
+/// [`KernelError::DimMismatch`] if `gate` and `up` differ in shape;
+/// [`KernelError::InvalidArgument`] if they differ in quantization;
+/// [`KernelError::LengthMismatch`] for a buffer of the wrong length;
+/// [`KernelError::ExpertOutOfRange`] for an index `>= E`;
+/// [`KernelError::Overflow`] if a shape overflows `usize` (or `tokens * top_k` overflows
+/// `u32`).
+pub fn expert_swiglu(
+    x: Floats<'_>,
+    tokens: usize,
+    indices: &[u32],
+    top_k: usize,
+    gate: &Weights<'_>,
+    up: &Weights<'_>,
+    h: FloatsMut<'_>,
+) -> Result<()> {
+    match (x, h) {
+        (Floats::F32(x), FloatsMut::F32(h)) => typed(x, tokens, indices, top_k, gate, up, h),
+        (Floats::F16(x), FloatsMut::F16(h)) => typed(x, tokens, indices, top_k, gate, up, h),
+        (Floats::Bf16(x), FloatsMut::Bf16(h)) => typed(x, tokens, indices, top_k, gate, up, h),
+        (_, h) => Err(KernelError::DtypeMismatch {
+            op: OP,
+            what: "h",
+            expected: "the dtype of x",
+            actual: h.dtype(),
+        }),
+    }
+}
+
+fn typed<T: Kernel>(
+    x: &[T],
+    tokens: usize,
+    indices: &[u32],
+    top_k: usize,
+    gate: &Weights<'_>,
+    up: &Weights<'_>,
+    h: &mut [T],
+) -> Result<()> {
+    let tg = gate.typed::<T>(OP)?;
+    let tu = up.typed::<T>(OP)?;
+    let shape = gate.shape();
+    if up.shape() != shape {
+        return Err(KernelError::DimMismatch {
+            op: OP,
+            what: "gate and up weights (rows)",
+            left: shape.rows,
+            right: up.shape().rows,
+        });
+    }
+    if gate.spec() != up.spec() {
+        return Err(KernelError::InvalidArgument {
+            op: OP,
+            detail: "gate and up weights must use the same quantization".into(),
+        });
+    }
+    let WeightShape {
+        experts,
+        rows: inter,
+        cols: k,
+    } = shape;
+    check_len(OP, "x", checked_prod(OP, &[tokens, k])?, x.len())?;
+    check_len(OP, "indices", checked_prod(OP, &[tokens, top_k])?, indices.len())?;
+    check_len(OP, "h", checked_prod(OP, &[tokens, top_k, inter])?, h.len())?;
+    let disp = ExpertDispatch::build(OP, indices, experts)?;
+    if h.is_empty() {
+        return Ok(());
+    }
+    let level = current_level();
+    let prep = Prepared::new(x, tokens, k, gate.spec());
+    let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
+    let chunk = task_size(active.len() * inter, 16, 4).min(inter);
+    let jobs: Vec<(usize, usize)> = active
+        .iter()
+        .flat_map(|&e| (0..inter).step_by(chunk).map(move |r0| (e, r0)))
+        .collect();
+    let out = SharedOut::new(h);
+    jobs.par_iter().with_max_len(1).for_each(|&(e, r0)| {
+        let r1 = inter.min(r0 + chunk);
+        let pairs = disp.pairs(e);
+        // SAFETY (both writes below): pair `p` belongs to expert `e` only, and rows
+        // `r0..r1` of expert `e` to this job only, so element `p * inter + r` has one
+        // writer.
+        if pairs.len() < TILE_MIN_ROWS {
+            for r in r0..r1 {
+                let (gr, ur) = (tg.row(e, r), tu.row(e, r));
+                for &p in pairs {
+                    let xr = prep.row(p as usize / top_k);
+                    let v = swiglu_act::<T>(dot_row(level, gr, xr), dot_row(level, ur, xr));
+                    unsafe { out.write(p as usize * inter + r, T::from_f32(v)) };
+                }
+            }
+        } else {
+            let xs: Vec<&[f32]> = pairs
+                .iter()
+                .map(|&p| prep.row(p as usize / top_k).xf)
+                .collect();
+            // Two tiles (gate and up) live at once: halve the rows of each.
+            let tr = (tile_rows(k) / 2).max(4);
+            let (mut gtile, mut utile) = (Vec::new(), Vec::new());
+            let mut gvals = Vec::new();
+            for n0 in (r0..r1).step_by(tr) {
+                let nr = tr.min(r1 - n0);
+                load_tile(&tg, e, n0, nr, &mut gtile);
+                load_tile(&tu, e, n0, nr, &mut utile);
+                gvals.clear();
+                gvals.resize(xs.len() * nr, 0.0f32);
+                tile_dots(level, &gtile, nr, k, &xs, |i, r, v| gvals[i * nr + r] = v);
+                tile_dots(level, &utile, nr, k, &xs, |i, r, v| {
+                    let a = swiglu_act::<T>(gvals[i * nr + r], v);
+                    let idx = pairs[i] as usize * inter + n0 + r;
+                    unsafe { out.write(idx, T::from_f32(a)) };
+                });
+            }
+        }
+    });
+    Ok(())
+}
