@@ -32,7 +32,9 @@ fn run() -> Result<(), String> {
             println!("{}", usage());
             std::process::exit(0);
         }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value\n{}", usage()))?;
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{}", usage()))?;
         let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
             "--preset" => spec.preset = value.parse::<Preset>().map_err(|e| e.to_string())?,
@@ -55,7 +57,8 @@ fn run() -> Result<(), String> {
     );
     if validate {
         let t = Instant::now();
-        let files = zmlx::checkpoint::validate_checkpoint_dir(&ckpt.dir).map_err(|e| e.to_string())?;
+        let files =
+            zmlx::checkpoint::validate_checkpoint_dir(&ckpt.dir).map_err(|e| e.to_string())?;
         eprintln!(
             "validated {} tensors in {} file(s) in {:.3}s",
             files.num_tensors(),

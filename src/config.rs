@@ -126,7 +126,10 @@ impl QuantSpec {
                 if ![2, 3, 4, 5, 6, 8].contains(&self.bits) {
                     return Err(Error::config(
                         format!("{field}.bits"),
-                        format!("affine quantization supports 2, 3, 4, 5, 6 or 8 bits, not {}", self.bits),
+                        format!(
+                            "affine quantization supports 2, 3, 4, 5, 6 or 8 bits, not {}",
+                            self.bits
+                        ),
                     ));
                 }
                 [32, 64, 128].contains(&self.group_size)
@@ -241,7 +244,11 @@ impl<'de> Deserialize<'de> for QuantizationConfig {
     }
 }
 
-fn spec_from_object(obj: &Map<String, Value>, field: &str, default_mode: QuantMode) -> Result<QuantSpec> {
+fn spec_from_object(
+    obj: &Map<String, Value>,
+    field: &str,
+    default_mode: QuantMode,
+) -> Result<QuantSpec> {
     let group_size = req_usize(obj, field, "group_size")?;
     let bits = req_usize(obj, field, "bits")?;
     let mode = match obj.get("mode") {
@@ -254,7 +261,9 @@ fn spec_from_object(obj: &Map<String, Value>, field: &str, default_mode: QuantMo
             other => {
                 return Err(Error::config(
                     format!("{field}.mode"),
-                    format!("unknown quantization mode `{other}` (expected affine, mxfp4, mxfp8 or nvfp4)"),
+                    format!(
+                    "unknown quantization mode `{other}` (expected affine, mxfp4, mxfp8 or nvfp4)"
+                ),
                 ))
             }
         },
@@ -265,7 +274,11 @@ fn spec_from_object(obj: &Map<String, Value>, field: &str, default_mode: QuantMo
             ))
         }
     };
-    let spec = QuantSpec { group_size, bits, mode };
+    let spec = QuantSpec {
+        group_size,
+        bits,
+        mode,
+    };
     spec.check(field)?;
     Ok(spec)
 }
@@ -292,7 +305,10 @@ fn dotted(prefix: &str, name: &str) -> String {
 
 fn get<'a>(obj: &'a Map<String, Value>, prefix: &str, name: &str) -> Result<&'a Value> {
     match obj.get(name) {
-        None | Some(Value::Null) => Err(Error::config(dotted(prefix, name), "missing (required by Qwen3-MoE)")),
+        None | Some(Value::Null) => Err(Error::config(
+            dotted(prefix, name),
+            "missing (required by Qwen3-MoE)",
+        )),
         Some(v) => Ok(v),
     }
 }
@@ -301,7 +317,12 @@ fn req_usize(obj: &Map<String, Value>, prefix: &str, name: &str) -> Result<usize
     let v = get(obj, prefix, name)?;
     v.as_u64()
         .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| Error::config(dotted(prefix, name), format!("expected a non-negative integer, found {v}")))
+        .ok_or_else(|| {
+            Error::config(
+                dotted(prefix, name),
+                format!("expected a non-negative integer, found {v}"),
+            )
+        })
 }
 
 fn req_f64(obj: &Map<String, Value>, name: &str) -> Result<f64> {
@@ -318,9 +339,12 @@ fn req_bool(obj: &Map<String, Value>, name: &str) -> Result<bool> {
 
 fn req_usize_list(obj: &Map<String, Value>, name: &str) -> Result<Vec<usize>> {
     let v = get(obj, "", name)?;
-    let arr = v
-        .as_array()
-        .ok_or_else(|| Error::config(name, format!("expected an array of layer indices, found {}", kind(v))))?;
+    let arr = v.as_array().ok_or_else(|| {
+        Error::config(
+            name,
+            format!("expected an array of layer indices, found {}", kind(v)),
+        )
+    })?;
     arr.iter()
         .map(|x| {
             x.as_u64()
@@ -342,7 +366,10 @@ fn positive_finite(value: f64, field: &str) -> Result<()> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
-        Err(Error::config(field, format!("must be a positive finite number, not {value}")))
+        Err(Error::config(
+            field,
+            format!("must be a positive finite number, not {value}"),
+        ))
     }
 }
 
@@ -379,12 +406,20 @@ impl Qwen3MoeConfig {
     /// Validates an already-parsed JSON value.
     pub fn from_value(value: &Value) -> Result<Self> {
         let obj = value.as_object().ok_or_else(|| {
-            Error::config("<root>", format!("expected a JSON object, found {}", kind(value)))
+            Error::config(
+                "<root>",
+                format!("expected a JSON object, found {}", kind(value)),
+            )
         })?;
 
         let model_type = match get(obj, "", "model_type")? {
             Value::String(s) => s.clone(),
-            other => return Err(Error::config("model_type", format!("expected a string, found {}", kind(other)))),
+            other => {
+                return Err(Error::config(
+                    "model_type",
+                    format!("expected a string, found {}", kind(other)),
+                ))
+            }
         };
         if model_type != MODEL_TYPE {
             return Err(Error::config(
@@ -397,19 +432,26 @@ impl Qwen3MoeConfig {
         // implement; refusing is better than silently computing something else.
         if let Some(v) = obj.get("rope_scaling") {
             if !v.is_null() {
-                return Err(Error::config("rope_scaling", "RoPE scaling is not supported yet (must be null or absent)"));
+                return Err(Error::config(
+                    "rope_scaling",
+                    "RoPE scaling is not supported yet (must be null or absent)",
+                ));
             }
         }
 
         let quantization = match (obj.get("quantization"), obj.get("quantization_config")) {
-            (Some(v), _) if !v.is_null() => Some(QuantizationConfig::from_value(v, "quantization")?),
+            (Some(v), _) if !v.is_null() => {
+                Some(QuantizationConfig::from_value(v, "quantization")?)
+            }
             (_, Some(v)) if !v.is_null() => {
                 // Hugging Face quantizers (awq, gptq, fp8, ...) use this key with a
                 // `quant_method`; only the mlx-community duplicate is understood here.
                 if let Some(m) = v.get("quant_method") {
                     return Err(Error::config(
                         "quantization_config.quant_method",
-                        format!("{m} checkpoints are not supported; use an MLX-quantized checkpoint"),
+                        format!(
+                            "{m} checkpoints are not supported; use an MLX-quantized checkpoint"
+                        ),
                     ));
                 }
                 Some(QuantizationConfig::from_value(v, "quantization_config")?)
@@ -445,7 +487,10 @@ impl Qwen3MoeConfig {
     /// Checks the values are consistent; every error names the offending field.
     pub fn validate(&self) -> Result<()> {
         if self.model_type != MODEL_TYPE {
-            return Err(Error::config("model_type", format!("must be `{MODEL_TYPE}`")));
+            return Err(Error::config(
+                "model_type",
+                format!("must be `{MODEL_TYPE}`"),
+            ));
         }
         positive(self.hidden_size, "hidden_size")?;
         positive(self.num_hidden_layers, "num_hidden_layers")?;
@@ -466,12 +511,22 @@ impl Qwen3MoeConfig {
             ));
         }
         if self.num_key_value_heads > self.num_attention_heads {
-            return Err(Error::config("num_key_value_heads", "exceeds num_attention_heads"));
+            return Err(Error::config(
+                "num_key_value_heads",
+                "exceeds num_attention_heads",
+            ));
         }
-        if let Some(&bad) = self.mlp_only_layers.iter().find(|&&l| l >= self.num_hidden_layers) {
+        if let Some(&bad) = self
+            .mlp_only_layers
+            .iter()
+            .find(|&&l| l >= self.num_hidden_layers)
+        {
             return Err(Error::config(
                 "mlp_only_layers",
-                format!("layer {bad} does not exist (num_hidden_layers = {})", self.num_hidden_layers),
+                format!(
+                    "layer {bad} does not exist (num_hidden_layers = {})",
+                    self.num_hidden_layers
+                ),
             ));
         }
         if self.num_experts > 0 && self.num_moe_layers() > 0 {
@@ -480,7 +535,10 @@ impl Qwen3MoeConfig {
             if self.num_experts_per_tok > self.num_experts {
                 return Err(Error::config(
                     "num_experts_per_tok",
-                    format!("top-{} routing over only {} experts", self.num_experts_per_tok, self.num_experts),
+                    format!(
+                        "top-{} routing over only {} experts",
+                        self.num_experts_per_tok, self.num_experts
+                    ),
                 ));
             }
         }
@@ -494,7 +552,10 @@ impl Qwen3MoeConfig {
             if self.hidden_size % q.default.group_size != 0 {
                 return Err(Error::config(
                     "quantization.group_size",
-                    format!("group size {} does not divide hidden_size {}", q.default.group_size, self.hidden_size),
+                    format!(
+                        "group size {} does not divide hidden_size {}",
+                        q.default.group_size, self.hidden_size
+                    ),
                 ));
             }
             for (path, spec) in &q.overrides {
@@ -517,7 +578,9 @@ impl Qwen3MoeConfig {
 
     /// How many layers are MoE layers.
     pub fn num_moe_layers(&self) -> usize {
-        (0..self.num_hidden_layers).filter(|&l| self.is_moe_layer(l)).count()
+        (0..self.num_hidden_layers)
+            .filter(|&l| self.is_moe_layer(l))
+            .count()
     }
 
     /// Width of all query heads together (`num_attention_heads * head_dim`).
@@ -534,7 +597,9 @@ impl Qwen3MoeConfig {
     /// checkpoint is float or the module is excluded). See
     /// [`QuantizationConfig::quant_for`] for what a loader must check besides.
     pub fn quant_for(&self, module_path: &str) -> Option<QuantSpec> {
-        self.quantization.as_ref().and_then(|q| q.quant_for(module_path))
+        self.quantization
+            .as_ref()
+            .and_then(|q| q.quant_for(module_path))
     }
 }
 
@@ -590,7 +655,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        for field in ["hidden_size", "head_dim", "num_experts", "norm_topk_prob", "rope_theta", "mlp_only_layers"] {
+        for field in [
+            "hidden_size",
+            "head_dim",
+            "num_experts",
+            "norm_topk_prob",
+            "rope_theta",
+            "mlp_only_layers",
+        ] {
             let mut v = base();
             v.as_object_mut().unwrap().remove(field);
             assert_eq!(field_of(v), field, "missing {field}");
@@ -637,10 +709,16 @@ mod tests {
             "lm_head": true
         });
         let c = Qwen3MoeConfig::from_value(&v).unwrap();
-        assert_eq!(c.quant_for("model.layers.0.mlp.gate"), Some(QuantSpec::affine(64, 8)));
+        assert_eq!(
+            c.quant_for("model.layers.0.mlp.gate"),
+            Some(QuantSpec::affine(64, 8))
+        );
         assert_eq!(c.quant_for("model.layers.1.mlp.gate"), None);
         assert_eq!(c.quant_for("lm_head"), Some(QuantSpec::affine(64, 4)));
-        assert_eq!(c.quant_for("model.layers.5.self_attn.q_proj"), Some(QuantSpec::affine(64, 4)));
+        assert_eq!(
+            c.quant_for("model.layers.5.self_attn.q_proj"),
+            Some(QuantSpec::affine(64, 4))
+        );
         // Round trip through serde.
         let text = serde_json::to_string(&c).unwrap();
         let back: Qwen3MoeConfig = serde_json::from_str(&text).unwrap();
@@ -670,7 +748,15 @@ mod tests {
 
     #[test]
     fn bad_json_is_config_json_error() {
-        assert!(matches!(Qwen3MoeConfig::from_json_str("{"), Err(Error::ConfigJson(_))));
-        assert_eq!(Qwen3MoeConfig::from_json_str("[]").unwrap_err().config_field(), Some("<root>"));
+        assert!(matches!(
+            Qwen3MoeConfig::from_json_str("{"),
+            Err(Error::ConfigJson(_))
+        ));
+        assert_eq!(
+            Qwen3MoeConfig::from_json_str("[]")
+                .unwrap_err()
+                .config_field(),
+            Some("<root>")
+        );
     }
 }

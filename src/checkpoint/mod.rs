@@ -6,6 +6,6 @@
 pub mod validate;
 
 pub use validate::{
-    validate_checkpoint_dir, validate_safetensors, validate_safetensors_bytes, validate_shard_index,
-    CheckpointFiles, SafetensorsHeader, ShardIndex, TensorEntry,
+    validate_checkpoint_dir, validate_safetensors, validate_safetensors_bytes,
+    validate_shard_index, CheckpointFiles, SafetensorsHeader, ShardIndex, TensorEntry,
 };

@@ -37,7 +37,8 @@ pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// The dtype names MLX 0.32's `dtype_from_safetensor_str` accepts (`F8_E4M3` is
 /// loaded as `uint8`). Other safetensors dtypes (F64, F4, ...) would make MLX throw.
 pub const MLX_DTYPES: [&str; 14] = [
-    "BOOL", "U8", "I8", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "I64", "U64",
+    "BOOL", "U8", "I8", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "I64",
+    "U64",
 ];
 
 /// One tensor of a validated header.
@@ -103,20 +104,24 @@ pub fn validate_safetensors(path: impl AsRef<Path>) -> Result<SafetensorsHeader>
         return Err(wrap(SafetensorsProblem::TooShort { len: file_len }));
     }
     let mut prefix = [0u8; 8];
-    file.read_exact(&mut prefix).map_err(|e| Error::io(path, e))?;
+    file.read_exact(&mut prefix)
+        .map_err(|e| Error::io(path, e))?;
     let header_len = u64::from_le_bytes(prefix);
     check_header_len(header_len, file_len).map_err(wrap)?;
     // Bounded by MAX_HEADER_BYTES and by the file length (checked just above), so
     // this allocation is safe whatever the file claims.
     let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    file.read_exact(&mut header)
+        .map_err(|e| Error::io(path, e))?;
     parse_header(&header, file_len).map_err(wrap)
 }
 
 /// Validates an in-memory safetensors file (prefix, header and data).
 ///
 /// Same checks as [`validate_safetensors`]; this is what the fuzz target drives.
-pub fn validate_safetensors_bytes(bytes: &[u8]) -> std::result::Result<SafetensorsHeader, SafetensorsProblem> {
+pub fn validate_safetensors_bytes(
+    bytes: &[u8],
+) -> std::result::Result<SafetensorsHeader, SafetensorsProblem> {
     let file_len = bytes.len() as u64;
     let Some(prefix) = bytes.get(..8) else {
         return Err(SafetensorsProblem::TooShort { len: file_len });
@@ -138,7 +143,10 @@ fn check_header_len(header_len: u64, file_len: u64) -> std::result::Result<(), S
     }
     // `header_len <= MAX_HEADER_BYTES`, so `8 + header_len` cannot overflow.
     if 8 + header_len > file_len {
-        return Err(SafetensorsProblem::HeaderPastEnd { header_len, file_len });
+        return Err(SafetensorsProblem::HeaderPastEnd {
+            header_len,
+            file_len,
+        });
     }
     Ok(())
 }
@@ -155,7 +163,10 @@ impl<'de> Deserialize<'de> for Entries {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object mapping tensor names to entries")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Entries, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Entries, A::Error> {
                 let mut out = Vec::new();
                 while let Some((k, v)) = map.next_entry::<String, Value>()? {
                     out.push((k, v));
@@ -248,7 +259,10 @@ fn parse_entry(name: &str, value: &Value) -> std::result::Result<TensorEntry, Sa
 
 /// Validates header bytes (without the 8-byte prefix) against a file of
 /// `file_len` bytes.
-pub fn parse_header(header: &[u8], file_len: u64) -> std::result::Result<SafetensorsHeader, SafetensorsProblem> {
+pub fn parse_header(
+    header: &[u8],
+    file_len: u64,
+) -> std::result::Result<SafetensorsHeader, SafetensorsProblem> {
     let header_len = header.len() as u64;
     let text = std::str::from_utf8(header).map_err(|e| SafetensorsProblem::HeaderNotUtf8 {
         valid_up_to: e.valid_up_to(),
@@ -257,23 +271,30 @@ pub fn parse_header(header: &[u8], file_len: u64) -> std::result::Result<Safeten
         message: e.to_string(),
     })?;
 
-    let data_len = file_len.checked_sub(8 + header_len).ok_or(SafetensorsProblem::HeaderPastEnd {
-        header_len,
-        file_len,
-    })?;
+    let data_len =
+        file_len
+            .checked_sub(8 + header_len)
+            .ok_or(SafetensorsProblem::HeaderPastEnd {
+                header_len,
+                file_len,
+            })?;
 
     let mut seen = BTreeSet::new();
     let mut metadata = BTreeMap::new();
     let mut tensors = Vec::with_capacity(entries.len());
     for (name, value) in &entries {
         if !seen.insert(name.as_str()) {
-            return Err(SafetensorsProblem::DuplicateTensor { tensor: name.clone() });
+            return Err(SafetensorsProblem::DuplicateTensor {
+                tensor: name.clone(),
+            });
         }
         if name == "__metadata__" {
-            let obj = value.as_object().ok_or_else(|| SafetensorsProblem::BadEntry {
-                tensor: name.clone(),
-                message: "expected an object of strings".into(),
-            })?;
+            let obj = value
+                .as_object()
+                .ok_or_else(|| SafetensorsProblem::BadEntry {
+                    tensor: name.clone(),
+                    message: "expected an object of strings".into(),
+                })?;
             for (k, v) in obj {
                 let v = v.as_str().ok_or_else(|| SafetensorsProblem::BadEntry {
                     tensor: name.clone(),
@@ -298,7 +319,11 @@ pub fn parse_header(header: &[u8], file_len: u64) -> std::result::Result<Safeten
 
     // Sort by (begin, end) so that overlaps and holes show up between neighbours;
     // empty tensors sort before a non-empty one at the same offset.
-    tensors.sort_by(|a, b| a.data_offsets.cmp(&b.data_offsets).then_with(|| a.name.cmp(&b.name)));
+    tensors.sort_by(|a, b| {
+        a.data_offsets
+            .cmp(&b.data_offsets)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     let mut cursor = 0u64;
     let mut prev: Option<&TensorEntry> = None;
     for t in &tensors {
@@ -313,7 +338,10 @@ pub fn parse_header(header: &[u8], file_len: u64) -> std::result::Result<Safeten
             });
         }
         if begin > cursor {
-            return Err(SafetensorsProblem::Gap { begin: cursor, end: begin });
+            return Err(SafetensorsProblem::Gap {
+                begin: cursor,
+                end: begin,
+            });
         }
         if end > begin {
             prev = Some(t);
@@ -344,7 +372,12 @@ pub fn parse_header(header: &[u8], file_len: u64) -> std::result::Result<Safeten
     let meta_map: Option<HashMap<String, String>> = if metadata.is_empty() {
         None
     } else {
-        Some(metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Some(
+            metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
     };
     match Metadata::new(meta_map, infos) {
         Ok(m) if m.data_len() as u64 == data_len => {}
@@ -380,7 +413,8 @@ impl ShardIndex {
     /// Parses the index JSON (without touching the shards).
     pub fn parse(text: &[u8]) -> std::result::Result<Self, ShardIndexProblem> {
         let malformed = |message: String| ShardIndexProblem::Malformed { message };
-        let value: Value = serde_json::from_slice(text).map_err(|e| malformed(format!("not JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(text).map_err(|e| malformed(format!("not JSON: {e}")))?;
         let obj = value
             .as_object()
             .ok_or_else(|| malformed("expected a JSON object".into()))?;
@@ -455,7 +489,10 @@ pub fn validate_shard_index(index_path: impl AsRef<Path>) -> Result<CheckpointFi
     let meta = std::fs::metadata(index_path).map_err(|e| Error::io(index_path, e))?;
     if meta.len() > MAX_INDEX_BYTES {
         return Err(wrap(ShardIndexProblem::Malformed {
-            message: format!("{} bytes is more than the {MAX_INDEX_BYTES} accepted", meta.len()),
+            message: format!(
+                "{} bytes is more than the {MAX_INDEX_BYTES} accepted",
+                meta.len()
+            ),
         }));
     }
     let text = std::fs::read(index_path).map_err(|e| Error::io(index_path, e))?;
