@@ -1,3 +1,25 @@
-//! Fused MoE kernels for MLX.
+//! Fused Mixture-of-Experts kernels for MLX.
+//!
+//! Each patchable op is one module holding its contract (shapes, dtypes, quantization
+//! modes), its reference (the plain-MLX op sequence mlx-lm runs, which is also the
+//! unpatched path) and its backends. The traits in [`contract`] are the slots a model
+//! calls through; `zmlx-patch` decides which implementation fills each slot.
+//!
+//! - [`moe_gate`]: router gating;
+//! - [`expert_swiglu`]: gather + gate/up matmuls + SwiGLU;
+//! - [`down_combine`]: down projection + weighted sum over experts;
+//! - [`quant_linear`]: `x @ w.T` for quantized or float `w`;
+//! - [`norm`]: RMS norm;
+//! - [`cpu`]: the CPU kernels in Rust, over plain slices.
 
+pub mod contract;
 pub mod cpu;
+pub mod down_combine;
+pub mod expert_swiglu;
+pub mod moe_gate;
+pub mod norm;
+pub mod quant_linear;
+pub mod weight;
+
+pub use contract::{DownCombineOp, ExpertSwiGluOp, LinearOp, NormOp, RouterOp, Support};
+pub use weight::Weight;

@@ -1,0 +1,94 @@
+//! The contracts of the patchable ops: one trait per slot.
+//!
+//! A model calls these ops through a slot table (see `zmlx-patch`). The reference
+//! implementation of each trait is the plain-MLX op sequence that mlx-lm runs; fused
+//! implementations compute the same thing with fewer, larger kernels. An
+//! implementation states what it supports ([`Support`]) so that the patch layer can
+//! keep the reference, and say why, for anything else.
+
+use mlx::{Array, Result, StreamOrDevice};
+
+use crate::down_combine::DownCombineInput;
+use crate::expert_swiglu::ExpertHidden;
+use crate::moe_gate::{RouterSpec, Routing};
+use crate::weight::Weight;
+
+/// Whether an implementation can run a case, and if not, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// It runs this case.
+    Yes,
+    /// It does not; the reason is shown in the patch report.
+    No(String),
+}
+
+impl Support {
+    /// True for [`Support::Yes`].
+    pub fn is_yes(&self) -> bool {
+        matches!(self, Support::Yes)
+    }
+}
+
+/// `y = x @ w.T` for a float or quantized `w`.
+pub trait LinearOp: Send + Sync {
+    /// A short name for reports.
+    fn name(&self) -> &'static str;
+    /// Whether this implementation handles `w` on `device`.
+    fn supports(&self, w: &Weight, device: mlx::Device) -> Support;
+    /// Computes `x @ w.T` over the last axis of `x`.
+    ///
+    /// # Errors
+    /// On shape or dtype mismatches, or when MLX fails.
+    fn forward(&self, x: &Array, w: &Weight, s: StreamOrDevice) -> Result<Array>;
+}
+
+/// Router gating: expert indices and weights from router logits.
+pub trait RouterOp: Send + Sync {
+    /// A short name for reports.
+    fn name(&self) -> &'static str;
+    /// Whether this implementation handles `spec` for `experts` experts on `device`.
+    fn supports(&self, spec: &RouterSpec, experts: i32, device: mlx::Device) -> Support;
+    /// Routes each token (rows of `logits`, `[..., experts]`).
+    ///
+    /// # Errors
+    /// On a bad spec or shapes, or when MLX fails.
+    fn route(&self, logits: &Array, spec: &RouterSpec, s: StreamOrDevice) -> Result<Routing>;
+}
+
+/// Gather + gate and up matmuls + `silu(gate) * up` for each token's experts.
+pub trait ExpertSwiGluOp: Send + Sync {
+    /// A short name for reports.
+    fn name(&self) -> &'static str;
+    /// Whether this implementation handles these expert weights on `device`.
+    fn supports(&self, gate: &Weight, up: &Weight, device: mlx::Device) -> Support;
+    /// `x` is `[..., hidden]`; returns the activations of every (token, expert).
+    ///
+    /// # Errors
+    /// On shape or dtype mismatches, or when MLX fails.
+    fn forward(&self, x: &Array, gate: &Weight, up: &Weight, routing: &Routing, s: StreamOrDevice) -> Result<ExpertHidden>;
+}
+
+/// Down projection of each (token, expert) activation and the weighted sum over
+/// a token's experts.
+pub trait DownCombineOp: Send + Sync {
+    /// A short name for reports.
+    fn name(&self) -> &'static str;
+    /// Whether this implementation handles `down` on `device`.
+    fn supports(&self, down: &Weight, device: mlx::Device) -> Support;
+    /// Returns `[..., hidden]` in the activation dtype.
+    ///
+    /// # Errors
+    /// On shape or dtype mismatches, or when MLX fails.
+    fn forward(&self, input: &DownCombineInput<'_>, s: StreamOrDevice) -> Result<Array>;
+}
+
+/// RMS normalisation over the last axis.
+pub trait NormOp: Send + Sync {
+    /// A short name for reports.
+    fn name(&self) -> &'static str;
+    /// `x / sqrt(mean(x^2) + eps) * weight`.
+    ///
+    /// # Errors
+    /// On shape mismatches, or when MLX fails.
+    fn rms_norm(&self, x: &Array, weight: &Array, eps: f32, s: StreamOrDevice) -> Result<Array>;
+}

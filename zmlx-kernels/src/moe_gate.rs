@@ -1,0 +1,94 @@
+//! Router gating: which experts each token goes to, and with what weight.
+//!
+//! The reference follows mlx-lm exactly. For softmax routing (Qwen3-MoE, OLMoE,
+//! Qwen2-MoE): `softmax(logits, precise)`, `argpartition(-k)` and the last `k`
+//! indices, `take_along_axis`, optional renormalisation by the sum. The order of the
+//! `k` experts of a token is whatever `argpartition` gives (unspecified); everything
+//! downstream is a sum over them, so implementations may order them differently.
+
+use mlx::{ops, Array, Dtype, Error, Result, StreamOrDevice};
+
+use crate::contract::{RouterOp, Support};
+
+/// How a model family routes tokens to experts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouterSpec {
+    /// softmax over all experts, top-k, optional renormalisation (Qwen3-MoE).
+    SoftmaxTopK {
+        /// Experts per token.
+        k: i32,
+        /// Divide the k weights by their sum.
+        normalize: bool,
+    },
+}
+
+impl RouterSpec {
+    /// Experts per token.
+    pub fn k(&self) -> i32 {
+        match self {
+            RouterSpec::SoftmaxTopK { k, .. } => *k,
+        }
+    }
+}
+
+/// The routing of a batch of tokens.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    /// Expert indices, `[..., k]`, uint32.
+    pub indices: Array,
+    /// Expert weights, `[..., k]`, in the logits' dtype.
+    pub scores: Array,
+}
+
+/// Checks `logits` against `spec`.
+pub(crate) fn check_router_args(logits: &Array, spec: &RouterSpec) -> Result<i32> {
+    let experts = logits.shape().last().copied().unwrap_or(0);
+    let k = spec.k();
+    if k < 1 || k > experts {
+        return Err(Error::invalid(
+            "moe_gate",
+            format!("k = {k} must be between 1 and the number of experts ({experts})"),
+        ));
+    }
+    if !logits.dtype().is_float() {
+        return Err(Error::invalid("moe_gate", format!("logits must be float, got {:?}", logits.dtype())));
+    }
+    Ok(experts)
+}
+
+/// mlx-lm's router op sequence.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReferenceRouter;
+
+impl RouterOp for ReferenceRouter {
+    fn name(&self) -> &'static str {
+        "mlx"
+    }
+
+    fn supports(&self, _spec: &RouterSpec, _experts: i32, _device: mlx::Device) -> Support {
+        Support::Yes
+    }
+
+    fn route(&self, logits: &Array, spec: &RouterSpec, s: StreamOrDevice) -> Result<Routing> {
+        let experts = check_router_args(logits, spec)?;
+        match *spec {
+            RouterSpec::SoftmaxTopK { k, normalize } => {
+                let gates = ops::softmax(logits, &[-1], true, s)?;
+                let part = ops::argpartition(&gates, -k, -1, s)?;
+                let nd = part.ndim();
+                let mut start = vec![0; nd];
+                start[nd - 1] = experts - k;
+                let stop = part.shape().to_vec();
+                let inds = ops::slice(&part, &start, &stop, &vec![1; nd], s)?;
+                let inds = ops::stop_gradient(&inds, s)?;
+                let mut scores = ops::take_along_axis(&gates, &inds, -1, s)?;
+                if normalize {
+                    let total = ops::sum(&scores, &[-1], true, s)?;
+                    scores = ops::divide(&scores, &total, s)?;
+                }
+                debug_assert_eq!(inds.dtype(), Dtype::Uint32);
+                Ok(Routing { indices: inds, scores })
+            }
+        }
+    }
+}

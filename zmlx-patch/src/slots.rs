@@ -1,0 +1,103 @@
+//! The slot table a model calls its MoE, linear and norm ops through.
+
+use std::sync::Arc;
+
+use zmlx_kernels::down_combine::ReferenceDownCombine;
+use zmlx_kernels::expert_swiglu::ReferenceExpertSwiGlu;
+use zmlx_kernels::moe_gate::ReferenceRouter;
+use zmlx_kernels::norm::ReferenceNorm;
+use zmlx_kernels::quant_linear::ReferenceLinear;
+use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, LinearOp, NormOp, RouterOp};
+
+/// The names of the slots, for reports and exclude lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SlotName {
+    /// Router gating.
+    Router,
+    /// Expert gather + SwiGLU.
+    ExpertSwiGlu,
+    /// Down projection + weighted combine.
+    DownCombine,
+    /// Linear layers (attention, dense MLP, router gate, lm_head).
+    Linear,
+    /// RMS norms.
+    Norm,
+}
+
+impl SlotName {
+    /// Every slot.
+    pub const ALL: [SlotName; 5] = [
+        SlotName::Router,
+        SlotName::ExpertSwiGlu,
+        SlotName::DownCombine,
+        SlotName::Linear,
+        SlotName::Norm,
+    ];
+
+    /// The slot's name as reports print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotName::Router => "router",
+            SlotName::ExpertSwiGlu => "expert_swiglu",
+            SlotName::DownCombine => "down_combine",
+            SlotName::Linear => "linear",
+            SlotName::Norm => "norm",
+        }
+    }
+}
+
+/// The implementations a model calls. [`Slots::reference`] holds mlx-lm's op
+/// sequences (the unpatched model).
+#[derive(Clone)]
+pub struct Slots {
+    /// Router gating.
+    pub router: Arc<dyn RouterOp>,
+    /// Expert gather + SwiGLU.
+    pub expert_swiglu: Arc<dyn ExpertSwiGluOp>,
+    /// Down projection + weighted combine.
+    pub down_combine: Arc<dyn DownCombineOp>,
+    /// Linear layers.
+    pub linear: Arc<dyn LinearOp>,
+    /// RMS norms.
+    pub norm: Arc<dyn NormOp>,
+}
+
+impl Slots {
+    /// The unpatched table: every slot holds its plain-MLX reference.
+    pub fn reference() -> Slots {
+        Slots {
+            router: Arc::new(ReferenceRouter),
+            expert_swiglu: Arc::new(ReferenceExpertSwiGlu),
+            down_combine: Arc::new(ReferenceDownCombine),
+            linear: Arc::new(ReferenceLinear),
+            norm: Arc::new(ReferenceNorm),
+        }
+    }
+
+    /// The name of the implementation in `slot`.
+    pub fn implementation(&self, slot: SlotName) -> &'static str {
+        match slot {
+            SlotName::Router => self.router.name(),
+            SlotName::ExpertSwiGlu => self.expert_swiglu.name(),
+            SlotName::DownCombine => self.down_combine.name(),
+            SlotName::Linear => self.linear.name(),
+            SlotName::Norm => self.norm.name(),
+        }
+    }
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots::reference()
+    }
+}
+
+impl std::fmt::Debug for Slots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for s in SlotName::ALL {
+            m.entry(&s.as_str(), &self.implementation(s));
+        }
+        m.finish()
+    }
+}
