@@ -65,7 +65,14 @@ pub trait ExpertSwiGluOp: Send + Sync {
     ///
     /// # Errors
     /// On shape or dtype mismatches, or when MLX fails.
-    fn forward(&self, x: &Array, gate: &Weight, up: &Weight, routing: &Routing, s: StreamOrDevice) -> Result<ExpertHidden>;
+    fn forward(
+        &self,
+        x: &Array,
+        gate: &Weight,
+        up: &Weight,
+        routing: &Routing,
+        s: StreamOrDevice,
+    ) -> Result<ExpertHidden>;
 }
 
 /// Down projection of each (token, expert) activation and the weighted sum over

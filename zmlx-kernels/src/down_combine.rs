@@ -38,9 +38,12 @@ impl DownCombineOp for ReferenceDownCombine {
     fn forward(&self, input: &DownCombineInput<'_>, s: StreamOrDevice) -> Result<Array> {
         let hid = input.hidden;
         let inter = hid.h.shape().last().copied().unwrap_or(0);
-        input
-            .down
-            .check_shape("down_proj", Some(input.down.experts()), input.down.out_features(), inter)?;
+        input.down.check_shape(
+            "down_proj",
+            Some(input.down.experts()),
+            input.down.out_features(),
+            inter,
+        )?;
         let mut y = switch_linear(&hid.h, input.down, &hid.idx, hid.inv_order.is_some(), s)?;
         if let Some(inv) = &hid.inv_order {
             y = ops::take(&y, inv, Some(0), s)?;

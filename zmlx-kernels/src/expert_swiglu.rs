@@ -30,7 +30,13 @@ pub struct ExpertHidden {
 }
 
 /// `x[idx] @ w[idx].T` as mlx-lm's `SwitchLinear` / `QuantizedSwitchLinear` compute it.
-pub(crate) fn switch_linear(x: &Array, w: &Weight, idx: &Array, sorted: bool, s: StreamOrDevice) -> Result<Array> {
+pub(crate) fn switch_linear(
+    x: &Array,
+    w: &Weight,
+    idx: &Array,
+    sorted: bool,
+    s: StreamOrDevice,
+) -> Result<Array> {
     match w {
         Weight::Quantized(q) => gather_qmm(x, q, None, Some(idx), true, sorted, s),
         Weight::Float(w) => gather_mm(x, &ops::swapaxes(w, -1, -2, s)?, None, Some(idx), sorted, s),
@@ -43,14 +49,22 @@ pub fn swiglu(gate: &Array, up: &Array, s: StreamOrDevice) -> Result<Array> {
 }
 
 /// Checks the expert weights against `x` and the routing.
-pub(crate) fn check_expert_args(x: &Array, gate: &Weight, up: &Weight, routing: &Routing) -> Result<()> {
+pub(crate) fn check_expert_args(
+    x: &Array,
+    gate: &Weight,
+    up: &Weight,
+    routing: &Routing,
+) -> Result<()> {
     let hidden = x.shape().last().copied().unwrap_or(0);
     let experts = gate.experts();
     let inter = gate.out_features();
     gate.check_shape("gate_proj", Some(experts), inter, hidden)?;
     up.check_shape("up_proj", Some(experts), inter, hidden)?;
     if routing.indices.dtype() != Dtype::Uint32 {
-        return Err(Error::invalid("expert_swiglu", "expert indices must be uint32"));
+        return Err(Error::invalid(
+            "expert_swiglu",
+            "expert indices must be uint32",
+        ));
     }
     if routing.indices.shape()[..routing.indices.ndim() - 1] != x.shape()[..x.ndim() - 1] {
         return Err(Error::invalid(
@@ -78,7 +92,14 @@ impl ExpertSwiGluOp for ReferenceExpertSwiGlu {
         Support::Yes
     }
 
-    fn forward(&self, x: &Array, gate: &Weight, up: &Weight, routing: &Routing, s: StreamOrDevice) -> Result<ExpertHidden> {
+    fn forward(
+        &self,
+        x: &Array,
+        gate: &Weight,
+        up: &Weight,
+        routing: &Routing,
+        s: StreamOrDevice,
+    ) -> Result<ExpertHidden> {
         check_expert_args(x, gate, up, routing)?;
         let x = ops::expand_dims(x, &[-2, -3], s)?;
         let inds = ops::stop_gradient(&routing.indices, s)?;

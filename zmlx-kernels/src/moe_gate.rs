@@ -51,7 +51,10 @@ pub(crate) fn check_router_args(logits: &Array, spec: &RouterSpec) -> Result<i32
         ));
     }
     if !logits.dtype().is_float() {
-        return Err(Error::invalid("moe_gate", format!("logits must be float, got {:?}", logits.dtype())));
+        return Err(Error::invalid(
+            "moe_gate",
+            format!("logits must be float, got {:?}", logits.dtype()),
+        ));
     }
     Ok(experts)
 }
@@ -87,7 +90,10 @@ impl RouterOp for ReferenceRouter {
                     scores = ops::divide(&scores, &total, s)?;
                 }
                 debug_assert_eq!(inds.dtype(), Dtype::Uint32);
-                Ok(Routing { indices: inds, scores })
+                Ok(Routing {
+                    indices: inds,
+                    scores,
+                })
             }
         }
     }

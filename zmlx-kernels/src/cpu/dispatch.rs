@@ -35,7 +35,14 @@ impl ExpertDispatch {
             inverse: vec![0; n],
             offsets: vec![0; experts + 1],
         };
-        fill(op, indices, experts, &mut d.order, &mut d.inverse, &mut d.offsets)?;
+        fill(
+            op,
+            indices,
+            experts,
+            &mut d.order,
+            &mut d.inverse,
+            &mut d.offsets,
+        )?;
         Ok(d)
     }
 

@@ -187,7 +187,7 @@ fn validate_groups(gating: &Gating<'_>, experts: usize) -> Result<Vec<f32>> {
     else {
         return Ok(Vec::new());
     };
-    if n_group == 0 || experts % n_group != 0 {
+    if n_group == 0 || !experts.is_multiple_of(n_group) {
         return Err(invalid(format!(
             "n_group {n_group} must divide {experts} experts"
         )));

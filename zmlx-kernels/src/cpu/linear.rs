@@ -116,11 +116,12 @@ pub(crate) fn tile_dots(
                 }
             }
         }
+        let step = if pair { 2 } else { 1 };
         for r in 4 * quads..nrows {
-            for x in xi..(xi + if pair { 2 } else { 1 }) {
-                sink(x, r, f32::dot_weights(level, row(r), xs[x]));
+            for (x, xr) in xs.iter().enumerate().skip(xi).take(step) {
+                sink(x, r, f32::dot_weights(level, row(r), xr));
             }
         }
-        xi += if pair { 2 } else { 1 };
+        xi += step;
     }
 }

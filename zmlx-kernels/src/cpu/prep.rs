@@ -42,7 +42,7 @@ impl Prepared {
     /// is a multiple of the group size.
     pub fn new<T: Element>(x: &[T], rows: usize, k: usize, spec: Option<QuantSpec>) -> Self {
         let gs = spec.map_or(0, |s| s.group_size());
-        let groups = if gs == 0 { 0 } else { k / gs };
+        let groups = k.checked_div(gs).unwrap_or(0);
         let need_xp = spec.is_some_and(|s| s.bits() == 4);
         let mut xf = vec![0.0f32; rows * k];
         let mut xp = vec![0.0f32; if need_xp { rows * k } else { 0 }];

@@ -71,7 +71,7 @@ impl QuantSpec {
     }
 
     fn check_cols(&self, cols: usize) -> Result<()> {
-        if cols % self.group_size == 0 {
+        if cols.is_multiple_of(self.group_size) {
             Ok(())
         } else {
             Err(KernelError::ColsNotGrouped {

@@ -105,7 +105,12 @@ fn typed<T: Kernel>(
         cols: k,
     } = shape;
     check_len(OP, "x", checked_prod(OP, &[tokens, k])?, x.len())?;
-    check_len(OP, "indices", checked_prod(OP, &[tokens, top_k])?, indices.len())?;
+    check_len(
+        OP,
+        "indices",
+        checked_prod(OP, &[tokens, top_k])?,
+        indices.len(),
+    )?;
     check_len(OP, "h", checked_prod(OP, &[tokens, top_k, inter])?, h.len())?;
     let disp = ExpertDispatch::build(OP, indices, experts)?;
     if h.is_empty() {

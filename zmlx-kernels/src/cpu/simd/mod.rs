@@ -146,7 +146,7 @@ pub(crate) fn q4_dot<T: Element>(
 ) -> f32 {
     let groups = scales.len();
     assert!(
-        gs % 32 == 0
+        gs.is_multiple_of(32)
             && words.len() == groups * gs / 8
             && xp.len() == groups * gs
             && xsum.len() == groups
@@ -178,7 +178,7 @@ pub(crate) fn q8_dot<T: Element>(
 ) -> f32 {
     let groups = scales.len();
     assert!(
-        gs % 32 == 0
+        gs.is_multiple_of(32)
             && words.len() == groups * gs / 4
             && x.len() == groups * gs
             && xsum.len() == groups
@@ -247,7 +247,10 @@ pub(crate) trait Kernel: Element + Pick {
 impl Kernel for f32 {
     #[inline]
     fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
-        assert!(w.len() == x.len(), "dot: internal length invariant violated");
+        assert!(
+            w.len() == x.len(),
+            "dot: internal length invariant violated"
+        );
         match level {
             // SAFETY: level available (see `SimdLevel`), lengths checked.
             #[cfg(target_arch = "x86_64")]
@@ -264,7 +267,10 @@ impl Kernel for f32 {
 impl Kernel for bf16 {
     #[inline]
     fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
-        assert!(w.len() == x.len(), "dot: internal length invariant violated");
+        assert!(
+            w.len() == x.len(),
+            "dot: internal length invariant violated"
+        );
         match level {
             // SAFETY: level available (see `SimdLevel`), lengths checked.
             #[cfg(target_arch = "x86_64")]
@@ -281,7 +287,10 @@ impl Kernel for bf16 {
 impl Kernel for f16 {
     #[inline]
     fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
-        assert!(w.len() == x.len(), "dot: internal length invariant violated");
+        assert!(
+            w.len() == x.len(),
+            "dot: internal length invariant violated"
+        );
         match level {
             // SAFETY: level available (see `SimdLevel`), lengths checked.
             #[cfg(target_arch = "x86_64")]

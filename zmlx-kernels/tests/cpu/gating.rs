@@ -1,0 +1,257 @@
+//! `route` against a sort-based reference. The reference follows the same f32
+//! formulas as mlx-lm (softmax as `exp(l - max) * (1 / sum)`, sums in index order),
+//! so indices and weights must match exactly; what is under test is selection,
+//! ordering, tie-breaking, group limiting and renormalisation.
+
+use proptest::prelude::*;
+use zmlx_kernels::cpu::{route, Dtype, Gating};
+
+use crate::data::{round, values, Buf, Rng, DTYPES};
+
+fn key(v: f32) -> f32 {
+    if v.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        v
+    }
+}
+
+/// Indices of the k largest, highest first, ties to the lower index (full sort).
+fn select(vals: &[f32], k: usize) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..vals.len()).collect();
+    order.sort_by(|&a, &b| {
+        key(vals[b])
+            .partial_cmp(&key(vals[a]))
+            .expect("keys are not NaN")
+            .then(a.cmp(&b))
+    });
+    order[..k].iter().map(|&i| i as u32).collect()
+}
+
+fn softmax(v: &[f32], out: Dtype) -> Vec<f32> {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|&x| (x - max).exp()).collect();
+    let inv = 1.0 / e.iter().sum::<f32>();
+    e.iter().map(|&x| round(out, x * inv)).collect()
+}
+
+struct Group {
+    n_group: usize,
+    topk_group: usize,
+    scaling: f32,
+    bias: Vec<f32>,
+}
+
+/// Reference for one token: (indices, weights as f32 values of the output dtype).
+fn reference(
+    rule: usize,
+    row: &[f32],
+    k: usize,
+    renorm: bool,
+    grp: &Group,
+    out: Dtype,
+) -> (Vec<u32>, Vec<f32>) {
+    match rule {
+        0 => {
+            let p = softmax(row, out);
+            let idx = select(&p, k);
+            let mut w: Vec<f32> = idx.iter().map(|&i| p[i as usize]).collect();
+            if renorm {
+                let s = round(out, w.iter().sum());
+                w.iter_mut().for_each(|v| *v = round(out, *v / s));
+            }
+            (idx, w)
+        }
+        1 => {
+            let idx = select(row, k);
+            let sel: Vec<f32> = idx.iter().map(|&i| row[i as usize]).collect();
+            (idx, softmax(&sel, out))
+        }
+        _ => {
+            let sig: Vec<f32> = row.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+            let mut s: Vec<f32> = sig.iter().zip(&grp.bias).map(|(a, b)| a + b).collect();
+            if grp.n_group > 1 {
+                let gsz = row.len() / grp.n_group;
+                let gscore: Vec<f32> = (0..grp.n_group)
+                    .map(|g| {
+                        let part = &s[g * gsz..(g + 1) * gsz];
+                        let t = select(part, 2);
+                        part[t[0] as usize] + part[t[1] as usize]
+                    })
+                    .collect();
+                let keep = select(&gscore, grp.topk_group);
+                for g in 0..grp.n_group {
+                    if !keep.contains(&(g as u32)) {
+                        s[g * gsz..(g + 1) * gsz].fill(0.0);
+                    }
+                }
+            }
+            let idx = select(&s, k);
+            let mut w: Vec<f32> = idx.iter().map(|&i| sig[i as usize]).collect();
+            if renorm && k > 1 {
+                let sum: f32 = w.iter().sum();
+                w.iter_mut().for_each(|v| *v /= sum);
+            }
+            w.iter_mut().for_each(|v| *v = round(out, *v * grp.scaling));
+            (idx, w)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    seed: u64,
+    tokens: usize,
+    experts: usize,
+    k: usize,
+    tied: bool,
+    renorm: bool,
+    n_group: usize,
+    topk_group: usize,
+) {
+    let mut rng = Rng::new(seed);
+    for dtype in DTYPES {
+        let logits: Vec<f32> = if tied {
+            // Few distinct values: many exact ties in every selection.
+            (0..tokens * experts)
+                .map(|_| rng.below(5) as f32 - 2.0)
+                .collect()
+        } else {
+            values(&mut rng, dtype, tokens * experts, -4.0, 4.0)
+        };
+        let lb = Buf::from_f32(dtype, &logits);
+        let bias = values(&mut rng, Dtype::F32, experts, -0.3, 0.3);
+        let grp = Group {
+            n_group,
+            topk_group,
+            scaling: 2.5,
+            bias,
+        };
+        for out in [dtype, Dtype::F32] {
+            for rule in 0..3 {
+                let gating = match rule {
+                    0 => Gating::SoftmaxTopK {
+                        top_k: k,
+                        renormalize: renorm,
+                    },
+                    1 => Gating::TopKSoftmax { top_k: k },
+                    _ => Gating::SigmoidGroupTopK {
+                        top_k: k,
+                        n_group,
+                        topk_group,
+                        renormalize: renorm,
+                        routed_scaling_factor: grp.scaling,
+                        correction_bias: Some(zmlx_kernels::cpu::Floats::F32(&grp.bias)),
+                    },
+                };
+                let mut idx = vec![0u32; tokens * k];
+                let mut w = Buf::zeros(out, tokens * k);
+                route(
+                    lb.floats(),
+                    tokens,
+                    experts,
+                    &gating,
+                    &mut idx,
+                    w.floats_mut(),
+                )
+                .unwrap();
+                let w = w.to_f32();
+                for t in 0..tokens {
+                    let (ri, rw) = reference(
+                        rule,
+                        &logits[t * experts..(t + 1) * experts],
+                        k,
+                        renorm,
+                        &grp,
+                        out,
+                    );
+                    assert_eq!(
+                        &idx[t * k..(t + 1) * k],
+                        &ri[..],
+                        "rule {rule} {dtype:?}->{out:?} token {t}"
+                    );
+                    let bits: Vec<u32> =
+                        w[t * k..(t + 1) * k].iter().map(|v| v.to_bits()).collect();
+                    let rbits: Vec<u32> = rw.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(
+                        bits, rbits,
+                        "rule {rule} {dtype:?}->{out:?} token {t} weights"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn config() -> impl Strategy<Value = (usize, usize, usize, usize)> {
+    // (experts, k, n_group, topk_group) with n_group | E and >= 2 experts per group.
+    prop_oneof![
+        Just(8usize),
+        Just(16),
+        Just(64),
+        Just(128),
+        Just(256),
+        Just(512)
+    ]
+    .prop_flat_map(|e| {
+        (
+            Just(e),
+            1usize..=e.min(16),
+            prop_oneof![Just(1usize), Just(2), Just(4), Just(8)],
+        )
+    })
+    // Groups hold at least two experts (top-2 group scores).
+    .prop_map(|(e, k, g)| (e, k, g.min(e / 2)))
+    .prop_flat_map(|(e, k, g)| (Just(e), Just(k), Just(g), 1usize..=g))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn route_matches_reference(seed: u64, (e, k, g, tg) in config(), tokens in prop_oneof![Just(1usize), 2usize..40], tied: bool, renorm: bool) {
+        run(seed, tokens, e, k, tied, renorm, g, tg);
+    }
+}
+
+/// Known values: equal logits select the lowest indices, in order.
+#[test]
+fn ties_pick_lowest_index() {
+    let logits = [0.5f32; 8];
+    let mut idx = [0u32; 3];
+    let mut w = [0.0f32; 3];
+    route(
+        (&logits[..]).into(),
+        1,
+        8,
+        &Gating::SoftmaxTopK {
+            top_k: 3,
+            renormalize: true,
+        },
+        &mut idx,
+        (&mut w[..]).into(),
+    )
+    .unwrap();
+    assert_eq!(idx, [0, 1, 2]);
+    for v in w {
+        assert!((v - 1.0 / 3.0).abs() < 1e-6);
+    }
+}
+
+/// NaN logits rank below every number.
+#[test]
+fn nan_ranks_last() {
+    let logits = [f32::NAN, 1.0, -1.0, f32::NAN];
+    let mut idx = [0u32; 2];
+    let mut w = [0.0f32; 2];
+    route(
+        (&logits[..]).into(),
+        1,
+        4,
+        &Gating::TopKSoftmax { top_k: 2 },
+        &mut idx,
+        (&mut w[..]).into(),
+    )
+    .unwrap();
+    assert_eq!(idx, [1, 2]);
+}

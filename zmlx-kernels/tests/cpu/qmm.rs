@@ -1,0 +1,111 @@
+//! `qmm` against dequantize-then-multiply.
+
+use proptest::prelude::*;
+use zmlx_kernels::cpu::{qmm, simd, Dtype, QuantSpec, WeightShape, Weights};
+
+use crate::data::{quant_data, values, Buf, Rng, DTYPES};
+use crate::naive;
+use crate::tol;
+
+/// Checks `y` (`[m, n]`, as f32) against `x @ w.T` with the derived bound.
+fn check(dtype: Dtype, x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &[f32]) {
+    for i in 0..m {
+        for j in 0..n {
+            let (exact, abs) = naive::dot(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
+            let bound = tol::rounded(dtype, exact, tol::accum(k, abs));
+            let got = f64::from(y[i * n + j]);
+            assert!(
+                (got - exact).abs() <= bound,
+                "{dtype:?} m={m} n={n} k={k} at [{i},{j}]: got {got}, exact {exact}, bound {bound}"
+            );
+        }
+    }
+}
+
+fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
+    let mut rng = Rng::new(seed);
+    for dtype in DTYPES {
+        for bits in [2u32, 4, 8] {
+            for gs in [32usize, 64, 128] {
+                let k = gs * groups;
+                let q = quant_data(&mut rng, dtype, n, k, bits, gs);
+                let x = values(&mut rng, dtype, m * k, -1.0, 1.0);
+                let w = naive::dequantize(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
+                let (sb, bb, xb) = (
+                    Buf::from_f32(dtype, &q.scales),
+                    Buf::from_f32(dtype, &q.biases),
+                    Buf::from_f32(dtype, &x),
+                );
+                let spec = QuantSpec::new(bits, gs).unwrap();
+                let wt = Weights::quantized(
+                    &q.packed,
+                    sb.floats(),
+                    bb.floats(),
+                    WeightShape::matrix(n, k),
+                    spec,
+                )
+                .unwrap();
+                for level in simd::available_levels() {
+                    let mut y = Buf::zeros(dtype, m * n);
+                    simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
+                        .unwrap()
+                        .unwrap();
+                    check(dtype, &x, &w, m, n, k, &y.to_f32());
+                }
+            }
+        }
+    }
+}
+
+fn run_float(seed: u64, m: usize, n: usize, k: usize) {
+    let mut rng = Rng::new(seed);
+    for dtype in DTYPES {
+        let w = values(&mut rng, dtype, n * k, -0.5, 0.5);
+        let x = values(&mut rng, dtype, m * k, -1.0, 1.0);
+        let (wb, xb) = (Buf::from_f32(dtype, &w), Buf::from_f32(dtype, &x));
+        let wt = Weights::float(wb.floats(), WeightShape::matrix(n, k)).unwrap();
+        for level in simd::available_levels() {
+            let mut y = Buf::zeros(dtype, m * n);
+            simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
+                .unwrap()
+                .unwrap();
+            check(dtype, &x, &w, m, n, k, &y.to_f32());
+        }
+    }
+}
+
+/// M = 1 (decode), 2..7 (row-wise path) and 8..20 (tiled path).
+fn m_class() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(1usize), 2usize..8, 8usize..21]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn quantized_matches_reference(seed: u64, m in m_class(), n in 1usize..70, groups in 1usize..5) {
+        run_quantized(seed, m, n, groups);
+    }
+
+    #[test]
+    fn float_matches_reference(seed: u64, m in m_class(), n in 1usize..70, k in 1usize..300) {
+        run_float(seed, m, n, k);
+    }
+}
+
+/// K = 96 with group size 32 (not a multiple of 64), and an N that is not a multiple
+/// of the tile height, on both paths.
+#[test]
+fn odd_shapes() {
+    for m in [1, 3, 9] {
+        run_quantized(7, m, 37, 3);
+    }
+}
+
+/// Zero-sized dimensions are valid and write nothing.
+#[test]
+fn empty_shapes() {
+    run_float(1, 0, 5, 8);
+    run_float(2, 3, 0, 8);
+    run_float(3, 2, 4, 0);
+}
