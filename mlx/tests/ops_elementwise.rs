@@ -128,7 +128,7 @@ pub fn underflow(dtype: Dtype) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(config(48))]
+    #![proptest_config(config(64))]
 
     #[test]
     fn unary_ops_match_reference(shape in shape(), dtype in float_dtype(), seed in any::<u64>()) {

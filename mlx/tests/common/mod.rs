@@ -147,9 +147,14 @@ pub fn assert_close(got: &[f32], want: &[f64], atol: f64, rtol: f64, what: &str)
     assert_within(got, want, |i| atol + rtol * want[i].abs(), what);
 }
 
-/// A proptest config with `cases` cases that writes no regression files into the
-/// source tree (a failure prints its seed and shapes, which replay it).
+/// A proptest config with `cases` cases (or `PROPTEST_CASES` when set, for long
+/// soak runs) that writes no regression files into the source tree (a failure
+/// prints its seed and shapes, which replay it).
 pub fn config(cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
     proptest::test_runner::Config {
         cases,
         failure_persistence: None,
