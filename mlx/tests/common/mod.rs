@@ -173,3 +173,13 @@ pub fn broadcast_shapes(a: &[i32], b: &[i32]) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Half the smallest subnormal of `dtype`: the error of rounding a result that
+/// underflows (e.g. the square of a tiny f16).
+pub fn underflow(dtype: Dtype) -> f64 {
+    match dtype {
+        Dtype::Float16 => 2f64.powi(-25),
+        Dtype::Bfloat16 => 2f64.powi(-134),
+        _ => 2f64.powi(-150),
+    }
+}
