@@ -116,6 +116,10 @@ fn parse_header(header: &[u8], data_len: u64) -> std::result::Result<Safetensors
     let mut ranges: Vec<(u64, u64, &str)> = Vec::new();
     for (name, entry) in obj {
         if name == "__metadata__" {
+            // MLX itself writes `"__metadata__": null` when there is no metadata.
+            if entry.is_null() {
+                continue;
+            }
             let meta = entry.as_object().ok_or("__metadata__ is not an object")?;
             for (k, v) in meta {
                 let v = v
