@@ -54,6 +54,27 @@ pub enum Error {
         problem: ShardIndexProblem,
     },
 
+    /// MLX (through the `mlx` crate) reported an error.
+    #[error(transparent)]
+    Mlx(#[from] mlx::Error),
+
+    /// A checkpoint's tensors do not fit the model: each list names the tensors.
+    #[error("{}: {}", path.display(), describe_weight_problems(missing, unused, mismatched))]
+    Weights {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// Tensors the model needs that the checkpoint lacks.
+        missing: Vec<String>,
+        /// Tensors of the checkpoint the model does not use.
+        unused: Vec<String>,
+        /// Tensors with the wrong shape or dtype, each with what was expected.
+        mismatched: Vec<String>,
+    },
+
+    /// A generation or model call was given bad arguments.
+    #[error("{0}")]
+    InvalidArgument(String),
+
     /// A synthetic checkpoint could not be made as asked.
     #[error("synthetic checkpoint: {0}")]
     Synthetic(String),
@@ -302,4 +323,37 @@ impl ShardIndexProblem {
             _ => "the index and the shards disagree: re-download the checkpoint (all shards and the index together)",
         }
     }
+}
+
+/// The text of an [`Error::Weights`]: each non-empty list with up to 20 names.
+fn describe_weight_problems(
+    missing: &[String],
+    unused: &[String],
+    mismatched: &[String],
+) -> String {
+    let mut parts = Vec::new();
+    for (what, names) in [
+        ("missing tensors", missing),
+        ("unused tensors", unused),
+        ("mis-shaped or wrongly typed tensors", mismatched),
+    ] {
+        if names.is_empty() {
+            continue;
+        }
+        let shown: Vec<&str> = names.iter().take(20).map(String::as_str).collect();
+        let more = if names.len() > 20 {
+            format!(" and {} more", names.len() - 20)
+        } else {
+            String::new()
+        };
+        parts.push(format!(
+            "{} {what}: {}{more}",
+            names.len(),
+            shown.join(", ")
+        ));
+    }
+    format!(
+        "the checkpoint does not match the model config ({})",
+        parts.join("; ")
+    )
 }

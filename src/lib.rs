@@ -7,6 +7,10 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod generate;
+pub mod kv_cache;
+pub mod models;
+pub mod nn;
 pub mod synthetic;
 
 pub use error::{Error, Result};

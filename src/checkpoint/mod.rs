@@ -3,6 +3,7 @@
 //! Everything here is pure Rust and runs before MLX sees a byte: a checkpoint
 //! downloaded from the internet is untrusted input. See [`validate`].
 
+pub mod load;
 pub mod validate;
 
 pub use validate::{

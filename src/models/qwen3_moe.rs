@@ -1,0 +1,646 @@
+//! Qwen3-MoE, computing what mlx-lm's `qwen3_moe.py` computes, op for op.
+//!
+//! Pre-norm decoder layers: attention (q/k/v/o without bias, per-head RMS norms of
+//! q and k before non-traditional RoPE, grouped KV heads, a causal mask for prompts
+//! and none for one token), then an MoE block (router gate, precise softmax, top-k,
+//! optional renormalisation, SwitchGLU experts, weighted sum) or a dense SwiGLU MLP
+//! where `mlp_only_layers` / `decoder_sparse_step` say so. The MoE, linear and norm
+//! ops go through the model's [`Slots`], which the patch layer may swap.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mlx::fast::{rope, scaled_dot_product_attention, AttentionMask};
+use mlx::quantization::{QuantMode, QuantSpec as MlxQuantSpec, QuantizedWeight};
+use mlx::{ops, Array, Dtype, StreamOrDevice};
+use zmlx_kernels::down_combine::DownCombineInput;
+use zmlx_kernels::expert_swiglu::swiglu;
+use zmlx_kernels::moe_gate::RouterSpec;
+use zmlx_kernels::Weight;
+use zmlx_patch::Slots;
+
+use crate::checkpoint::load::{eval_with_progress, load_tensors};
+use crate::config::{QuantMode as CfgQuantMode, Qwen3MoeConfig};
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::nn::{Embedding, Linear, RmsNorm};
+
+/// Self-attention with per-head q/k norms and RoPE.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    /// Query projection.
+    pub q_proj: Linear,
+    /// Key projection.
+    pub k_proj: Linear,
+    /// Value projection.
+    pub v_proj: Linear,
+    /// Output projection.
+    pub o_proj: Linear,
+    /// Per-head norm of queries.
+    pub q_norm: RmsNorm,
+    /// Per-head norm of keys.
+    pub k_norm: RmsNorm,
+    n_heads: i32,
+    n_kv_heads: i32,
+    head_dim: i32,
+    rope_theta: f32,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        slots: &Slots,
+        x: &Array,
+        cache: &mut KvCache,
+        s: StreamOrDevice,
+    ) -> Result<Array> {
+        let (b, l) = (x.shape()[0], x.shape()[1]);
+        let q = self.q_proj.forward(slots, x, s)?;
+        let k = self.k_proj.forward(slots, x, s)?;
+        let v = self.v_proj.forward(slots, x, s)?;
+        let q = self
+            .q_norm
+            .forward(slots, &ops::reshape(&q, &[b, l, self.n_heads, -1], s)?, s)?;
+        let q = ops::transpose(&q, &[0, 2, 1, 3], s)?;
+        let k = self.k_norm.forward(
+            slots,
+            &ops::reshape(&k, &[b, l, self.n_kv_heads, -1], s)?,
+            s,
+        )?;
+        let k = ops::transpose(&k, &[0, 2, 1, 3], s)?;
+        let v = ops::transpose(
+            &ops::reshape(&v, &[b, l, self.n_kv_heads, -1], s)?,
+            &[0, 2, 1, 3],
+            s,
+        )?;
+        let offset = cache.offset();
+        let q = rope(&q, self.head_dim, false, self.rope_theta, 1.0, offset, s)?;
+        let k = rope(&k, self.head_dim, false, self.rope_theta, 1.0, offset, s)?;
+        let (k, v) = cache.update_and_fetch(&k, &v, s)?;
+        let mask = if l > 1 {
+            AttentionMask::Causal
+        } else {
+            AttentionMask::None
+        };
+        let scale = (self.head_dim as f32).powf(-0.5);
+        let o = scaled_dot_product_attention(&q, &k, &v, scale, mask, s)?;
+        let o = ops::reshape(&ops::transpose(&o, &[0, 2, 1, 3], s)?, &[b, l, -1], s)?;
+        self.o_proj.forward(slots, &o, s)
+    }
+}
+
+/// The sparse MoE block.
+#[derive(Clone, Debug)]
+pub struct MoeBlock {
+    /// The router, `[experts, hidden]`.
+    pub gate: Linear,
+    /// Stacked gate projections, `[experts, inter, hidden]`.
+    pub gate_proj: Weight,
+    /// Stacked up projections, `[experts, inter, hidden]`.
+    pub up_proj: Weight,
+    /// Stacked down projections, `[experts, hidden, inter]`.
+    pub down_proj: Weight,
+    /// How tokens are routed.
+    pub router: RouterSpec,
+}
+
+impl MoeBlock {
+    fn forward(&self, slots: &Slots, x: &Array, s: StreamOrDevice) -> Result<Array> {
+        let logits = self.gate.forward(slots, x, s)?;
+        let routing = slots.router.route(&logits, &self.router, s)?;
+        let hidden = slots
+            .expert_swiglu
+            .forward(x, &self.gate_proj, &self.up_proj, &routing, s)?;
+        let input = DownCombineInput {
+            hidden: &hidden,
+            down: &self.down_proj,
+            routing: &routing,
+        };
+        Ok(slots.down_combine.forward(&input, s)?)
+    }
+}
+
+/// The feed-forward part of a layer.
+#[derive(Clone, Debug)]
+pub enum Mlp {
+    /// A dense SwiGLU MLP.
+    Dense {
+        /// Gate projection.
+        gate_proj: Linear,
+        /// Up projection.
+        up_proj: Linear,
+        /// Down projection.
+        down_proj: Linear,
+    },
+    /// A sparse MoE block.
+    Moe(MoeBlock),
+}
+
+impl Mlp {
+    fn forward(&self, slots: &Slots, x: &Array, s: StreamOrDevice) -> Result<Array> {
+        match self {
+            Mlp::Dense {
+                gate_proj,
+                up_proj,
+                down_proj,
+            } => {
+                let g = gate_proj.forward(slots, x, s)?;
+                let u = up_proj.forward(slots, x, s)?;
+                down_proj.forward(slots, &swiglu(&g, &u, s)?, s)
+            }
+            Mlp::Moe(m) => m.forward(slots, x, s),
+        }
+    }
+}
+
+/// One decoder layer.
+#[derive(Clone, Debug)]
+pub struct DecoderLayer {
+    /// Attention.
+    pub self_attn: Attention,
+    /// Feed-forward.
+    pub mlp: Mlp,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Norm before the feed-forward part.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        slots: &Slots,
+        x: &Array,
+        cache: &mut KvCache,
+        s: StreamOrDevice,
+    ) -> Result<Array> {
+        let r =
+            self.self_attn
+                .forward(slots, &self.input_layernorm.forward(slots, x, s)?, cache, s)?;
+        let h = ops::add(x, &r, s)?;
+        let r = self.mlp.forward(
+            slots,
+            &self.post_attention_layernorm.forward(slots, &h, s)?,
+            s,
+        )?;
+        Ok(ops::add(&h, &r, s)?)
+    }
+}
+
+/// A Qwen3-MoE language model.
+#[derive(Clone, Debug)]
+pub struct Qwen3Moe {
+    /// The configuration it was built from.
+    pub config: Qwen3MoeConfig,
+    /// Token embeddings.
+    pub embed_tokens: Embedding,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output projection (`None` with tied embeddings).
+    pub lm_head: Option<Linear>,
+    /// The implementations the model calls (reference unless patched).
+    pub slots: Slots,
+    /// Where the model runs.
+    pub stream: StreamOrDevice,
+}
+
+impl Qwen3Moe {
+    /// Loads the checkpoint in `dir` (`config.json` and safetensors: one file or
+    /// shards; mlx-community or Hugging Face layout) and reads its weights.
+    ///
+    /// # Errors
+    /// A bad config, an invalid file, or tensors that do not fit the config
+    /// ([`Error::Weights`] lists them).
+    pub fn load(dir: impl AsRef<Path>, s: StreamOrDevice) -> Result<Qwen3Moe> {
+        let dir = dir.as_ref();
+        let config = Qwen3MoeConfig::from_file(dir.join("config.json"))?;
+        let tensors = load_tensors(dir, s)?;
+        let model = Qwen3Moe::from_tensors(config, tensors, dir, s)?;
+        let params = model.parameters();
+        eval_with_progress("loading weights", &params)?;
+        Ok(model)
+    }
+
+    /// Builds the model from named tensors (lazy), following the checkpoint's key
+    /// paths; `dir` only names the checkpoint in errors.
+    ///
+    /// # Errors
+    /// [`Error::Weights`] listing every missing, unused or mis-shaped tensor.
+    pub fn from_tensors(
+        config: Qwen3MoeConfig,
+        tensors: BTreeMap<String, Array>,
+        dir: &Path,
+        s: StreamOrDevice,
+    ) -> Result<Qwen3Moe> {
+        config.validate()?;
+        let tensors = sanitize(&config, tensors, s)?;
+        let mut t = Taker::new(&config, tensors, dir);
+        let c = &config;
+        let (h, hd) = (c.hidden_size as i32, c.head_dim as i32);
+        let (nh, nkv) = (c.num_attention_heads as i32, c.num_key_value_heads as i32);
+        let eps = c.rms_norm_eps as f32;
+        let embed_tokens = Embedding {
+            weight: t.weight("model.embed_tokens", None, c.vocab_size as i32, h),
+        };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let self_attn = Attention {
+                q_proj: t.linear(&format!("{p}.self_attn.q_proj"), nh * hd, h),
+                k_proj: t.linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h),
+                v_proj: t.linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h),
+                o_proj: t.linear(&format!("{p}.self_attn.o_proj"), h, nh * hd),
+                q_norm: t.norm(&format!("{p}.self_attn.q_norm"), hd, eps),
+                k_norm: t.norm(&format!("{p}.self_attn.k_norm"), hd, eps),
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+                rope_theta: c.rope_theta as f32,
+            };
+            let mlp = if c.is_moe_layer(i) {
+                let (e, inter) = (c.num_experts as i32, c.moe_intermediate_size as i32);
+                Mlp::Moe(MoeBlock {
+                    gate: t.linear(&format!("{p}.mlp.gate"), e, h),
+                    gate_proj: t.weight(
+                        &format!("{p}.mlp.switch_mlp.gate_proj"),
+                        Some(e),
+                        inter,
+                        h,
+                    ),
+                    up_proj: t.weight(&format!("{p}.mlp.switch_mlp.up_proj"), Some(e), inter, h),
+                    down_proj: t.weight(
+                        &format!("{p}.mlp.switch_mlp.down_proj"),
+                        Some(e),
+                        h,
+                        inter,
+                    ),
+                    router: RouterSpec::SoftmaxTopK {
+                        k: c.num_experts_per_tok as i32,
+                        normalize: c.norm_topk_prob,
+                    },
+                })
+            } else {
+                let inter = c.intermediate_size as i32;
+                Mlp::Dense {
+                    gate_proj: t.linear(&format!("{p}.mlp.gate_proj"), inter, h),
+                    up_proj: t.linear(&format!("{p}.mlp.up_proj"), inter, h),
+                    down_proj: t.linear(&format!("{p}.mlp.down_proj"), h, inter),
+                }
+            };
+            layers.push(DecoderLayer {
+                self_attn,
+                mlp,
+                input_layernorm: t.norm(&format!("{p}.input_layernorm"), h, eps),
+                post_attention_layernorm: t.norm(&format!("{p}.post_attention_layernorm"), h, eps),
+            });
+        }
+        let norm = t.norm("model.norm", h, eps);
+        let lm_head = (!c.tie_word_embeddings).then(|| t.linear("lm_head", c.vocab_size as i32, h));
+        t.finish()?;
+        Ok(Qwen3Moe {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            slots: Slots::reference(),
+            stream: s,
+        })
+    }
+
+    /// A fresh KV cache, one entry per layer.
+    pub fn make_cache(&self) -> Vec<KvCache> {
+        (0..self.layers.len()).map(|_| KvCache::new()).collect()
+    }
+
+    /// The dtype of activations and logits.
+    pub fn dtype(&self) -> Dtype {
+        self.embed_tokens.dtype()
+    }
+
+    /// Logits `[batch, len, vocab]` for `tokens` (`[batch, len]`, uint32), appending
+    /// to `cache`.
+    ///
+    /// # Errors
+    /// When `cache` does not have one entry per layer, or MLX fails.
+    pub fn forward(&self, tokens: &Array, cache: &mut [KvCache]) -> Result<Array> {
+        let h = self.hidden_states(tokens, cache)?;
+        self.logits(&h)
+    }
+
+    /// The final-norm hidden states `[batch, len, hidden]` (no output projection).
+    ///
+    /// # Errors
+    /// As [`Qwen3Moe::forward`].
+    pub fn hidden_states(&self, tokens: &Array, cache: &mut [KvCache]) -> Result<Array> {
+        if cache.len() != self.layers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "the cache has {} entries, the model {} layers",
+                cache.len(),
+                self.layers.len()
+            )));
+        }
+        if tokens.ndim() != 2 {
+            return Err(Error::InvalidArgument(format!(
+                "tokens must be [batch, len], got shape {:?}",
+                tokens.shape()
+            )));
+        }
+        let s = self.stream;
+        let mut h = self.embed_tokens.forward(tokens, s)?;
+        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+            h = layer.forward(&self.slots, &h, c, s)?;
+        }
+        self.norm.forward(&self.slots, &h, s)
+    }
+
+    /// The output projection of final hidden states.
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub fn logits(&self, h: &Array) -> Result<Array> {
+        match &self.lm_head {
+            Some(head) => head.forward(&self.slots, h, self.stream),
+            None => self.embed_tokens.as_linear(&self.slots, h, self.stream),
+        }
+    }
+
+    /// Every parameter array (for evaluation and byte counts).
+    pub fn parameters(&self) -> Vec<&Array> {
+        let mut out = weight_arrays(&self.embed_tokens.weight);
+        for l in &self.layers {
+            let a = &l.self_attn;
+            for lin in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
+                out.extend(weight_arrays(&lin.weight));
+            }
+            out.extend([&a.q_norm.weight, &a.k_norm.weight]);
+            out.extend([
+                &l.input_layernorm.weight,
+                &l.post_attention_layernorm.weight,
+            ]);
+            match &l.mlp {
+                Mlp::Dense {
+                    gate_proj,
+                    up_proj,
+                    down_proj,
+                } => {
+                    for lin in [gate_proj, up_proj, down_proj] {
+                        out.extend(weight_arrays(&lin.weight));
+                    }
+                }
+                Mlp::Moe(m) => {
+                    out.extend(weight_arrays(&m.gate.weight));
+                    for w in [&m.gate_proj, &m.up_proj, &m.down_proj] {
+                        out.extend(weight_arrays(w));
+                    }
+                }
+            }
+        }
+        out.push(&self.norm.weight);
+        if let Some(h) = &self.lm_head {
+            out.extend(weight_arrays(&h.weight));
+        }
+        out
+    }
+}
+
+/// The arrays a weight is made of.
+fn weight_arrays(w: &Weight) -> Vec<&Array> {
+    match w {
+        Weight::Float(a) => vec![a],
+        Weight::Quantized(q) => [Some(&q.weight), Some(&q.scales), q.biases.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect(),
+    }
+}
+
+/// mlx-lm's `sanitize`: drop a tied `lm_head`, stack Hugging Face per-expert weights
+/// into `switch_mlp` stacks.
+fn sanitize(
+    c: &Qwen3MoeConfig,
+    mut t: BTreeMap<String, Array>,
+    s: StreamOrDevice,
+) -> Result<BTreeMap<String, Array>> {
+    if c.tie_word_embeddings {
+        t.remove("lm_head.weight");
+    }
+    for l in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        if !t.contains_key(&format!("{p}.mlp.experts.0.up_proj.weight")) {
+            continue;
+        }
+        for n in ["up_proj", "down_proj", "gate_proj"] {
+            let mut parts = Vec::with_capacity(c.num_experts);
+            for e in 0..c.num_experts {
+                let key = format!("{p}.mlp.experts.{e}.{n}.weight");
+                match t.remove(&key) {
+                    Some(a) => parts.push(a),
+                    None => {
+                        return Err(Error::Weights {
+                            path: PathBuf::new(),
+                            missing: vec![key],
+                            unused: vec![],
+                            mismatched: vec![],
+                        })
+                    }
+                }
+            }
+            let refs: Vec<&Array> = parts.iter().collect();
+            t.insert(
+                format!("{p}.mlp.switch_mlp.{n}.weight"),
+                ops::stack(&refs, 0, s)?,
+            );
+        }
+    }
+    Ok(t)
+}
+
+/// Takes named tensors out of the map, collecting every problem before failing.
+struct Taker<'a> {
+    config: &'a Qwen3MoeConfig,
+    tensors: BTreeMap<String, Array>,
+    dir: &'a Path,
+    missing: Vec<String>,
+    mismatched: Vec<String>,
+    float_dtype: Option<Dtype>,
+}
+
+impl<'a> Taker<'a> {
+    fn new(config: &'a Qwen3MoeConfig, tensors: BTreeMap<String, Array>, dir: &'a Path) -> Self {
+        Taker {
+            config,
+            tensors,
+            dir,
+            missing: Vec::new(),
+            mismatched: Vec::new(),
+            float_dtype: None,
+        }
+    }
+
+    /// A placeholder for a tensor that failed (the build fails in `finish`).
+    fn placeholder() -> Array {
+        Array::scalar(0.0f32).expect("a scalar always builds")
+    }
+
+    fn take(&mut self, name: &str) -> Option<Array> {
+        let a = self.tensors.remove(name);
+        if a.is_none() {
+            self.missing.push(name.to_string());
+        }
+        a
+    }
+
+    fn check_float(&mut self, name: &str, a: &Array) -> bool {
+        let d = a.dtype();
+        if !matches!(d, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16) {
+            self.mismatched
+                .push(format!("{name}: dtype {d:?}, expected f32, f16 or bf16"));
+            return false;
+        }
+        // Every float tensor of a checkpoint must share one dtype: MLX would promote
+        // mixed dtypes and silently change what the model computes.
+        match self.float_dtype {
+            None => self.float_dtype = Some(d),
+            Some(f) if f != d => {
+                self.mismatched
+                    .push(format!("{name}: dtype {d:?}, but other tensors are {f:?}"));
+                return false;
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn norm(&mut self, module: &str, dim: i32, eps: f32) -> RmsNorm {
+        let name = format!("{module}.weight");
+        let weight = match self.take(&name) {
+            Some(a) if a.shape() == [dim] => {
+                if self.check_float(&name, &a) {
+                    a
+                } else {
+                    Self::placeholder()
+                }
+            }
+            Some(a) => {
+                self.mismatched
+                    .push(format!("{name}: shape {:?}, expected [{dim}]", a.shape()));
+                Self::placeholder()
+            }
+            None => Self::placeholder(),
+        };
+        RmsNorm { weight, eps }
+    }
+
+    fn linear(&mut self, module: &str, out: i32, inp: i32) -> Linear {
+        Linear {
+            weight: self.weight(module, None, out, inp),
+        }
+    }
+
+    /// A float or quantized weight of logical shape `[experts?, out, inp]`.
+    fn weight(&mut self, module: &str, experts: Option<i32>, out: i32, inp: i32) -> Weight {
+        let name = format!("{module}.weight");
+        let scales_name = format!("{module}.scales");
+        let lead: Vec<i32> = experts.into_iter().collect();
+        if !self.tensors.contains_key(&scales_name) {
+            let Some(w) = self.take(&name) else {
+                return Weight::Float(Self::placeholder());
+            };
+            let want: Vec<i32> = lead.iter().copied().chain([out, inp]).collect();
+            if w.shape() != want.as_slice() {
+                self.mismatched
+                    .push(format!("{name}: shape {:?}, expected {want:?}", w.shape()));
+            } else if self.config.quant_for(module).is_some() {
+                self.mismatched.push(format!(
+                    "{name}: float, but config.json quantizes {module} (its {scales_name} is missing)"
+                ));
+            } else {
+                self.check_float(&name, &w);
+            }
+            return Weight::Float(w);
+        }
+        let Some(spec) = self.config.quant_for(module) else {
+            self.mismatched.push(format!(
+                "{scales_name}: the checkpoint quantizes {module} but config.json has no quantization for it"
+            ));
+            self.tensors.remove(&scales_name);
+            self.tensors.remove(&format!("{module}.biases"));
+            self.tensors.remove(&name);
+            return Weight::Float(Self::placeholder());
+        };
+        let mode = match spec.mode {
+            CfgQuantMode::Affine => QuantMode::Affine,
+            CfgQuantMode::Mxfp4 => QuantMode::Mxfp4,
+            CfgQuantMode::Mxfp8 => QuantMode::Mxfp8,
+            CfgQuantMode::Nvfp4 => QuantMode::Nvfp4,
+        };
+        let spec = MlxQuantSpec {
+            group_size: spec.group_size as i32,
+            bits: spec.bits as i32,
+            mode,
+        };
+        let w = self.take(&name);
+        let scales = self.take(&scales_name);
+        let biases = if mode.has_biases() {
+            self.take(&format!("{module}.biases"))
+        } else {
+            None
+        };
+        let (Some(w), Some(scales)) = (w, scales) else {
+            return Weight::Float(Self::placeholder());
+        };
+        let packed = inp * spec.bits / 32;
+        let groups = inp / spec.group_size;
+        let want_w: Vec<i32> = lead.iter().copied().chain([out, packed]).collect();
+        let want_s: Vec<i32> = lead.iter().copied().chain([out, groups]).collect();
+        if w.dtype() != Dtype::Uint32 || w.shape() != want_w.as_slice() {
+            self.mismatched.push(format!(
+                "{name}: {:?} {:?}, expected uint32 {want_w:?} ({}-bit of {inp} inputs)",
+                w.dtype(),
+                w.shape(),
+                spec.bits
+            ));
+        }
+        if scales.shape() != want_s.as_slice() {
+            self.mismatched.push(format!(
+                "{scales_name}: shape {:?}, expected {want_s:?} (group size {})",
+                scales.shape(),
+                spec.group_size
+            ));
+        } else {
+            self.check_float(&scales_name, &scales);
+        }
+        if let Some(b) = &biases {
+            if b.shape() != want_s.as_slice() || b.dtype() != scales.dtype() {
+                self.mismatched.push(format!(
+                    "{module}.biases: {:?} {:?}, expected {:?} {want_s:?}",
+                    b.dtype(),
+                    b.shape(),
+                    scales.dtype()
+                ));
+            }
+        }
+        Weight::Quantized(QuantizedWeight {
+            weight: w,
+            scales,
+            biases,
+            spec,
+        })
+    }
+
+    fn finish(self) -> Result<()> {
+        let unused: Vec<String> = self.tensors.keys().cloned().collect();
+        if self.missing.is_empty() && self.mismatched.is_empty() && unused.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Weights {
+            path: self.dir.to_path_buf(),
+            missing: self.missing,
+            unused,
+            mismatched: self.mismatched,
+        })
+    }
+}
