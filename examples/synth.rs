@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example synth -- [--preset tiny|qwen3-30b-a3b] [--seed N]
-//!     [--layers N] [--format f32|bf16|q4|q8] [--layout mlx|hf] [--shard-bytes N]
+//!     [--layers N] [--format f32|bf16|q4|q8|q4-f32|q8-f32] [--layout mlx|hf] [--shard-bytes N]
 //!     [--cache-dir DIR] [--validate]
 //! ```
 //!
@@ -14,7 +14,7 @@ use std::time::Instant;
 use zmlx::synthetic::{self, Layout, Preset, SynthSpec, WeightFormat};
 
 fn usage() -> &'static str {
-    "usage: synth [--preset tiny|qwen3-30b-a3b] [--seed N] [--layers N] [--format f32|bf16|q4|q8] \
+    "usage: synth [--preset tiny|qwen3-30b-a3b] [--seed N] [--layers N] [--format f32|bf16|q4|q8|q4-f32|q8-f32] \
      [--layout mlx|hf] [--shard-bytes N] [--cache-dir DIR] [--validate]"
 }
 

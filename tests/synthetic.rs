@@ -232,3 +232,25 @@ fn bad_specs_are_errors() {
     assert!("huge".parse::<Preset>().is_err());
     assert!("q3".parse::<WeightFormat>().is_err());
 }
+
+#[test]
+fn q4_f32_holds_the_same_quantized_values() {
+    let spec = SynthSpec::new(Preset::Tiny).layers(1).seed(4);
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    synthetic::write_checkpoint(&spec.clone().format(WeightFormat::Q4), a.path()).unwrap();
+    synthetic::write_checkpoint(&spec.format(WeightFormat::Q4F32), b.path()).unwrap();
+    let name = "model.layers.0.mlp.switch_mlp.up_proj";
+    assert_eq!(
+        tensor_bytes(a.path(), &format!("{name}.weight")),
+        tensor_bytes(b.path(), &format!("{name}.weight"))
+    );
+    for part in ["scales", "biases"] {
+        let x = tensor_bytes(a.path(), &format!("{name}.{part}"));
+        let y = tensor_bytes(b.path(), &format!("{name}.{part}"));
+        for (x, y) in x.chunks(2).zip(y.chunks(4)) {
+            let x = half::bf16::from_le_bytes([x[0], x[1]]).to_f32();
+            assert_eq!(x, f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
+        }
+    }
+}

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each fuzz target uses one of the two checks
 //! Fuzz properties shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`) and the
 //! plain property-test harness (`tests/fuzz_harness.rs`), which includes this file
 //! by path so the same checks run on stable Rust without libFuzzer.
