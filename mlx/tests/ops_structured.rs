@@ -6,7 +6,9 @@
 //! `n * u32 * sum|terms|` of the exact sum (the standard recursive-summation bound;
 //! blocked or pairwise sums do better); rounding the result to the output dtype adds
 //! `u_out * |want|`. MLX's CPU backend accumulates f16/bf16 matmuls, sums and
-//! softmax denominators in f32, so these bounds hold for every dtype.
+//! softmax denominators in f32, so these bounds hold for every dtype. A result in
+//! the subnormal range of the output dtype rounds with an absolute error of half
+//! the smallest subnormal (`underflow`) instead.
 
 mod common;
 
@@ -28,7 +30,13 @@ fn shape() -> impl Strategy<Value = Vec<i32>> {
 }
 
 /// Random values of `dtype` (rounded on the host) and the array holding them.
-fn random_array(rng: &mut SeedRng, shape: &[i32], dtype: Dtype, lo: f32, hi: f32) -> (Vec<f32>, Array) {
+fn random_array(
+    rng: &mut SeedRng,
+    shape: &[i32],
+    dtype: Dtype,
+    lo: f32,
+    hi: f32,
+) -> (Vec<f32>, Array) {
     let host: Vec<f32> = rng
         .vec_f32(numel(shape), lo, hi)
         .iter()
@@ -45,7 +53,13 @@ fn random_axes(rng: &mut SeedRng, ndim: usize) -> Vec<i32> {
     rng.shuffle(&mut all);
     all.truncate(1 + rng.below(ndim));
     all.iter()
-        .map(|&a| if rng.below(2) == 0 { a } else { a - ndim as i32 })
+        .map(|&a| {
+            if rng.below(2) == 0 {
+                a
+            } else {
+                a - ndim as i32
+            }
+        })
         .collect()
 }
 
@@ -79,7 +93,10 @@ fn reduce_groups(shape: &[i32], axes: &[usize]) -> Vec<Vec<usize>> {
     let mut groups = vec![Vec::new(); numel(&kept)];
     for i in 0..numel(shape) {
         let idx = unravel(i, shape);
-        let k: Vec<usize> = (0..shape.len()).filter(|d| !axes.contains(d)).map(|d| idx[d]).collect();
+        let k: Vec<usize> = (0..shape.len())
+            .filter(|d| !axes.contains(d))
+            .map(|d| idx[d])
+            .collect();
         groups[ravel(&k, &kept)].push(i);
     }
     groups
@@ -98,7 +115,9 @@ fn line(shape: &[i32], axis: usize, i: usize) -> Vec<usize> {
 
 /// One representative flat index (position 0 along `axis`) per line along `axis`.
 fn line_starts(shape: &[i32], axis: usize) -> Vec<usize> {
-    (0..numel(shape)).filter(|&i| unravel(i, shape)[axis] == 0).collect()
+    (0..numel(shape))
+        .filter(|&i| unravel(i, shape)[axis] == 0)
+        .collect()
 }
 
 proptest! {
@@ -137,7 +156,7 @@ proptest! {
             }
         }
         let (u, u32r) = (unit_roundoff(dtype), unit_roundoff(Dtype::Float32));
-        assert_within(&host_f32(&c), &want, |i| u * want[i].abs() + k as f64 * u32r * mag[i],
+        assert_within(&host_f32(&c), &want, |i| u * want[i].abs() + k as f64 * u32r * mag[i] + underflow(dtype),
             &format!("matmul {dtype:?} {sa:?} @ {sb:?}"));
     }
 
@@ -158,14 +177,14 @@ proptest! {
         let want: Vec<f64> = groups.iter().map(|g| g.iter().map(|&i| host[i] as f64).sum()).collect();
         let mag: Vec<f64> = groups.iter().map(|g| g.iter().map(|&i| host[i].abs() as f64).sum()).collect();
         let cnt = groups[0].len() as f64;
-        assert_within(&host_f32(&sum), &want, |i| u * want[i].abs() + cnt * u32r * mag[i], &format!("sum {what}"));
+        assert_within(&host_f32(&sum), &want, |i| u * want[i].abs() + cnt * u32r * mag[i] + underflow(dtype), &format!("sum {what}"));
 
         // MLX's mean is sum(x) * (1/n) with the sum and the scalar 1/n both in the
         // output dtype: three roundings to it (sum, 1/n, product).
         let mean = ops::mean(&x, &axes, keepdims, ()).unwrap();
         prop_assert_eq!(mean.shape(), &out_shape[..]);
         let want_m: Vec<f64> = want.iter().map(|s| s / cnt).collect();
-        assert_within(&host_f32(&mean), &want_m, |i| 3.0 * u * want_m[i].abs() + cnt * u32r * mag[i] / cnt, &format!("mean {what}"));
+        assert_within(&host_f32(&mean), &want_m, |i| 3.0 * u * want_m[i].abs() + cnt * u32r * mag[i] / cnt + 3.0 * underflow(dtype), &format!("mean {what}"));
 
         // max and min pick an input element: exact.
         let mx = ops::max(&x, &axes, keepdims, ()).unwrap();
@@ -181,7 +200,7 @@ proptest! {
         prop_assert_eq!(all.ndim(), 0);
         let tot: f64 = host.iter().map(|&v| v as f64).sum();
         let tot_abs: f64 = host.iter().map(|&v| v.abs() as f64).sum();
-        assert_within(&host_f32(&all), &[tot], |_| u * tot.abs() + host.len() as f64 * u32r * tot_abs, &format!("sum_all {what}"));
+        assert_within(&host_f32(&all), &[tot], |_| u * tot.abs() + host.len() as f64 * u32r * tot_abs + underflow(dtype), &format!("sum_all {what}"));
     }
 
     #[test]
@@ -572,10 +591,19 @@ fn softmax_precise_half() {
     // precise = true keeps f16 logits that differ by less than an f16 ulp after
     // the max is subtracted from drifting: compare with the f32 softmax of the same
     // (rounded) inputs, which it must match to f16 rounding.
-    let host: Vec<f32> = (0..64).map(|i| f16::from_f32(8.0 + i as f32 * 0.01).to_f32()).collect();
+    let host: Vec<f32> = (0..64)
+        .map(|i| f16::from_f32(8.0 + i as f32 * 0.01).to_f32())
+        .collect();
     let x16 = array_as(&host, &[64], Dtype::Float16);
-    let want = host_f32(&ops::softmax(&Array::from_slice(&host, &[64]).unwrap(), &[0], true, ()).unwrap());
+    let want =
+        host_f32(&ops::softmax(&Array::from_slice(&host, &[64]).unwrap(), &[0], true, ()).unwrap());
     let got = host_f32(&ops::softmax(&x16, &[0], true, ()).unwrap());
     let want64: Vec<f64> = want.iter().map(|&v| v as f64).collect();
-    assert_close(&got, &want64, 0.0, 2.0 * unit_roundoff(Dtype::Float16), "precise f16 softmax");
+    assert_close(
+        &got,
+        &want64,
+        0.0,
+        2.0 * unit_roundoff(Dtype::Float16),
+        "precise f16 softmax",
+    );
 }
