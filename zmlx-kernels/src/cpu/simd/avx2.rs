@@ -24,16 +24,17 @@ unsafe fn bytes_lo_to_f32(v: __m128i) -> __m256 {
 ///
 /// # Safety
 /// AVX2, FMA available; `words.len() == scales.len() * gs / 8`,
-/// `xp.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `gs % 32 == 0`.
+/// `xp.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn q4_dot<T: Element>(
+pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
     words: &[u32],
     xp: &[f32],
     xsum: &[f32],
     scales: &[T],
     biases: &[T],
-    gs: usize,
 ) -> f32 {
+    let gs = GS;
     let mask = _mm_set1_epi8(0x0f);
     let wp = words.as_ptr();
     let xpp = xp.as_ptr();
@@ -69,16 +70,17 @@ pub(crate) unsafe fn q4_dot<T: Element>(
 ///
 /// # Safety
 /// AVX2, FMA available; `words.len() == scales.len() * gs / 4`,
-/// `x.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `gs % 32 == 0`.
+/// `x.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn q8_dot<T: Element>(
+pub(crate) unsafe fn q8_dot<T: Element, const GS: usize>(
     words: &[u32],
     x: &[f32],
     xsum: &[f32],
     scales: &[T],
     biases: &[T],
-    gs: usize,
 ) -> f32 {
+    let gs = GS;
     let bp = words.as_ptr().cast::<u8>();
     let xp = x.as_ptr();
     let mut total = _mm256_setzero_ps();

@@ -10,16 +10,17 @@ use crate::cpu::dtype::Element;
 ///
 /// # Safety
 /// AVX-512F available; `words.len() == scales.len() * gs / 8`,
-/// `xp.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `gs % 32 == 0`.
+/// `xp.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn q4_dot<T: Element>(
+pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
     words: &[u32],
     xp: &[f32],
     xsum: &[f32],
     scales: &[T],
     biases: &[T],
-    gs: usize,
 ) -> f32 {
+    let gs = GS;
     let mask = _mm_set1_epi8(0x0f);
     let wp = words.as_ptr();
     let xpp = xp.as_ptr();
@@ -52,16 +53,17 @@ pub(crate) unsafe fn q4_dot<T: Element>(
 ///
 /// # Safety
 /// AVX-512F available; `words.len() == scales.len() * gs / 4`,
-/// `x.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `gs % 32 == 0`.
+/// `x.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn q8_dot<T: Element>(
+pub(crate) unsafe fn q8_dot<T: Element, const GS: usize>(
     words: &[u32],
     x: &[f32],
     xsum: &[f32],
     scales: &[T],
     biases: &[T],
-    gs: usize,
 ) -> f32 {
+    let gs = GS;
     let bp = words.as_ptr().cast::<u8>();
     let xp = x.as_ptr();
     let mut total = _mm512_setzero_ps();

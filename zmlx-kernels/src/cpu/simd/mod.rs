@@ -133,6 +133,19 @@ pub fn with_level<R>(level: SimdLevel, f: impl FnOnce() -> R) -> Result<R> {
     Ok(f())
 }
 
+/// Calls a kernel instantiated for the group size; the wrappers below assert that it
+/// is 32, 64 or 128 (the only sizes `QuantSpec` admits) before expanding this.
+#[allow(unused_macros)]
+macro_rules! by_gs {
+    ($m:ident :: $f:ident, $gs:expr, $($arg:expr),*) => {
+        match $gs {
+            32 => $m::$f::<_, 32>($($arg),*),
+            64 => $m::$f::<_, 64>($($arg),*),
+            _ => $m::$f::<_, 128>($($arg),*),
+        }
+    };
+}
+
 /// 4-bit row dot product, activations in the nibble-split order.
 #[inline]
 pub(crate) fn q4_dot<T: Element>(
@@ -146,7 +159,7 @@ pub(crate) fn q4_dot<T: Element>(
 ) -> f32 {
     let groups = scales.len();
     assert!(
-        gs.is_multiple_of(32)
+        matches!(gs, 32 | 64 | 128)
             && words.len() == groups * gs / 8
             && xp.len() == groups * gs
             && xsum.len() == groups
@@ -156,11 +169,11 @@ pub(crate) fn q4_dot<T: Element>(
     match level {
         // SAFETY: the level is only selected when the CPU supports it; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { avx512::q4_dot(words, xp, xsum, scales, biases, gs) },
+        SimdLevel::Avx512 => unsafe { by_gs!(avx512::q4_dot, gs, words, xp, xsum, scales, biases) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { avx2::q4_dot(words, xp, xsum, scales, biases, gs) },
+        SimdLevel::Avx2 => unsafe { by_gs!(avx2::q4_dot, gs, words, xp, xsum, scales, biases) },
         #[cfg(target_arch = "aarch64")]
-        SimdLevel::Neon => unsafe { neon::q4_dot(words, xp, xsum, scales, biases, gs) },
+        SimdLevel::Neon => unsafe { by_gs!(neon::q4_dot, gs, words, xp, xsum, scales, biases) },
         _ => scalar::q4_dot(words, xp, xsum, scales, biases, gs),
     }
 }
@@ -178,7 +191,7 @@ pub(crate) fn q8_dot<T: Element>(
 ) -> f32 {
     let groups = scales.len();
     assert!(
-        gs.is_multiple_of(32)
+        matches!(gs, 32 | 64 | 128)
             && words.len() == groups * gs / 4
             && x.len() == groups * gs
             && xsum.len() == groups
@@ -188,11 +201,11 @@ pub(crate) fn q8_dot<T: Element>(
     match level {
         // SAFETY: the level is only selected when the CPU supports it; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { avx512::q8_dot(words, x, xsum, scales, biases, gs) },
+        SimdLevel::Avx512 => unsafe { by_gs!(avx512::q8_dot, gs, words, x, xsum, scales, biases) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { avx2::q8_dot(words, x, xsum, scales, biases, gs) },
+        SimdLevel::Avx2 => unsafe { by_gs!(avx2::q8_dot, gs, words, x, xsum, scales, biases) },
         #[cfg(target_arch = "aarch64")]
-        SimdLevel::Neon => unsafe { neon::q8_dot(words, x, xsum, scales, biases, gs) },
+        SimdLevel::Neon => unsafe { by_gs!(neon::q8_dot, gs, words, x, xsum, scales, biases) },
         _ => scalar::q8_dot(words, x, xsum, scales, biases, gs),
     }
 }

@@ -26,16 +26,17 @@ unsafe fn bytes_to_f32(v: uint8x16_t) -> [float32x4_t; 4] {
 ///
 /// # Safety
 /// `words.len() == scales.len() * gs / 8`, `xp.len() == scales.len() * gs`,
-/// `xsum`/`biases` as long as `scales`, `gs % 32 == 0`.
+/// `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn q4_dot<T: Element>(
+pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
     words: &[u32],
     xp: &[f32],
     xsum: &[f32],
     scales: &[T],
     biases: &[T],
-    gs: usize,
 ) -> f32 {
+    let gs = GS;
     let mask = vdupq_n_u8(0x0f);
     let bp = words.as_ptr().cast::<u8>();
     let xpp = xp.as_ptr();
@@ -64,16 +65,17 @@ pub(crate) unsafe fn q4_dot<T: Element>(
 ///
 /// # Safety
 /// `words.len() == scales.len() * gs / 4`, `x.len() == scales.len() * gs`,
-/// `xsum`/`biases` as long as `scales`, `gs % 32 == 0`.
+/// `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn q8_dot<T: Element>(
+pub(crate) unsafe fn q8_dot<T: Element, const GS: usize>(
     words: &[u32],
     x: &[f32],
     xsum: &[f32],
     scales: &[T],
     biases: &[T],
-    gs: usize,
 ) -> f32 {
+    let gs = GS;
     let bp = words.as_ptr().cast::<u8>();
     let xp = x.as_ptr();
     let mut total = vdupq_n_f32(0.0);
