@@ -644,3 +644,58 @@ impl<'a> Taker<'a> {
         })
     }
 }
+
+impl zmlx_patch::Patchable for Qwen3Moe {
+    fn family(&self) -> &str {
+        &self.config.model_type
+    }
+
+    fn device(&self) -> mlx::Result<mlx::Device> {
+        self.stream.device()
+    }
+
+    fn modules(&self) -> Vec<zmlx_patch::Module<'_>> {
+        use zmlx_patch::Module;
+        fn lin(path: String, l: &Linear) -> zmlx_patch::Module<'_> {
+            zmlx_patch::Module::Linear { path, weight: &l.weight }
+        }
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &l.self_attn;
+            for (n, x) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+                out.push(lin(format!("{p}.self_attn.{n}"), x));
+            }
+            match &l.mlp {
+                Mlp::Dense { gate_proj, up_proj, down_proj } => {
+                    for (n, x) in [("gate_proj", gate_proj), ("up_proj", up_proj), ("down_proj", down_proj)] {
+                        out.push(lin(format!("{p}.mlp.{n}"), x));
+                    }
+                }
+                Mlp::Moe(m) => {
+                    out.push(lin(format!("{p}.mlp.gate"), &m.gate));
+                    out.push(Module::Moe {
+                        path: format!("{p}.mlp"),
+                        router: &m.router,
+                        experts: m.gate_proj.experts(),
+                        gate: &m.gate_proj,
+                        up: &m.up_proj,
+                        down: &m.down_proj,
+                    });
+                }
+            }
+        }
+        match &self.lm_head {
+            Some(h) => out.push(lin("lm_head".into(), h)),
+            None => out.push(Module::Linear {
+                path: "model.embed_tokens (tied lm_head)".into(),
+                weight: &self.embed_tokens.weight,
+            }),
+        }
+        out
+    }
+
+    fn slots_mut(&mut self) -> &mut Slots {
+        &mut self.slots
+    }
+}

@@ -4,7 +4,7 @@
 //! The reference is the end of mlx-lm's `SwitchGLU` (down `gather_qmm`, unsort,
 //! squeeze) and of its MoE block: `(y * scores[..., None]).sum(-2).astype(y.dtype)`.
 
-use mlx::{ops, Array, Result, StreamOrDevice};
+use mlx::{ops, Array, Error, Result, StreamOrDevice};
 
 use crate::contract::{DownCombineOp, Support};
 use crate::expert_swiglu::{switch_linear, ExpertHidden};
@@ -55,5 +55,109 @@ impl DownCombineOp for ReferenceDownCombine {
         let scores = ops::expand_dims(&input.routing.scores, &[-1], s)?;
         let weighted = ops::multiply(&y, &scores, s)?;
         ops::astype(&ops::sum(&weighted, &[-2], false, s)?, y.dtype(), s)
+    }
+}
+
+/// The fused down projection + combine: on a CPU stream one kernel computes each
+/// token's weighted sum of expert outputs without a `[tokens, k, hidden]`
+/// intermediate ([`crate::cpu::expert_down_combine`]); elsewhere the reference.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FusedDownCombine;
+
+struct DownKernel {
+    layout: crate::cpu_glue::WeightLayout,
+    k: usize,
+}
+
+impl mlx::primitive::CpuKernel for DownKernel {
+    fn name(&self) -> &str {
+        "zmlx_down_combine"
+    }
+
+    fn params(&self) -> Vec<u8> {
+        let mut p = (self.k as u64).to_le_bytes().to_vec();
+        self.layout.params(&mut p);
+        p
+    }
+
+    fn eval(
+        &self,
+        inputs: &[mlx::primitive::Input],
+        outputs: &mut [mlx::primitive::Output],
+    ) -> std::result::Result<(), mlx::primitive::KernelError> {
+        let h = crate::cpu_glue::floats(&inputs[0])?;
+        let indices = inputs[1].as_slice::<u32>()?;
+        let scores = crate::cpu_glue::floats(&inputs[2])?;
+        let tokens = indices.len() / self.k.max(1);
+        let down = self.layout.view(&inputs[3..])?;
+        crate::cpu::expert_down_combine(
+            h,
+            tokens,
+            indices,
+            self.k,
+            scores,
+            &down,
+            crate::cpu_glue::floats_mut(&mut outputs[0])?,
+        )?;
+        Ok(())
+    }
+}
+
+impl DownCombineOp for FusedDownCombine {
+    fn name(&self) -> &'static str {
+        "zmlx"
+    }
+
+    fn supports(&self, down: &Weight, device: mlx::Device) -> Support {
+        if device.kind != mlx::DeviceType::Cpu {
+            return Support::No("no fused GPU down+combine kernel yet".into());
+        }
+        crate::cpu_glue::cpu_support(down)
+    }
+
+    fn forward(&self, input: &DownCombineInput<'_>, s: StreamOrDevice) -> Result<Array> {
+        let hid = input.hidden;
+        let dtype = hid.h.dtype();
+        if !self.supports(input.down, s.device()?).is_yes()
+            || dtype != input.down.activation_dtype()
+            || input.routing.scores.dtype() != dtype
+        {
+            return ReferenceDownCombine.forward(input, s);
+        }
+        let inter = hid.h.shape().last().copied().unwrap_or(0);
+        input.down.check_shape(
+            "down_proj",
+            Some(input.down.experts()),
+            input.down.out_features(),
+            inter,
+        )?;
+        let layout = crate::cpu_glue::WeightLayout::of(input.down)
+            .map_err(|e| Error::invalid("down_combine", e))?;
+        // Activations sorted by expert (the reference's prefill path) go back to
+        // routing order first; the kernel groups by expert itself.
+        let h = match &hid.inv_order {
+            Some(inv) => ops::take(&hid.h, inv, Some(0), s)?,
+            None => hid.h.clone(),
+        };
+        let indices = &input.routing.indices;
+        let k = *hid
+            .indices_shape
+            .last()
+            .expect("indices have an expert axis");
+        let mut y_shape = hid.indices_shape[..hid.indices_shape.len() - 1].to_vec();
+        y_shape.push(input.down.out_features());
+        let mut inputs = vec![&h, indices, &input.routing.scores];
+        inputs.extend(crate::cpu_glue::weight_arrays(input.down));
+        let kernel = DownKernel {
+            layout,
+            k: k as usize,
+        };
+        let y = mlx::primitive::cpu_primitive(
+            std::sync::Arc::new(kernel),
+            &inputs,
+            &[mlx::primitive::OutputSpec::new(&y_shape, dtype)],
+            s,
+        )?;
+        Ok(y.into_iter().next().expect("one output"))
     }
 }

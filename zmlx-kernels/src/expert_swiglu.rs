@@ -127,3 +127,113 @@ impl ExpertSwiGluOp for ReferenceExpertSwiGlu {
         })
     }
 }
+
+/// The fused expert SwiGLU: on a CPU stream one kernel gathers each token's experts,
+/// runs both matmuls and the activation ([`crate::cpu::expert_swiglu`]), reading each
+/// expert's weights once for all its tokens; elsewhere the reference.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FusedExpertSwiGlu;
+
+struct SwiGluKernel {
+    layout: crate::cpu_glue::WeightLayout,
+    k: usize,
+}
+
+impl mlx::primitive::CpuKernel for SwiGluKernel {
+    fn name(&self) -> &str {
+        "zmlx_expert_swiglu"
+    }
+
+    fn params(&self) -> Vec<u8> {
+        let mut p = (self.k as u64).to_le_bytes().to_vec();
+        self.layout.params(&mut p);
+        p
+    }
+
+    fn eval(
+        &self,
+        inputs: &[mlx::primitive::Input],
+        outputs: &mut [mlx::primitive::Output],
+    ) -> std::result::Result<(), mlx::primitive::KernelError> {
+        let x = crate::cpu_glue::floats(&inputs[0])?;
+        let indices = inputs[1].as_slice::<u32>()?;
+        let tokens = indices.len() / self.k.max(1);
+        let n = self.layout.n_inputs();
+        let gate = self.layout.view(&inputs[2..2 + n])?;
+        let up = self.layout.view(&inputs[2 + n..2 + 2 * n])?;
+        crate::cpu::expert_swiglu(
+            x,
+            tokens,
+            indices,
+            self.k,
+            &gate,
+            &up,
+            crate::cpu_glue::floats_mut(&mut outputs[0])?,
+        )?;
+        Ok(())
+    }
+}
+
+impl ExpertSwiGluOp for FusedExpertSwiGlu {
+    fn name(&self) -> &'static str {
+        "zmlx"
+    }
+
+    fn supports(&self, gate: &Weight, up: &Weight, device: mlx::Device) -> Support {
+        if device.kind != mlx::DeviceType::Cpu {
+            return Support::No("no fused GPU expert kernel yet".into());
+        }
+        match (
+            crate::cpu_glue::WeightLayout::of(gate),
+            crate::cpu_glue::WeightLayout::of(up),
+        ) {
+            (Ok(g), Ok(u)) if g == u => Support::Yes,
+            (Ok(_), Ok(_)) => Support::No("gate and up projections differ in layout".into()),
+            (Err(e), _) | (_, Err(e)) => Support::No(e),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Array,
+        gate: &Weight,
+        up: &Weight,
+        routing: &Routing,
+        s: StreamOrDevice,
+    ) -> Result<ExpertHidden> {
+        check_expert_args(x, gate, up, routing)?;
+        if !self.supports(gate, up, s.device()?).is_yes() || x.dtype() != gate.activation_dtype() {
+            return ReferenceExpertSwiGlu.forward(x, gate, up, routing, s);
+        }
+        let layout = crate::cpu_glue::WeightLayout::of(gate)
+            .map_err(|e| Error::invalid("expert_swiglu", e))?;
+        let indices_shape = routing.indices.shape().to_vec();
+        let k = *indices_shape.last().expect("indices have an expert axis");
+        let mut h_shape = indices_shape.clone();
+        h_shape.push(gate.out_features());
+        let mut inputs = vec![x, &routing.indices];
+        inputs.extend(crate::cpu_glue::weight_arrays(gate));
+        inputs.extend(crate::cpu_glue::weight_arrays(up));
+        let kernel = SwiGluKernel {
+            layout,
+            k: k as usize,
+        };
+        let h = mlx::primitive::cpu_primitive(
+            std::sync::Arc::new(kernel),
+            &inputs,
+            &[mlx::primitive::OutputSpec::new(&h_shape, x.dtype())],
+            s,
+        )?
+        .into_iter()
+        .next()
+        .expect("one output");
+        // The reference layout: [..., k, 1, inter] in routing order.
+        let h = ops::expand_dims(&h, &[-2], s)?;
+        Ok(ExpertHidden {
+            h,
+            idx: routing.indices.clone(),
+            inv_order: None,
+            indices_shape,
+        })
+    }
+}

@@ -14,6 +14,7 @@
 
 pub mod contract;
 pub mod cpu;
+mod cpu_glue;
 pub mod down_combine;
 pub mod expert_swiglu;
 pub mod moe_gate;

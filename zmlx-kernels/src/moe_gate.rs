@@ -98,3 +98,95 @@ impl RouterOp for ReferenceRouter {
         }
     }
 }
+
+/// Fused router gating: on a CPU stream one kernel computes softmax, top-k and the
+/// renormalisation with mlx-lm's roundings ([`crate::cpu::route`]); elsewhere the
+/// reference.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FusedRouter;
+
+struct RouteKernel {
+    k: usize,
+    normalize: bool,
+    experts: usize,
+}
+
+impl mlx::primitive::CpuKernel for RouteKernel {
+    fn name(&self) -> &str {
+        "zmlx_route"
+    }
+
+    fn params(&self) -> Vec<u8> {
+        let mut p = (self.k as u64).to_le_bytes().to_vec();
+        p.extend_from_slice(&(self.experts as u64).to_le_bytes());
+        p.push(self.normalize as u8);
+        p
+    }
+
+    fn eval(
+        &self,
+        inputs: &[mlx::primitive::Input],
+        outputs: &mut [mlx::primitive::Output],
+    ) -> std::result::Result<(), mlx::primitive::KernelError> {
+        let logits = crate::cpu_glue::floats(&inputs[0])?;
+        let tokens = logits.len() / self.experts.max(1);
+        let (idx, scores) = outputs.split_at_mut(1);
+        let gating = crate::cpu::Gating::SoftmaxTopK {
+            top_k: self.k,
+            renormalize: self.normalize,
+        };
+        crate::cpu::route(
+            logits,
+            tokens,
+            self.experts,
+            &gating,
+            idx[0].as_mut_slice::<u32>()?,
+            crate::cpu_glue::floats_mut(&mut scores[0])?,
+        )?;
+        Ok(())
+    }
+}
+
+impl RouterOp for FusedRouter {
+    fn name(&self) -> &'static str {
+        "zmlx"
+    }
+
+    fn supports(&self, _spec: &RouterSpec, experts: i32, device: mlx::Device) -> Support {
+        if device.kind != mlx::DeviceType::Cpu {
+            return Support::No("no fused GPU router kernel yet".into());
+        }
+        if experts > 512 {
+            return Support::No(format!("{experts} experts (the kernel takes up to 512)"));
+        }
+        Support::Yes
+    }
+
+    fn route(&self, logits: &Array, spec: &RouterSpec, s: StreamOrDevice) -> Result<Routing> {
+        let experts = check_router_args(logits, spec)?;
+        if !self.supports(spec, experts, s.device()?).is_yes() || logits.dtype() == Dtype::Float64 {
+            return ReferenceRouter.route(logits, spec, s);
+        }
+        let RouterSpec::SoftmaxTopK { k, normalize } = *spec;
+        let mut shape = logits.shape().to_vec();
+        *shape.last_mut().expect("logits have an expert axis") = k;
+        let kernel = RouteKernel {
+            k: k as usize,
+            normalize,
+            experts: experts as usize,
+        };
+        let mut outs = mlx::primitive::cpu_primitive(
+            std::sync::Arc::new(kernel),
+            &[logits],
+            &[
+                mlx::primitive::OutputSpec::new(&shape, Dtype::Uint32),
+                mlx::primitive::OutputSpec::new(&shape, logits.dtype()),
+            ],
+            s,
+        )?
+        .into_iter();
+        let indices = outs.next().expect("two outputs");
+        let scores = outs.next().expect("two outputs");
+        Ok(Routing { indices, scores })
+    }
+}

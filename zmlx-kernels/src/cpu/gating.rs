@@ -1,10 +1,11 @@
 //! Router gating: logits `[T, E]` to expert indices `[T, k]` and combine weights.
 //!
 //! # Output
-//! Indices are `u32`, sorted by selection score, highest first; equal scores are
-//! broken by the lower expert index, and NaN scores rank below every number. MLX's
-//! reference selects with `argpartition`, whose order among the k (and choice among
-//! ties) is unspecified: compare against it as sets, or sort both sides by index.
+//! Indices are `u32`, sorted by selection score, highest first. Equal scores are
+//! broken by the higher expert index and NaN ranks above every number: MLX's CPU
+//! `argpartition` orders values by (value, index) with NaN last, so these are the
+//! experts mlx-lm selects on the CPU. (Its order among the k is unspecified, so
+//! compare against it as sets; sums over the k do not depend on it.)
 //!
 //! Weights are written in the dtype of the `weights` buffer, which must be the logits
 //! dtype or f32; every rounding listed below is to that dtype (the identity for f32).
@@ -227,21 +228,22 @@ fn widen_row(src: Floats<'_>, start: usize, out: &mut [f32]) {
 }
 
 /// Writes the indices of the `idx.len()` largest values, highest first; ties go to
-/// the lower index; NaN ranks as -inf (and so below every number).
+/// the higher index and NaN ranks as +inf, which is how MLX's CPU `argpartition`
+/// orders values (by value, then by index) and so which experts mlx-lm selects.
 pub(crate) fn top_k_indices(vals: &[f32], idx: &mut [u32]) {
     let k = idx.len();
     if k == 0 {
         return;
     }
-    let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
+    let key = |v: f32| if v.is_nan() { f32::INFINITY } else { v };
     let mut filled = 0usize;
     for (i, &v) in vals.iter().enumerate() {
         let v = key(v);
-        if filled == k && v <= key(vals[idx[k - 1] as usize]) {
+        if filled == k && v < key(vals[idx[k - 1] as usize]) {
             continue;
         }
-        // `>=` keeps earlier (lower) indices ahead of an equal newcomer.
-        let pos = idx[..filled].partition_point(|&j| key(vals[j as usize]) >= v);
+        // `>` puts a newcomer (a higher index) ahead of equal earlier values.
+        let pos = idx[..filled].partition_point(|&j| key(vals[j as usize]) > v);
         if filled < k {
             filled += 1;
         }

@@ -8,22 +8,24 @@ use zmlx_kernels::cpu::{route, Dtype, Gating};
 
 use crate::data::{round, values, Buf, Rng, DTYPES};
 
+/// MLX's CPU order: NaN above every number.
 fn key(v: f32) -> f32 {
     if v.is_nan() {
-        f32::NEG_INFINITY
+        f32::INFINITY
     } else {
         v
     }
 }
 
-/// Indices of the k largest, highest first, ties to the lower index (full sort).
+/// Indices of the k largest, highest first, ties to the higher index (full sort), as
+/// MLX's CPU `argpartition` selects them (it orders equal values by index).
 fn select(vals: &[f32], k: usize) -> Vec<u32> {
     let mut order: Vec<usize> = (0..vals.len()).collect();
     order.sort_by(|&a, &b| {
         key(vals[b])
             .partial_cmp(&key(vals[a]))
             .expect("keys are not NaN")
-            .then(a.cmp(&b))
+            .then(b.cmp(&a))
     });
     order[..k].iter().map(|&i| i as u32).collect()
 }
@@ -214,9 +216,9 @@ proptest! {
     }
 }
 
-/// Known values: equal logits select the lowest indices, in order.
+/// Known values: equal logits select the highest indices, highest first.
 #[test]
-fn ties_pick_lowest_index() {
+fn ties_pick_highest_index() {
     let logits = [0.5f32; 8];
     let mut idx = [0u32; 3];
     let mut w = [0.0f32; 3];
@@ -232,15 +234,16 @@ fn ties_pick_lowest_index() {
         (&mut w[..]).into(),
     )
     .unwrap();
-    assert_eq!(idx, [0, 1, 2]);
+    // MLX's CPU argpartition orders equal values by index: the highest win.
+    assert_eq!(idx, [7, 6, 5]);
     for v in w {
         assert!((v - 1.0 / 3.0).abs() < 1e-6);
     }
 }
 
-/// NaN logits rank below every number.
+/// NaN logits rank above every number (MLX's CPU order puts NaN last, i.e. largest).
 #[test]
-fn nan_ranks_last() {
+fn nan_ranks_first() {
     let logits = [f32::NAN, 1.0, -1.0, f32::NAN];
     let mut idx = [0u32; 2];
     let mut w = [0.0f32; 2];
@@ -253,5 +256,5 @@ fn nan_ranks_last() {
         (&mut w[..]).into(),
     )
     .unwrap();
-    assert_eq!(idx, [1, 2]);
+    assert_eq!(idx, [3, 0]);
 }
