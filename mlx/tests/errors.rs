@@ -23,7 +23,10 @@ fn msg<T>(r: mlx::Result<T>) -> String {
 /// MLX still computes correctly (checked after each batch of failures).
 fn still_works() {
     let a = Array::from_slice(&[1.0f32, 2.0, 3.0], &[3]).unwrap();
-    assert_eq!(a.add(&a).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 4.0, 6.0]);
+    assert_eq!(
+        a.add(&a).unwrap().to_vec::<f32>().unwrap(),
+        vec![2.0, 4.0, 6.0]
+    );
 }
 
 #[test]
@@ -31,7 +34,9 @@ fn bad_shapes() {
     let a = Array::from_slice(&[1.0f32; 6], &[2, 3]).unwrap();
     assert!(msg(a.reshape(&[4])).contains("Cannot reshape array of size 6 into shape (4)"));
     assert!(msg(a.reshape(&[-1, -1])).contains("reshape"));
-    assert!(msg(Array::from_slice(&[1.0f32; 5], &[2, 3])).contains("holds 6 elements but 5 were given"));
+    assert!(
+        msg(Array::from_slice(&[1.0f32; 5], &[2, 3])).contains("holds 6 elements but 5 were given")
+    );
     assert!(msg(Array::from_slice::<f32>(&[], &[-1])).contains("invalid shape"));
     assert!(msg(ops::zeros(&[2, -3], Dtype::Float32, ())).contains("invalid shape"));
     assert!(msg(a.matmul(&a)).contains("[matmul]"));
@@ -45,7 +50,10 @@ fn bad_shapes() {
     assert!(msg(a.slice(&[0], &[1], &[1])).contains("one per dimension"));
     assert!(msg(a.slice(&[0, 0], &[1, 1], &[1, 0])).contains("stride of 0"));
     // The update must broadcast to the slice.
-    assert!(msg(ops::slice_update(&a, &b, &[0, 0], &[2, 3], &[1, 1], ())).contains("cannot be broadcast"));
+    assert!(
+        msg(ops::slice_update(&a, &b, &[0, 0], &[2, 3], &[1, 1], ()))
+            .contains("cannot be broadcast")
+    );
     assert!(msg(a.squeeze(&[0])).contains("axis 0 has size 2, not 1"));
     assert!(msg(a.transpose(&[0])).contains("1 axes given for an array with 2 dimensions"));
     assert!(msg(a.transpose(&[0, 0])).contains("transpose"));
@@ -56,7 +64,17 @@ fn bad_shapes() {
 fn bad_dtypes() {
     let i = Array::from_slice(&[1i32, 2], &[2]).unwrap();
     let e = i.to_vec::<f32>().unwrap_err();
-    assert!(matches!(e, Error::DtypeMismatch { expected: Dtype::Float32, actual: Dtype::Int32, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::DtypeMismatch {
+                expected: Dtype::Float32,
+                actual: Dtype::Int32,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("dtype mismatch"));
     assert!(msg(i.item::<i32>()).contains("holds 2 elements, not one"));
     assert!(msg(Array::scalar(1u8).unwrap().item::<i8>()).contains("dtype mismatch"));
@@ -79,9 +97,12 @@ fn out_of_range_axes() {
     assert!(msg(a.swapaxes(0, 2)).contains(oob));
     // Checked by MLX itself.
     assert!(msg(a.expand_dims(&[5])).contains("[expand_dims] Axis 5 is out of bounds"));
-    assert!(msg(ops::concatenate(&[&a, &a], 3, ())).contains("[concatenate] Axis 3 is out of bounds"));
+    assert!(
+        msg(ops::concatenate(&[&a, &a], 3, ())).contains("[concatenate] Axis 3 is out of bounds")
+    );
     // (flatten clamps an end axis past the last one, as numpy does not.)
-    assert!(msg(ops::flatten(&a, 1, 0, ())).contains("start_axis must be less than or equal to end_axis"));
+    assert!(msg(ops::flatten(&a, 1, 0, ()))
+        .contains("start_axis must be less than or equal to end_axis"));
     assert!(msg(ops::topk(&a, 4, 1, ())).contains("k = 4 must be in 1..=3"));
     assert!(msg(ops::argpartition(&a, 3, 1, ())).contains("kth 3 is out of range"));
     let idx = Array::from_slice(&[0u32], &[1]).unwrap();
@@ -95,19 +116,35 @@ fn bad_arguments_of_fast_and_quantized_ops() {
     let w = Array::from_slice(&[1.0f32; 3], &[3]).unwrap();
     assert!(msg(fast::rms_norm(&x, Some(&w), 1e-5, ())).contains("expected [4]"));
     assert!(msg(fast::rope(&x, 3, false, 1e4, 1.0, 0, ())).contains("positive and even"));
-    assert!(msg(fast::scaled_dot_product_attention(&x, &x, &x, 1.0, fast::AttentionMask::None, ())).contains("[batch, heads, seq, head_dim]"));
+    assert!(msg(fast::scaled_dot_product_attention(
+        &x,
+        &x,
+        &x,
+        1.0,
+        fast::AttentionMask::None,
+        ()
+    ))
+    .contains("[batch, heads, seq, head_dim]"));
     assert!(msg(ops::arange(0.0, 1.0, 0.0, Dtype::Float32, ())).contains("non-zero"));
     // Group size that does not divide the last axis.
     let w = ops::ones(&[4, 48], Dtype::Float32, ()).unwrap();
     assert!(msg(q::quantize(&w, QuantSpec::affine(32, 4), ())).contains("quantize"));
     assert!(msg(q::quantize(&w, QuantSpec::affine(48, 7), ())).contains("quantize"));
     assert!(msg(q::QuantMode::parse("int3")).contains("unknown mode"));
-    let wq = q::quantize(&ops::ones(&[4, 64], Dtype::Float32, ()).unwrap(), QuantSpec::affine(64, 4), ()).unwrap();
+    let wq = q::quantize(
+        &ops::ones(&[4, 64], Dtype::Float32, ()).unwrap(),
+        QuantSpec::affine(64, 4),
+        (),
+    )
+    .unwrap();
     let mut no_bias = wq.clone();
     no_bias.biases = None;
     assert!(msg(q::dequantize(&no_bias, None, ())).contains("affine mode needs biases"));
     let x = ops::ones(&[2, 32], Dtype::Float32, ()).unwrap();
-    assert!(msg(q::quantized_matmul(&x, &wq, true, ()).and_then(|y| y.eval().map(|_| y))).contains("quantized_matmul"));
+    assert!(
+        msg(q::quantized_matmul(&x, &wq, true, ()).and_then(|y| y.eval().map(|_| y)))
+            .contains("quantized_matmul")
+    );
     still_works();
 }
 
@@ -119,7 +156,7 @@ fn gpu_ops_on_cpu_only_mlx() {
     let a = Array::from_slice(&[1.0f32], &[1]).unwrap();
     let e = msg(ops::add(&a, &a, Device::gpu()).and_then(|y| y.eval().map(|_| y)));
     assert!(!e.is_empty());
-    assert!(msg(Device::gpu().new_stream()).len() > 0);
+    assert!(!msg(Device::gpu().new_stream()).is_empty());
     still_works();
 }
 
@@ -160,9 +197,15 @@ fn gpu_kernels_on_cpu_only_mlx() {
     let e = msg(r);
     assert!(!e.is_empty());
     // Argument checks come before MLX.
-    let bad = KernelLaunch { inputs: &[], ..launch.clone() };
+    let bad = KernelLaunch {
+        inputs: &[],
+        ..launch.clone()
+    };
     assert!(msg(k.call(&bad, ())).contains("takes 1 inputs and 1 outputs, got 0 and 1"));
-    let bad = KernelLaunch { grid: [0, 1, 1], ..launch };
+    let bad = KernelLaunch {
+        grid: [0, 1, 1],
+        ..launch
+    };
     assert!(msg(k.call(&bad, ())).contains("at least 1"));
     still_works();
 }
@@ -212,7 +255,11 @@ fn failing_cpu_kernels_become_errors() {
         let z = y[0].add(&x).unwrap();
         let e = msg(z.eval());
         assert!(e.contains("failing_kernel"), "{e}");
-        let want = if panic { "panicked: kernel exploded on purpose" } else { "the input was unacceptable" };
+        let want = if panic {
+            "panicked: kernel exploded on purpose"
+        } else {
+            "the input was unacceptable"
+        };
         assert!(e.contains(want), "{e}");
         // A fresh graph fails the same way when read (to_vec evaluates).
         let y = cpu_primitive(Arc::new(Failing { panic }), &[&x], &spec, Device::cpu()).unwrap();
@@ -226,10 +273,19 @@ fn failing_cpu_kernels_become_errors() {
     }
     let y = cpu_primitive(Arc::new(WrongType), &[&x], &spec, ()).unwrap();
     let e = msg(y[0].eval());
-    assert!(e.contains("buffer holds Float32, the kernel asked for Int32"), "{e}");
+    assert!(
+        e.contains("buffer holds Float32, the kernel asked for Int32"),
+        "{e}"
+    );
     // Argument checks of cpu_primitive itself.
     assert!(msg(cpu_primitive(Arc::new(WrongType), &[&x], &[], ())).contains("at least one output"));
-    assert!(msg(cpu_primitive(Arc::new(WrongType), &[&x], &[OutputSpec::new(&[-2], Dtype::Float32)], ())).contains("invalid shape"));
+    assert!(msg(cpu_primitive(
+        Arc::new(WrongType),
+        &[&x],
+        &[OutputSpec::new(&[-2], Dtype::Float32)],
+        ()
+    ))
+    .contains("invalid shape"));
     still_works();
 }
 
@@ -242,9 +298,12 @@ fn failures_in_many_threads_stay_separate() {
             std::thread::spawn(move || {
                 for i in 0..200 {
                     let n = 2 + t + i % 3;
-                    let a = ops::zeros(&[n as i32], Dtype::Float32, ()).unwrap();
-                    let e = msg(a.reshape(&[n as i32 + 1]));
-                    assert!(e.contains(&format!("size {n} into shape ({})", n + 1)), "{e}");
+                    let a = ops::zeros(&[n], Dtype::Float32, ()).unwrap();
+                    let e = msg(a.reshape(&[n + 1]));
+                    assert!(
+                        e.contains(&format!("size {n} into shape ({})", n + 1)),
+                        "{e}"
+                    );
                 }
             })
         })

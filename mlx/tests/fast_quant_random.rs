@@ -22,7 +22,11 @@ fn float_dtype() -> impl Strategy<Value = Dtype> {
 }
 
 fn rand(rng: &mut SeedRng, shape: &[i32], dtype: Dtype, lo: f32, hi: f32) -> (Vec<f32>, Array) {
-    let h: Vec<f32> = rng.vec_f32(numel(shape), lo, hi).iter().map(|&v| round_to(dtype, v)).collect();
+    let h: Vec<f32> = rng
+        .vec_f32(numel(shape), lo, hi)
+        .iter()
+        .map(|&v| round_to(dtype, v))
+        .collect();
     let a = array_as(&h, shape, dtype);
     (h, a)
 }
@@ -312,12 +316,21 @@ fn random_same_key_same_numbers() {
     let s2 = random::split(&k, 2, ()).unwrap();
     assert_eq!(s1.to_vec::<u32>().unwrap(), s2.to_vec::<u32>().unwrap());
     let halves = ops::split(&s1, 2, 0, ()).unwrap();
-    assert_ne!(halves[0].to_vec::<u32>().unwrap(), halves[1].to_vec::<u32>().unwrap());
+    assert_ne!(
+        halves[0].to_vec::<u32>().unwrap(),
+        halves[1].to_vec::<u32>().unwrap()
+    );
     // The global generator is reproducible after seeding.
     random::seed(7).unwrap();
-    let g1 = random::uniform(0.0, 1.0, &[16], Dtype::Float32, None, ()).unwrap().to_vec::<f32>().unwrap();
+    let g1 = random::uniform(0.0, 1.0, &[16], Dtype::Float32, None, ())
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
     random::seed(7).unwrap();
-    let g2 = random::uniform(0.0, 1.0, &[16], Dtype::Float32, None, ()).unwrap().to_vec::<f32>().unwrap();
+    let g2 = random::uniform(0.0, 1.0, &[16], Dtype::Float32, None, ())
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
     assert_eq!(g1, g2);
 }
 
@@ -325,24 +338,43 @@ fn random_same_key_same_numbers() {
 fn random_normal_moments() {
     let n = 200_000;
     let k = random::key(1).unwrap();
-    let x = random::normal(&[n], Dtype::Float32, 2.0, 3.0, Some(&k), ()).unwrap().to_vec::<f32>().unwrap();
+    let x = random::normal(&[n], Dtype::Float32, 2.0, 3.0, Some(&k), ())
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
     let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
     let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     // Standard errors: mean 3/sqrt(n) = 0.0067, std about 3/sqrt(2n) = 0.0047.
     // Five of them: a false alarm has probability below 1e-6.
-    assert!((mean - 2.0).abs() < 5.0 * 3.0 / (n as f64).sqrt(), "mean {mean}");
-    assert!((var.sqrt() - 3.0).abs() < 5.0 * 3.0 / (2.0 * n as f64).sqrt(), "std {}", var.sqrt());
+    assert!(
+        (mean - 2.0).abs() < 5.0 * 3.0 / (n as f64).sqrt(),
+        "mean {mean}"
+    );
+    assert!(
+        (var.sqrt() - 3.0).abs() < 5.0 * 3.0 / (2.0 * n as f64).sqrt(),
+        "std {}",
+        var.sqrt()
+    );
     // Uniform: in range, mean 0.5 +- 5 * sqrt(1/12)/sqrt(n).
-    let u = random::uniform(-1.0, 2.0, &[n], Dtype::Float32, Some(&k), ()).unwrap().to_vec::<f32>().unwrap();
+    let u = random::uniform(-1.0, 2.0, &[n], Dtype::Float32, Some(&k), ())
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
     assert!(u.iter().all(|&v| (-1.0..2.0).contains(&v)));
     let um = u.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-    assert!((um - 0.5).abs() < 5.0 * 3.0 * (1.0f64 / 12.0).sqrt() / (n as f64).sqrt(), "uniform mean {um}");
+    assert!(
+        (um - 0.5).abs() < 5.0 * 3.0 * (1.0f64 / 12.0).sqrt() / (n as f64).sqrt(),
+        "uniform mean {um}"
+    );
 }
 
 #[test]
 fn randint_and_categorical_ranges() {
     let k = random::key(3).unwrap();
-    let r = random::randint(-3, 5, &[10_000], Dtype::Int32, Some(&k), ()).unwrap().to_vec::<i32>().unwrap();
+    let r = random::randint(-3, 5, &[10_000], Dtype::Int32, Some(&k), ())
+        .unwrap()
+        .to_vec::<i32>()
+        .unwrap();
     assert!(r.iter().all(|&v| (-3..5).contains(&v)));
     // Every value of the range shows up in 10,000 draws (each misses with
     // probability (7/8)^10000).
@@ -351,7 +383,11 @@ fn randint_and_categorical_ranges() {
     }
     // Categorical over the last axis: indices in range; a class with logit -inf
     // is never drawn, and one with a huge margin always is.
-    let logits = Array::from_slice(&[0.0f32, 1.0, f32::NEG_INFINITY, 0.5, 100.0, 0.0, 0.0, 0.0], &[2, 4]).unwrap();
+    let logits = Array::from_slice(
+        &[0.0f32, 1.0, f32::NEG_INFINITY, 0.5, 100.0, 0.0, 0.0, 0.0],
+        &[2, 4],
+    )
+    .unwrap();
     let logits = logits.broadcast_to(&[500, 2, 4]).unwrap();
     let c = random::categorical(&logits, -1, Some(&k), ()).unwrap();
     assert_eq!(c.shape(), &[500, 2]);

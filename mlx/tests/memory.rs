@@ -50,14 +50,21 @@ fn no_leak_over_100k_arrays() {
     churn();
     mlx::synchronize().unwrap();
     memory::clear_cache().unwrap();
-    assert_eq!(memory::active_memory().unwrap(), active, "MLX buffers leaked");
+    assert_eq!(
+        memory::active_memory().unwrap(),
+        active,
+        "MLX buffers leaked"
+    );
     assert_eq!(memory::cache_memory().unwrap(), 0);
 
     if let (Some(before), Some(after)) = (rss0, rss()) {
         // A leaked handle (16 bytes plus an MLX array of ~200 bytes) per array
         // would add ~20 MB; allow 4 MB of allocator noise.
         let grown = after.saturating_sub(before);
-        assert!(grown < 4 << 20, "resident memory grew by {grown} bytes over {N} arrays");
+        assert!(
+            grown < 4 << 20,
+            "resident memory grew by {grown} bytes over {N} arrays"
+        );
     }
 
     // Peak tracking works and sees a big allocation.

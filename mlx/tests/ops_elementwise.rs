@@ -155,7 +155,8 @@ proptest! {
         type Bin = fn(&Array, &Array, ()) -> mlx::Result<Array>;
         // (name, op, reference in f32 then rounded to dtype: exact for correctly
         // rounded ops, see the module comment)
-        let cases: [(&str, Bin, fn(f32, f32) -> f32); 6] = [
+        type Case = (&'static str, Bin, fn(f32, f32) -> f32);
+        let cases: [Case; 6] = [
             ("add", ops::add, |x, y| x + y),
             ("subtract", ops::subtract, |x, y| x - y),
             ("multiply", ops::multiply, |x, y| x * y),
@@ -227,7 +228,8 @@ proptest! {
         type Bin = fn(&Array, &Array, ()) -> mlx::Result<Array>;
         // floor_divide and remainder follow Python: floor division, remainder with
         // the sign of the divisor.
-        let cases: [(&str, Bin, fn(i32, i32) -> i32); 7] = [
+        type Case = (&'static str, Bin, fn(i32, i32) -> i32);
+        let cases: [Case; 7] = [
             ("add", ops::add, |x, y| x + y),
             ("subtract", ops::subtract, |x, y| x - y),
             ("multiply", ops::multiply, |x, y| x * y),

@@ -36,7 +36,15 @@ fn round_trip_with_metadata() {
     let lazy = f.multiply(&f).unwrap(); // saving evaluates
     io::save_safetensors(
         &path,
-        &[("f", &f), ("h", &h), ("b", &b), ("i", &i), ("u", &u), ("t", &t), ("sq", &lazy)],
+        &[
+            ("f", &f),
+            ("h", &h),
+            ("b", &b),
+            ("i", &i),
+            ("u", &u),
+            ("t", &t),
+            ("sq", &lazy),
+        ],
         &[("format", "mlx"), ("note", "ünïcode ✓")],
     )
     .unwrap();
@@ -44,17 +52,34 @@ fn round_trip_with_metadata() {
     assert_eq!(header.tensors.len(), 7);
     assert_eq!(header.tensors["f"].shape, vec![2, 3]);
     let l = io::load_safetensors(&path, ()).unwrap();
-    let want_meta: BTreeMap<String, String> =
-        [("format", "mlx"), ("note", "ünïcode ✓")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let want_meta: BTreeMap<String, String> = [("format", "mlx"), ("note", "ünïcode ✓")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     assert_eq!(l.metadata, want_meta);
     assert_eq!(l.arrays["f"].shape(), &[2, 3]);
-    assert_eq!(l.arrays["f"].to_vec::<f32>().unwrap(), f.to_vec::<f32>().unwrap());
-    assert_eq!(l.arrays["h"].to_vec::<f16>().unwrap(), h.to_vec::<f16>().unwrap());
-    assert_eq!(l.arrays["b"].to_vec::<bf16>().unwrap(), b.to_vec::<bf16>().unwrap());
-    assert_eq!(l.arrays["i"].to_vec::<i64>().unwrap(), vec![i64::MIN, 0, i64::MAX]);
+    assert_eq!(
+        l.arrays["f"].to_vec::<f32>().unwrap(),
+        f.to_vec::<f32>().unwrap()
+    );
+    assert_eq!(
+        l.arrays["h"].to_vec::<f16>().unwrap(),
+        h.to_vec::<f16>().unwrap()
+    );
+    assert_eq!(
+        l.arrays["b"].to_vec::<bf16>().unwrap(),
+        b.to_vec::<bf16>().unwrap()
+    );
+    assert_eq!(
+        l.arrays["i"].to_vec::<i64>().unwrap(),
+        vec![i64::MIN, 0, i64::MAX]
+    );
     assert_eq!(l.arrays["u"].to_vec::<u8>().unwrap(), vec![0, 255]);
     assert_eq!(l.arrays["t"].to_vec::<bool>().unwrap(), vec![true, false]);
-    assert_eq!(l.arrays["sq"].to_vec::<f32>().unwrap(), vec![1.0, 6.25, 10.5625, 16.0, 25.0, 36.0]);
+    assert_eq!(
+        l.arrays["sq"].to_vec::<f32>().unwrap(),
+        vec![1.0, 6.25, 10.5625, 16.0, 25.0, 36.0]
+    );
 }
 
 #[test]
@@ -97,7 +122,11 @@ fn malformed_files_are_errors() {
     assert!(e.contains("header claims 1000000 bytes"), "{e}");
 
     // Corrupt header JSON.
-    write_raw(&p("bad_json"), r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]"#, &[0; 8]);
+    write_raw(
+        &p("bad_json"),
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]"#,
+        &[0; 8],
+    );
     let e = load_err(&p("bad_json"));
     assert!(e.contains("not JSON"), "{e}");
 
@@ -111,7 +140,12 @@ fn malformed_files_are_errors() {
     let a = Array::from_slice(&[1.0f32; 64], &[64]).unwrap();
     io::save_safetensors(p("trunc"), &[("a", &a)], &[]).unwrap();
     let len = std::fs::metadata(p("trunc")).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(p("trunc")).unwrap().set_len(len - 10).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p("trunc"))
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
     let e = load_err(&p("trunc"));
     assert!(e.contains("truncated"), "{e}");
 
@@ -124,18 +158,38 @@ fn malformed_files_are_errors() {
     assert!(load_err(&p("overlap")).contains("overlap"));
 
     // Byte length that does not match shape x dtype.
-    write_raw(&p("wrong_len"), r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 12]);
+    write_raw(
+        &p("wrong_len"),
+        r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+        &[0; 12],
+    );
     let e = load_err(&p("wrong_len"));
     assert!(e.contains("needs 12 bytes but its offsets span 8"), "{e}");
 
     // Unknown dtype, reversed offsets, negative dimension, missing fields.
-    write_raw(&p("dtype"), r#"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#, &[0]);
+    write_raw(
+        &p("dtype"),
+        r#"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#,
+        &[0],
+    );
     assert!(load_err(&p("dtype")).contains("unsupported dtype"));
-    write_raw(&p("reversed"), r#"{"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#, &[0; 4]);
+    write_raw(
+        &p("reversed"),
+        r#"{"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#,
+        &[0; 4],
+    );
     assert!(load_err(&p("reversed")).contains("invalid data_offsets"));
-    write_raw(&p("negdim"), r#"{"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}}"#, &[0]);
+    write_raw(
+        &p("negdim"),
+        r#"{"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}}"#,
+        &[0],
+    );
     assert!(load_err(&p("negdim")).contains("invalid dimension"));
-    write_raw(&p("noshape"), r#"{"a":{"dtype":"U8","data_offsets":[0,1]}}"#, &[0]);
+    write_raw(
+        &p("noshape"),
+        r#"{"a":{"dtype":"U8","data_offsets":[0,1]}}"#,
+        &[0],
+    );
     assert!(load_err(&p("noshape")).contains("no shape"));
     write_raw(&p("array"), "[1, 2]", &[]);
     assert!(load_err(&p("array")).contains("not a JSON object"));
@@ -156,7 +210,12 @@ fn file_truncated_after_loading_fails_at_eval() {
     io::save_safetensors(&path, &[("a", &a)], &[]).unwrap();
     let l = io::load_safetensors(&path, ()).unwrap();
     let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 2000).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 2000)
+        .unwrap();
     let e = l.arrays["a"].eval().unwrap_err();
     assert!(e.to_string().contains("read"), "{e}");
     let two = Array::scalar(2.0f32).unwrap();

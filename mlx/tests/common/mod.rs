@@ -97,10 +97,9 @@ pub fn array_as(data: &[f32], shape: &[i32], dtype: Dtype) -> Array {
             &data.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>(),
             shape,
         ),
-        Dtype::Int32 => Array::from_slice(
-            &data.iter().map(|&v| v as i32).collect::<Vec<_>>(),
-            shape,
-        ),
+        Dtype::Int32 => {
+            Array::from_slice(&data.iter().map(|&v| v as i32).collect::<Vec<_>>(), shape)
+        }
         d => panic!("array_as: unsupported {d:?}"),
     }
     .unwrap()
@@ -111,11 +110,36 @@ pub fn array_as(data: &[f32], shape: &[i32], dtype: Dtype) -> Array {
 pub fn host_f32(a: &Array) -> Vec<f32> {
     match a.dtype() {
         Dtype::Float32 => a.to_vec::<f32>().unwrap(),
-        Dtype::Float16 => a.to_vec::<f16>().unwrap().iter().map(|v| v.to_f32()).collect(),
-        Dtype::Bfloat16 => a.to_vec::<bf16>().unwrap().iter().map(|v| v.to_f32()).collect(),
-        Dtype::Int32 => a.to_vec::<i32>().unwrap().iter().map(|&v| v as f32).collect(),
-        Dtype::Uint32 => a.to_vec::<u32>().unwrap().iter().map(|&v| v as f32).collect(),
-        Dtype::Bool => a.to_vec::<bool>().unwrap().iter().map(|&v| v as u8 as f32).collect(),
+        Dtype::Float16 => a
+            .to_vec::<f16>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_f32())
+            .collect(),
+        Dtype::Bfloat16 => a
+            .to_vec::<bf16>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_f32())
+            .collect(),
+        Dtype::Int32 => a
+            .to_vec::<i32>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+        Dtype::Uint32 => a
+            .to_vec::<u32>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+        Dtype::Bool => a
+            .to_vec::<bool>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as u8 as f32)
+            .collect(),
         d => panic!("host_f32: unsupported {d:?}"),
     }
 }
@@ -167,8 +191,16 @@ pub fn broadcast_shapes(a: &[i32], b: &[i32]) -> Vec<i32> {
     let n = a.len().max(b.len());
     (0..n)
         .map(|i| {
-            let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-            let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            let da = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
             da.max(db)
         })
         .collect()
