@@ -78,6 +78,12 @@ class CallbackPrimitive : public mx::Primitive {
       int rc = kernel->fn(kernel->ctx, in_bufs, ins.size(), out_bufs, outs.size(), err,
                           sizeof(err));
       if (rc != 0) {
+        // MLX reports a failed task once; arrays downstream may still be read later.
+        // All-ones bytes make such reads visible (NaN for floats, -1 for integers)
+        // instead of returning uninitialised memory.
+        for (size_t i = 0; i < outs.size(); i++) {
+          std::memset(out_bufs[i].data, 0xFF, outs[i].nbytes());
+        }
         throw std::runtime_error("[" + name + "] " + err);
       }
     });

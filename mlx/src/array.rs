@@ -13,6 +13,13 @@ use crate::error::{check, Error, Result};
 /// Building ops does no work; [`Array::eval`] (or reading data) computes. `Clone`
 /// shares the node (cheap); `Drop` releases this handle.
 ///
+/// When an evaluation returns `Err`, drop the arrays of that graph: MLX reports a
+/// failed step once, and later reads of dependent arrays do not fail again (outputs
+/// of a failed custom CPU primitive read as NaN or -1).
+///
+/// Lazy arrays must be evaluated on the thread that built them (MLX's streams are
+/// per thread); evaluated arrays can be sent and read anywhere.
+///
 /// ```
 /// use mlx::Array;
 /// let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
@@ -28,6 +35,8 @@ pub struct Array {
 // SAFETY: an MLX array handle is a reference-counted pointer to a graph node; moving
 // the handle to another thread is safe. It is not Sync: MLX's graph nodes are not
 // meant to be built on from several threads at once through the same handle.
+// Note (MLX 0.32): streams belong to the thread that made them, so a lazy array built
+// on one thread must be evaluated there; evaluated arrays can be read anywhere.
 unsafe impl Send for Array {}
 
 impl Array {

@@ -3,7 +3,7 @@
 //! MLX trusts the files it reads. Before handing a file to MLX, [`load_safetensors`]
 //! checks its header in Rust ([`validate_safetensors`]): a sane header length, valid
 //! JSON, known dtypes, shapes that match byte lengths, offsets inside the file that
-//! neither overlap nor leave gaps. A truncated or hostile file is an [`Error`], never
+//! do not overlap. A truncated or hostile file is an [`Error`], never
 //! a crash inside MLX.
 
 use std::collections::BTreeMap;
