@@ -299,3 +299,39 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
     out.peak_memory = mlx::memory::peak_memory()?;
     Ok(out)
 }
+
+/// The logits a model gives at each step when fed `prompt` and then `forced` one
+/// token at a time (teacher forcing, on the decode path): entry `t` is the
+/// distribution the model predicts `forced[t]` from. Used to score a patched model
+/// along a baseline's tokens.
+///
+/// # Errors
+/// As [`generate`].
+pub fn teacher_forced_logits(
+    model: &Qwen3Moe,
+    prompt: &[u32],
+    forced: &[u32],
+) -> Result<Vec<Vec<f32>>> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument("the prompt is empty".into()));
+    }
+    let s = model.stream;
+    let mut cache = model.make_cache();
+    let (head, last) = prompt.split_at(prompt.len() - 1);
+    if !head.is_empty() {
+        let chunk = Array::from_slice(head, &[1, head.len() as i32])?;
+        let _ = model.hidden_states(&chunk, &mut cache)?;
+        let state: Vec<&Array> = cache.iter().flat_map(|c| c.state()).collect();
+        mlx::eval(&state)?;
+    }
+    let mut out = Vec::with_capacity(forced.len());
+    let inputs = last.iter().chain(forced.iter()).take(forced.len());
+    for &t in inputs {
+        let tok = Array::from_slice(&[t], &[1, 1])?;
+        let logits = model.forward(&tok, &mut cache)?;
+        let v = logits.shape()[2];
+        let row = ops::astype(&ops::reshape(&logits, &[v], s)?, Dtype::Float32, s)?;
+        out.push(row.to_vec::<f32>()?);
+    }
+    Ok(out)
+}

@@ -7,10 +7,13 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod fidelity;
 pub mod generate;
 pub mod kv_cache;
 pub mod models;
 pub mod nn;
+pub mod records;
 pub mod synthetic;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -657,18 +657,34 @@ impl zmlx_patch::Patchable for Qwen3Moe {
     fn modules(&self) -> Vec<zmlx_patch::Module<'_>> {
         use zmlx_patch::Module;
         fn lin(path: String, l: &Linear) -> zmlx_patch::Module<'_> {
-            zmlx_patch::Module::Linear { path, weight: &l.weight }
+            zmlx_patch::Module::Linear {
+                path,
+                weight: &l.weight,
+            }
         }
         let mut out = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             let a = &l.self_attn;
-            for (n, x) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+            for (n, x) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("o_proj", &a.o_proj),
+            ] {
                 out.push(lin(format!("{p}.self_attn.{n}"), x));
             }
             match &l.mlp {
-                Mlp::Dense { gate_proj, up_proj, down_proj } => {
-                    for (n, x) in [("gate_proj", gate_proj), ("up_proj", up_proj), ("down_proj", down_proj)] {
+                Mlp::Dense {
+                    gate_proj,
+                    up_proj,
+                    down_proj,
+                } => {
+                    for (n, x) in [
+                        ("gate_proj", gate_proj),
+                        ("up_proj", up_proj),
+                        ("down_proj", down_proj),
+                    ] {
                         out.push(lin(format!("{p}.mlp.{n}"), x));
                     }
                 }
