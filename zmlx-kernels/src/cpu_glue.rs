@@ -116,8 +116,16 @@ pub(crate) fn weight_arrays(w: &Weight) -> Vec<&Array> {
     }
 }
 
-/// Whether the CPU kernels take `w` with activations of the weight's dtype.
+/// Whether the fused CPU kernels take `w` with activations of the weight's dtype.
+/// Float weights stay on MLX's own matmuls: only the quantized chains are emulated
+/// bit for bit (see `cpu`), so only they keep the model's output unchanged.
 pub(crate) fn cpu_support(w: &Weight) -> Support {
+    if let Weight::Float(a) = w {
+        return Support::No(format!(
+            "float {:?} weights: MLX's own matmul is kept (fused kernels take quantized weights)",
+            a.dtype()
+        ));
+    }
     match WeightLayout::of(w) {
         Ok(_) => Support::Yes,
         Err(why) => Support::No(why),

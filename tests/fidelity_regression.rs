@@ -1,0 +1,52 @@
+//! Patched vs unpatched on synthetic checkpoints, on the CPU: any divergence of the
+//! greedy tokens fails. bf16 activations (4- and 8-bit with bf16 scales), f32
+//! activations (4-bit with f32 scales) and float weights (which the fused kernels
+//! leave to MLX, so the patch must be a no-op for them), several seeds.
+
+mod common;
+
+use zmlx::fidelity::{compare, Verdict, DEFAULT_PROMPTS};
+use zmlx::models::qwen3_moe::Qwen3Moe;
+use zmlx::synthetic::WeightFormat;
+use zmlx_patch::{patch, PatchOptions};
+
+const TOKENS: usize = 200;
+
+fn check(format: WeightFormat, seed: u64, expect_patched: bool) {
+    let dir = common::tiny(format, seed);
+    let baseline = Qwen3Moe::load(&dir, mlx::Device::cpu().into()).unwrap();
+    let mut patched = baseline.clone();
+    let report = patch(&mut patched, &PatchOptions::default()).unwrap();
+    assert_eq!(report.patched_modules() > 0, expect_patched, "{report}");
+    let prompts: Vec<Vec<u32>> = DEFAULT_PROMPTS.iter().map(|p| p.to_vec()).collect();
+    let f = compare(&baseline, &patched, &prompts, TOKENS).unwrap();
+    eprintln!("{}: {f}", dir.display());
+    assert_eq!(f.verdict, Verdict::Pass, "{}: {f}", dir.display());
+    assert_eq!(f.matched, prompts.len() * TOKENS);
+    assert_eq!(f.top1_agreement, 1.0);
+}
+
+#[test]
+fn four_bit_bf16_seed0() {
+    check(WeightFormat::Q4, 0, true);
+}
+
+#[test]
+fn four_bit_bf16_seed3() {
+    check(WeightFormat::Q4, 3, true);
+}
+
+#[test]
+fn eight_bit_bf16_seed1() {
+    check(WeightFormat::Q8, 1, true);
+}
+
+#[test]
+fn four_bit_f32_seed2() {
+    check(WeightFormat::Q4F32, 2, true);
+}
+
+#[test]
+fn float32_weights_stay_on_mlx() {
+    check(WeightFormat::F32, 0, false);
+}
