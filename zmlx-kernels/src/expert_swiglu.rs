@@ -183,6 +183,11 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
         if device.kind != mlx::DeviceType::Cpu {
             return Support::No("no fused GPU expert kernel yet".into());
         }
+        for w in [gate, up] {
+            if let Support::No(why) = crate::cpu_glue::cpu_support(w) {
+                return Support::No(why);
+            }
+        }
         match (
             crate::cpu_glue::WeightLayout::of(gate),
             crate::cpu_glue::WeightLayout::of(up),

@@ -1,26 +1,30 @@
 //! Down projection with weighted combine:
 //! `y[t, :] = sum_j w[t, j] * (h[t, j] @ Wd[e_tj].T)`, with no `[T, k, H]` intermediate.
 //!
-//! # Rounding emulated
-//! mlx-lm computes `d = gather_qmm(h, Wd)` in the activation dtype, then
-//! `(d * scores[..., None]).sum(-2)`. Here, with `round` = rounding to the activation
-//! dtype: `d = round(dot_f32)`; the product `d * w` is computed in f32 and rounded to
-//! the activation dtype when the scores are in the activation dtype (Qwen3-MoE,
-//! Mixtral), not rounded when the scores are f32 (DeepSeek-V3 style gating, where the
-//! reference multiplies and sums in f32); the k products are summed in f32 and the sum
-//! is rounded once to the activation dtype. The k-sum runs in expert order rather
-//! than `j` order (f32 reassociation only).
+//! # Arithmetic (quantized weights: bit-identical to MLX's CPU backend)
+//! mlx-lm computes `d = gather_qmm(h, Wd)` in the activation dtype T, then
+//! `(d * scores[..., None]).sum(-2).astype(T)`. Here `d` is MLX's sequential chain
+//! (`chain.rs`); the product `d * w` is computed in f32 and rounded to T when the
+//! scores are in T (Qwen3-MoE, Mixtral), not rounded when the scores are f32 (the
+//! product is then f32 in MLX too); MLX's CPU sum over the size-k axis accumulates in
+//! f32 in `j` order starting from 0 (for f16 and bf16 as well, measured), and the
+//! result is rounded once to T. So each token's k products are kept and summed in
+//! routing order `j`, whatever order the experts were processed in.
+//!
+//! Float weights take the f32-accumulating path (not bit-exact, see `cpu/mod.rs`).
 
 use rayon::prelude::*;
 
+use super::chain::chain_rows;
 use super::dispatch::ExpertDispatch;
 use super::dtype::{Dtype, Element, Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
 use super::par::{task_size, SharedOut};
 use super::prep::Prepared;
+use super::simd::SimdLevel;
 use super::simd::{current_level, Kernel};
-use super::weights::{WeightShape, Weights};
+use super::weights::{QuantView, Typed, WeightShape, Weights};
 
 const OP: &str = "expert_down_combine";
 
@@ -118,6 +122,10 @@ fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
         return Ok(());
     }
     let level = current_level();
+    if let Typed::Quant(qd) = &td {
+        exact(level, h, c, qd, &scores, round_products, &disp, y);
+        return Ok(());
+    }
     let prep = Prepared::new(h, pairs_n, inter, c.down.spec());
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
     let tr = tile_rows(inter);
@@ -173,4 +181,63 @@ fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
             }
         });
     Ok(())
+}
+
+/// Floats of per-pair product scratch per task (rows per tile = this / pairs).
+const SCRATCH_FLOATS: usize = 64 * 1024;
+
+/// The bit-exact path for quantized weights. Tasks own blocks of output rows; a task
+/// walks its rows in tiles, runs every active expert's chain against that expert's
+/// pairs (each weight row read once), keeps the rounded products per pair, then sums
+/// each token's k products in `j` order.
+#[allow(clippy::too_many_arguments)]
+fn exact<T: Kernel>(
+    level: SimdLevel,
+    h: &[T],
+    c: &Call<'_>,
+    qd: &QuantView<'_, T>,
+    scores: &[f32],
+    round_products: bool,
+    disp: &ExpertDispatch,
+    y: &mut [T],
+) {
+    let (tokens, top_k) = (c.tokens, c.top_k);
+    let (experts, hidden, inter) = (qd.shape.experts, qd.shape.rows, qd.shape.cols);
+    let pairs_n = tokens * top_k;
+    let prep = Prepared::new(h, pairs_n, inter, None);
+    let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
+    let tr = (SCRATCH_FLOATS / pairs_n.max(1) / 16 * 16).clamp(16, 256);
+    let chunk = task_size(hidden, 16, 16);
+    let out = SharedOut::new(y);
+    (0..hidden.div_ceil(chunk))
+        .into_par_iter()
+        .with_max_len(1)
+        .for_each(|ci| {
+            let end = hidden.min((ci + 1) * chunk);
+            let mut prod = vec![0.0f32; pairs_n * tr];
+            let mut xs: Vec<&[f32]> = Vec::new();
+            for n0 in (ci * chunk..end).step_by(tr) {
+                let nr = tr.min(end - n0);
+                for &e in &active {
+                    let pairs = disp.pairs(e);
+                    xs.clear();
+                    xs.extend(pairs.iter().map(|&p| prep.row(p as usize).xf));
+                    chain_rows(level, qd, e, n0, nr, &xs, |i, r, d| {
+                        let p = pairs[i] as usize;
+                        let v = d * scores[p];
+                        prod[p * tr + r] = if round_products { T::round(v) } else { v };
+                    });
+                }
+                for t in 0..tokens {
+                    for r in 0..nr {
+                        let mut acc = 0.0f32;
+                        for j in 0..top_k {
+                            acc += prod[(t * top_k + j) * tr + r];
+                        }
+                        // SAFETY: rows `ci*chunk..end` of every token belong to task `ci`.
+                        unsafe { out.write(t * hidden + n0 + r, T::from_f32(acc)) };
+                    }
+                }
+            }
+        });
 }

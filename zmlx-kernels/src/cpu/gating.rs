@@ -1,21 +1,27 @@
 //! Router gating: logits `[T, E]` to expert indices `[T, k]` and combine weights.
 //!
 //! # Output
-//! Indices are `u32`, sorted by selection score, highest first. Equal scores are
-//! broken by the higher expert index and NaN ranks above every number: MLX's CPU
-//! `argpartition` orders values by (value, index) with NaN last, so these are the
-//! experts mlx-lm selects on the CPU. (Its order among the k is unspecified, so
-//! compare against it as sets; sums over the k do not depend on it.)
+//! [`Gating::SoftmaxTopK`] writes the k experts in exactly the order mlx-lm gets them
+//! on the CPU: `argpartition(gates, -k)[..., -k:]`, where MLX's CPU argpartition runs
+//! `std::nth_element` (libstdc++'s introselect) over `iota(E)` with the comparator
+//! "(value, index) ascending, NaN last"; [`nth_element`] reproduces that algorithm
+//! step by step, so the set AND the order match. The order matters for bit-exactness:
+//! the renormalising sum and the down+combine sum run over the k in this order.
+//! The other rules write the k sorted by score, highest first (ties to the higher
+//! index, NaN first), which selects the same set but not MLX's order.
 //!
 //! Weights are written in the dtype of the `weights` buffer, which must be the logits
 //! dtype or f32; every rounding listed below is to that dtype (the identity for f32).
 //!
 //! # Rounding emulated (mlx-lm)
-//! - [`Gating::SoftmaxTopK`] (Qwen3-MoE): `p = round(exp(l - max) * (1 / sum))`
-//!   computed in f32 (MLX's `softmax(precise=True)`); top-k on the rounded `p`; with
-//!   renormalisation `s = round(sum_f32(p_j))`, `w_j = round(p_j / s)`.
+//! - [`Gating::SoftmaxTopK`] (Qwen3-MoE), bit-exact with MLX's CPU backend:
+//!   `p = round(exp(l - max) * (1 / sum))` in f32 (MLX's `softmax(precise=True)`:
+//!   MLX's polynomial `exp`, see `mlx_math.rs`, and a sequential f32 sum in expert
+//!   order); top-k on the rounded `p` in argpartition order (above); with
+//!   renormalisation `s = round(sum_f32(p_j))` summed sequentially in that order,
+//!   `w_j = round(p_j / s)`.
 //! - [`Gating::TopKSoftmax`] (Mixtral): top-k on the logits, then
-//!   `w_j = round(exp(l_j - max) * (1 / sum))` over the k in f32.
+//!   `w_j = round(exp(l_j - max) * (1 / sum))` over the k in f32 (MLX's `exp`).
 //! - [`Gating::SigmoidGroupTopK`] (DeepSeek-V3): the reference works in f32:
 //!   `s = sigmoid(l)`; selection scores `s + bias`; with `n_group > 1` each group of
 //!   `E / n_group` experts is scored by the sum of its two largest selection scores,
@@ -28,6 +34,7 @@ use rayon::prelude::*;
 
 use super::dtype::{Dtype, Element, Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
+use super::mlx_math;
 
 const OP: &str = "route";
 
@@ -131,12 +138,12 @@ pub fn route(
         .enumerate()
         .with_min_len(16)
         .for_each_init(
-            || (vec![0.0f32; experts], vec![0.0f32; experts]),
-            |(row, scratch), (t, (idx, w))| {
+            || (vec![0.0f32; experts], vec![0.0f32; experts], Vec::new()),
+            |(row, scratch, perm), (t, (idx, w))| {
                 widen_row(logits, t * experts, row);
                 match *gating {
                     Gating::SoftmaxTopK { renormalize, .. } => {
-                        softmax_top_k(row, renormalize, round, idx, w)
+                        softmax_top_k(row, perm, renormalize, round, idx, w)
                     }
                     Gating::TopKSoftmax { .. } => top_k_softmax(row, round, idx, w),
                     Gating::SigmoidGroupTopK {
@@ -256,7 +263,7 @@ fn softmax_in_place(v: &mut [f32], round: fn(f32) -> f32) {
     let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f32;
     for x in v.iter_mut() {
-        *x = (*x - max).exp();
+        *x = mlx_math::exp(*x - max);
         sum += *x;
     }
     let inv = 1.0 / sum;
@@ -267,13 +274,14 @@ fn softmax_in_place(v: &mut [f32], round: fn(f32) -> f32) {
 
 fn softmax_top_k(
     row: &mut [f32],
+    perm: &mut Vec<u32>,
     renormalize: bool,
     round: fn(f32) -> f32,
     idx: &mut [u32],
     w: &mut [f32],
 ) {
     softmax_in_place(row, round);
-    top_k_indices(row, idx);
+    argpartition_top(row, perm, idx);
     for (w, &i) in w.iter_mut().zip(idx.iter()) {
         *w = row[i as usize];
     }
@@ -339,4 +347,163 @@ fn sigmoid_group(
     for w in w.iter_mut() {
         *w = round(*w * scaling);
     }
+}
+
+/// MLX's CPU argpartition comparator: `(value, index)` ascending, NaN after numbers.
+#[inline]
+fn mlx_less(vals: &[f32], a: u32, b: u32) -> bool {
+    let (x, y) = (vals[a as usize], vals[b as usize]);
+    if x.is_nan() {
+        return false;
+    }
+    if y.is_nan() {
+        return true;
+    }
+    x < y || (x == y && a < b)
+}
+
+/// Writes `argpartition(vals, -k)[-k:]` as MLX's CPU backend computes it
+/// (`k = idx.len()`), using `perm` as scratch.
+pub(crate) fn argpartition_top(vals: &[f32], perm: &mut Vec<u32>, idx: &mut [u32]) {
+    let n = vals.len();
+    let k = idx.len();
+    perm.clear();
+    perm.extend(0..n as u32);
+    if k == 0 {
+        return;
+    }
+    nth_element(perm, n - k, |a, b| mlx_less(vals, a, b));
+    idx.copy_from_slice(&perm[n - k..]);
+}
+
+/// `std::nth_element` as libstdc++ implements it (introselect: median-of-three pivot
+/// moved to the front, unguarded Hoare partition, insertion sort below 4 elements,
+/// heap select once the depth budget `2 * floor(log2(n))` is spent). The resulting
+/// permutation, not just the partition property, is what mlx-lm's routing order
+/// depends on, so every step follows the library's sequence of comparisons and swaps.
+pub(crate) fn nth_element(a: &mut [u32], nth: usize, less: impl Fn(u32, u32) -> bool) {
+    let (mut first, mut last) = (0usize, a.len());
+    if first == last || nth == last {
+        return;
+    }
+    let mut depth = 2 * (usize::BITS - 1 - (last - first).leading_zeros()) as usize;
+    while last - first > 3 {
+        if depth == 0 {
+            heap_select(&mut a[first..last], nth + 1 - first, &less);
+            a.swap(first, nth);
+            return;
+        }
+        depth -= 1;
+        let mid = first + (last - first) / 2;
+        // Median of a[first + 1], a[mid], a[last - 1] moved to a[first].
+        let (x, y, z) = (first + 1, mid, last - 1);
+        let pick = if less(a[x], a[y]) {
+            if less(a[y], a[z]) {
+                y
+            } else if less(a[x], a[z]) {
+                z
+            } else {
+                x
+            }
+        } else if less(a[x], a[z]) {
+            x
+        } else if less(a[y], a[z]) {
+            z
+        } else {
+            y
+        };
+        a.swap(first, pick);
+        // Unguarded partition of (first, last) around the pivot at `first`.
+        let (mut lo, mut hi) = (first + 1, last);
+        loop {
+            while less(a[lo], a[first]) {
+                lo += 1;
+            }
+            hi -= 1;
+            while less(a[first], a[hi]) {
+                hi -= 1;
+            }
+            if lo >= hi {
+                break;
+            }
+            a.swap(lo, hi);
+            lo += 1;
+        }
+        if lo <= nth {
+            first = lo;
+        } else {
+            last = lo;
+        }
+    }
+    // Insertion sort of [first, last).
+    for i in first + 1..last {
+        let v = a[i];
+        if less(v, a[first]) {
+            a.copy_within(first..i, first + 1);
+            a[first] = v;
+        } else {
+            let mut j = i;
+            while less(v, a[j - 1]) {
+                a[j] = a[j - 1];
+                j -= 1;
+            }
+            a[j] = v;
+        }
+    }
+}
+
+/// libstdc++'s `__heap_select(first, first + middle, last)`: a max-heap (by `less`) of
+/// the first `middle` elements, then every later element smaller than the top
+/// replaces it.
+fn heap_select(a: &mut [u32], middle: usize, less: &impl Fn(u32, u32) -> bool) {
+    if middle >= 2 {
+        let mut parent = (middle - 2) / 2;
+        loop {
+            let v = a[parent];
+            adjust_heap(&mut a[..middle], parent, v, less);
+            if parent == 0 {
+                break;
+            }
+            parent -= 1;
+        }
+    }
+    for i in middle..a.len() {
+        if less(a[i], a[0]) {
+            // __pop_heap(first, middle, i): the top goes to i, i's value sifts in.
+            let v = a[i];
+            a[i] = a[0];
+            adjust_heap(&mut a[..middle], 0, v, less);
+        }
+    }
+}
+
+/// libstdc++'s `__adjust_heap`: move the hole at `hole` down to a leaf along the
+/// larger children, then push `v` up from there.
+fn adjust_heap(a: &mut [u32], mut hole: usize, v: u32, less: &impl Fn(u32, u32) -> bool) {
+    let len = a.len();
+    let top = hole;
+    let mut child = hole;
+    while child < (len - 1) / 2 {
+        child = 2 * (child + 1);
+        if less(a[child], a[child - 1]) {
+            child -= 1;
+        }
+        a[hole] = a[child];
+        hole = child;
+    }
+    if len % 2 == 0 && child == (len - 2) / 2 {
+        child = 2 * (child + 1);
+        a[hole] = a[child - 1];
+        hole = child - 1;
+    }
+    // __push_heap
+    while hole > top {
+        let parent = (hole - 1) / 2;
+        if !less(a[parent], v) {
+            break;
+        }
+        a[hole] = a[parent];
+        hole = parent;
+    }
+    a[hole] = v;
 }

@@ -13,19 +13,26 @@
 //! | router gating | [`route`] with a [`Gating`] rule |
 //! | token-to-expert dispatch | [`ExpertDispatch`], [`dispatch_into`] |
 //!
-//! Activations are f32, f16 or bf16 ([`Floats`]); products accumulate in f32 and each
-//! output is rounded once to the activation dtype, except where a module documents
-//! the intermediate roundings it emulates to match mlx-lm.
+//! Activations are f32, f16 or bf16 ([`Floats`]). With quantized weights every kernel
+//! reproduces MLX's CPU backend bit for bit (the reference mlx-lm runs): the matmuls
+//! follow MLX's sequential per-output chain in the activation dtype (`chain.rs`),
+//! element-wise tails use MLX's own `exp`/`sigmoid` (`mlx_math.rs`), reductions
+//! accumulate as MLX does; each module documents its exact semantics. Float weights
+//! take an f32-accumulating path that is NOT bit-exact (MLX multiplies float weights
+//! with BLAS, whose summation order is not reproduced); the MLX glue keeps the
+//! reference for them.
 //!
 //! Vector kernels (AVX-512F, AVX2+FMA+F16C, NEON, portable) are picked at runtime, see
 //! [`simd`].
 
+mod chain;
 mod dispatch;
 mod down_combine;
 mod dtype;
 mod error;
 mod gating;
 mod linear;
+mod mlx_math;
 mod par;
 mod prep;
 mod qmm;

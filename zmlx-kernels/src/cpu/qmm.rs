@@ -2,23 +2,27 @@
 
 use rayon::prelude::*;
 
+use super::chain::chain_rows;
 use super::dtype::{Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
 use super::par::{task_size, SharedOut};
 use super::prep::Prepared;
 use super::simd::{current_level, Kernel};
-use super::weights::{WeightShape, Weights};
+use super::weights::{Typed, WeightShape, Weights};
 
 const OP: &str = "qmm";
 
 /// Computes `y = x @ W.T` where `x` is `[m, K]`, `W` is `[N, K]` (quantized or float,
-/// `experts == 1`) and `y` is `[m, N]`, all row-contiguous. Accumulates in f32 and
-/// rounds each output once to the activation dtype.
+/// `experts == 1`) and `y` is `[m, N]`, all row-contiguous.
 ///
-/// Decode-shaped calls (`m < 8`) read every weight row once and dot it with each
-/// activation row while it is in L1; larger `m` dequantizes tiles of weight rows to
-/// f32 once and multiplies all `m` rows against each tile. Work is split over N.
+/// Quantized `W`: bit-identical to MLX's CPU `quantized_matmul` (the sequential chain
+/// in the activation dtype documented in `chain.rs`); work is split over N in blocks
+/// of rows, each block read once and run against all `m` activation rows.
+///
+/// Float `W` (not bit-exact with MLX's BLAS matmul): f32 accumulation rounded once;
+/// `m < 8` dots each weight row with every activation row while it is in L1, larger
+/// `m` multiplies f32 tiles of weight rows.
 ///
 /// # Errors
 /// [`KernelError::DtypeMismatch`] unless `x`, `y` and the weights (scales/biases or
@@ -59,6 +63,19 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
     }
     let level = current_level();
     let out = SharedOut::new(y);
+    if let Typed::Quant(qv) = &tw {
+        let prep = Prepared::new(x, m, k, None);
+        let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
+        let chunk = task_size(n, 16, 16);
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let n0 = c * chunk;
+            chain_rows(level, qv, 0, n0, chunk.min(n - n0), &xs, |i, r, v| {
+                // SAFETY: task `c` alone owns columns `n0..n0 + chunk`.
+                unsafe { out.write(i * n + n0 + r, T::from_f32(v)) };
+            });
+        });
+        return Ok(());
+    }
     if m < TILE_MIN_ROWS {
         let prep = Prepared::new(x, m, k, tw.spec());
         let chunk = task_size(n, 16, 1);

@@ -1,36 +1,37 @@
 //! Expert SwiGLU: `h[t, j, :] = silu(x[t] @ Wg[e].T) * (x[t] @ Wu[e].T)` with
 //! `e = indices[t, j]`, fused (gate and up in one pass, no `[T, k, I]` intermediates).
 //!
-//! # Rounding emulated
-//! mlx-lm runs `gather_qmm(gate)`, `gather_qmm(up)` (outputs in the activation dtype),
-//! then `silu(g) * u` with `silu(g) = g * sigmoid(g)`, each elementwise op producing
-//! the activation dtype. With `round` = round to nearest even in the activation dtype:
-//! `g = round(gate_f32)`, `u = round(up_f32)`, `s = round(sigmoid_f32(g))`,
-//! `a = round(g * s)`, `h = round(a * u)`, where `sigmoid_f32(g) = 1 / (1 + exp(-g))`
-//! in f32 and each product is computed in f32 from the rounded operands. In f32 every
-//! rounding is the identity.
+//! # Arithmetic (quantized weights: bit-identical to MLX's CPU backend)
+//! mlx-lm runs `gather_qmm(gate)`, `gather_qmm(up)` (outputs in the activation dtype
+//! T), then `silu(g) * u` with `silu(g) = g * sigmoid(g)`, each element-wise op
+//! storing its result in T. Here `g` and `u` are MLX's sequential chains (`chain.rs`);
+//! with `T(v)` = rounding to T and `exp` = MLX's polynomial `exp` (`mlx_math.rs`):
+//! `e = T(exp(|g|))`, `y = 1 / (1 + e)`, `s = T(g < 0 ? y : 1 - y)`, `a = T(g * s)`,
+//! `h = T(a * u)`, all in f32. In f32 every `T()` is the identity.
+//!
+//! Float weights take the f32-accumulating path (not bit-exact, see `cpu/mod.rs`).
 
 use rayon::prelude::*;
 
+use super::chain::chain_rows;
 use super::dispatch::ExpertDispatch;
 use super::dtype::{Element, Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
+use super::mlx_math;
 use super::par::{task_size, SharedOut};
 use super::prep::Prepared;
+use super::simd::SimdLevel;
 use super::simd::{current_level, Kernel};
-use super::weights::{WeightShape, Weights};
+use super::weights::{QuantView, Typed, WeightShape, Weights};
 
 const OP: &str = "expert_swiglu";
 
-/// The elementwise tail of SwiGLU with the reference's roundings (see the module doc).
+/// The element-wise tail of the float-weight path: `gate` and `up` are f32 dot
+/// products, rounded to T first, then the reference's tail.
 #[inline]
-pub(crate) fn swiglu_act<T: Element>(gate: f32, up: f32) -> f32 {
-    let g = T::round(gate);
-    let u = T::round(up);
-    let s = T::round(1.0 / (1.0 + (-g).exp()));
-    let a = T::round(g * s);
-    T::round(a * u)
+fn swiglu_act<T: Element>(gate: f32, up: f32) -> f32 {
+    mlx_math::swiglu::<T>(T::round(gate), T::round(up))
 }
 
 /// Fused expert SwiGLU.
@@ -117,8 +118,12 @@ fn typed<T: Kernel>(
         return Ok(());
     }
     let level = current_level();
-    let prep = Prepared::new(x, tokens, k, gate.spec());
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
+    if let (Typed::Quant(qg), Typed::Quant(qu)) = (&tg, &tu) {
+        exact::<T>(level, x, tokens, k, top_k, &disp, &active, (qg, qu), h);
+        return Ok(());
+    }
+    let prep = Prepared::new(x, tokens, k, gate.spec());
     let chunk = task_size(active.len() * inter, 16, 4).min(inter);
     let jobs: Vec<(usize, usize)> = active
         .iter()
@@ -165,4 +170,54 @@ fn typed<T: Kernel>(
         }
     });
     Ok(())
+}
+
+/// Output rows of one expert computed per step: gate values for this many rows and
+/// all of the expert's pairs wait in a scratch buffer for the up projection.
+const SUB_ROWS: usize = 64;
+
+/// The bit-exact path for quantized weights: jobs are (expert, block of output rows);
+/// within a job, each 64-row slice of gate then up is run against all of the expert's
+/// pairs (weights read once, activations reused from cache), then the tail.
+#[allow(clippy::too_many_arguments)]
+fn exact<T: Kernel>(
+    level: SimdLevel,
+    x: &[T],
+    tokens: usize,
+    k: usize,
+    top_k: usize,
+    disp: &ExpertDispatch,
+    active: &[usize],
+    (qg, qu): (&QuantView<'_, T>, &QuantView<'_, T>),
+    h: &mut [T],
+) {
+    let inter = qg.shape.rows;
+    let prep = Prepared::new(x, tokens, k, None);
+    let chunk = task_size(active.len() * inter, 16, 16).min(inter.next_multiple_of(16));
+    let jobs: Vec<(usize, usize)> = active
+        .iter()
+        .flat_map(|&e| (0..inter).step_by(chunk).map(move |r0| (e, r0)))
+        .collect();
+    let out = SharedOut::new(h);
+    jobs.par_iter().with_max_len(1).for_each(|&(e, r0)| {
+        let r1 = inter.min(r0 + chunk);
+        let pairs = disp.pairs(e);
+        let xs: Vec<&[f32]> = pairs
+            .iter()
+            .map(|&p| prep.row(p as usize / top_k).xf)
+            .collect();
+        let mut gvals = vec![0.0f32; pairs.len() * SUB_ROWS];
+        for n0 in (r0..r1).step_by(SUB_ROWS) {
+            let nr = SUB_ROWS.min(r1 - n0);
+            chain_rows(level, qg, e, n0, nr, &xs, |i, r, v| {
+                gvals[i * SUB_ROWS + r] = v
+            });
+            chain_rows(level, qu, e, n0, nr, &xs, |i, r, u| {
+                let v = mlx_math::swiglu::<T>(gvals[i * SUB_ROWS + r], u);
+                // SAFETY: pair `pairs[i]` belongs to expert `e` only, and rows
+                // `r0..r1` of expert `e` to this job only: one writer per element.
+                unsafe { out.write(pairs[i] as usize * inter + n0 + r, T::from_f32(v)) };
+            });
+        }
+    });
 }

@@ -1,0 +1,220 @@
+//! Quantized matmul with MLX's CPU arithmetic, bit for bit.
+//!
+//! MLX's CPU `quantized_matmul` / `gather_qmm` (affine, `transpose = true`) compute
+//! each output `y[m, n]` with ONE accumulator in the activation dtype `T`, in k order:
+//!
+//! ```text
+//! acc = 0
+//! for k in 0..K:                      g = k / group_size
+//!     w   = T(T(scale[n, g] * q[n, k]) + bias[n, g])
+//!     p   = T(x[m, k] * w)
+//!     acc = T(acc + p)
+//! y[m, n] = acc
+//! ```
+//!
+//! where `T(v)` rounds the f32 result `v` to `T` (round to nearest even; the identity
+//! for f32, where the arithmetic is plain f32 without fused multiply-adds). This was
+//! established by experiment against the MLX 0.32.4 CPU wheel and is checked by
+//! `tests/fused_vs_reference.rs` through MLX itself.
+//!
+//! Because each chain is sequential, the vector kernels parallelise across output rows
+//! (16 lanes with AVX-512F, 8 with AVX2), see `simd/chain_x86.rs`; the portable path
+//! walks one row at a time. Each weight row is read from memory once per call: blocks
+//! of rows stay in L1/L2 while every activation row is run against them.
+
+use super::dtype::Element;
+use super::mlx_math::round_to;
+use super::simd::SimdLevel;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{chain_x86, SimdLevel::*};
+use super::weights::QuantView;
+
+/// Runs MLX's chain for weight rows `n0..n0 + nrows` of expert `e` against every
+/// activation row in `xs` (each `K` values, widened exactly from `T`), and reports
+/// `sink(activation index, row offset, value)`; `value` is representable in `T`.
+///
+/// Callers keep `e < E`, `n0 + nrows <= N` and every `xs[i].len() == K` (asserted).
+pub(crate) fn chain_rows<T: Element>(
+    level: SimdLevel,
+    w: &QuantView<'_, T>,
+    e: usize,
+    n0: usize,
+    nrows: usize,
+    xs: &[&[f32]],
+    sink: impl FnMut(usize, usize, f32),
+) {
+    let k = w.shape.cols;
+    assert!(
+        e < w.shape.experts && n0 + nrows <= w.shape.rows && xs.iter().all(|x| x.len() == k),
+        "chain_rows: internal shape invariant violated"
+    );
+    if nrows == 0 || xs.is_empty() {
+        return;
+    }
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Avx512 => blocks::<T, 16>(level, w, e * w.shape.rows + n0, nrows, xs, sink),
+        #[cfg(target_arch = "x86_64")]
+        Avx2 => blocks::<T, 8>(level, w, e * w.shape.rows + n0, nrows, xs, sink),
+        _ => scalar_rows(w, e * w.shape.rows + n0, nrows, xs, sink),
+    }
+}
+
+/// The portable chain: one row at a time, its dequantized weights (already rounded
+/// as MLX rounds them) kept in a scratch row and reused for every activation row.
+fn scalar_rows<T: Element>(
+    w: &QuantView<'_, T>,
+    row0: usize,
+    nrows: usize,
+    xs: &[&[f32]],
+    mut sink: impl FnMut(usize, usize, f32),
+) {
+    let (k, gs, bits) = (w.shape.cols, w.spec.group_size(), w.spec.bits());
+    let vpw = w.spec.values_per_word();
+    let mask = w.spec.mask();
+    let mut wrow = vec![0.0f32; k];
+    for r in 0..nrows {
+        let a = row0 + r;
+        let words = &w.packed[a * w.wpr..(a + 1) * w.wpr];
+        for (g, out) in wrow.chunks_exact_mut(gs).enumerate() {
+            let s = w.scales[a * w.gpr + g].to_f32();
+            let b = w.biases[a * w.gpr + g].to_f32();
+            for (c, o) in out.iter_mut().enumerate() {
+                let col = g * gs + c;
+                let q = (words[col / vpw] >> (bits as usize * (col % vpw))) & mask;
+                *o = round_to::<T>(round_to::<T>(s * q as f32) + b);
+            }
+        }
+        for (i, x) in xs.iter().enumerate() {
+            let mut acc = 0.0f32;
+            for (&xv, &wv) in x.iter().zip(&wrow) {
+                acc = round_to::<T>(acc + round_to::<T>(xv * wv));
+            }
+            sink(i, r, acc);
+        }
+    }
+}
+
+/// Activation rows per vector call for each level (accumulators held in registers).
+#[cfg(target_arch = "x86_64")]
+const fn max_mb(lanes: usize) -> usize {
+    if lanes == 16 {
+        8
+    } else {
+        4
+    }
+}
+
+/// The vector chain over blocks of `L` rows (`L` = lanes of the level). A partial
+/// last block repeats its last row in the spare lanes (results discarded), so every
+/// lane reads inside the buffer.
+#[cfg(target_arch = "x86_64")]
+fn blocks<T: Element, const L: usize>(
+    level: SimdLevel,
+    w: &QuantView<'_, T>,
+    row0: usize,
+    nrows: usize,
+    xs: &[&[f32]],
+    mut sink: impl FnMut(usize, usize, f32),
+) {
+    let (gpr, gs) = (w.gpr, w.spec.group_size());
+    let mut sb = vec![0.0f32; 2 * gpr * L];
+    let mut out = [0.0f32; 128];
+    for b0 in (0..nrows).step_by(L) {
+        let nb = L.min(nrows - b0);
+        let first = row0 + b0;
+        let mut offsets = [0i32; L];
+        for (l, o) in offsets.iter_mut().enumerate() {
+            let r = l.min(nb - 1);
+            // A block spans at most 16 rows of at most K/2 words: fits i32 for any K
+            // below 2^26, far beyond real layers.
+            *o = i32::try_from(r * w.wpr).expect("row offset fits i32");
+            let a = first + r;
+            for g in 0..gpr {
+                sb[g * L + l] = w.scales[a * w.gpr + g].to_f32();
+                sb[(gpr + g) * L + l] = w.biases[a * w.gpr + g].to_f32();
+            }
+        }
+        // The last lane's row ends inside the buffer: every gathered word is in bounds.
+        let last = (first + nb) * w.wpr;
+        assert!(last <= w.packed.len(), "chain: block outside the weights");
+        let base = w.packed[first * w.wpr..].as_ptr();
+        let mut m0 = 0;
+        while m0 < xs.len() {
+            let rem = xs.len() - m0;
+            let mb = [8, 4, 2, 1]
+                .into_iter()
+                .find(|&c| c <= rem && c <= max_mb(L))
+                .unwrap_or(1);
+            let chunk = &xs[m0..m0 + mb];
+            // SAFETY: level available (callers only pass detected levels); offsets and
+            // the weight row length keep every gather in bounds (asserted above);
+            // `sb` has 2 * gpr * L values; every x row has gpr * gs values (asserted in
+            // `chain_rows`); `out` holds 8 * 16 values.
+            unsafe {
+                call::<T, L>(
+                    level,
+                    w.spec.bits(),
+                    mb,
+                    base,
+                    &offsets,
+                    &sb,
+                    gpr,
+                    gs,
+                    chunk,
+                    &mut out,
+                )
+            };
+            for m in 0..mb {
+                for l in 0..nb {
+                    sink(m0 + m, b0 + l, out[m * L + l]);
+                }
+            }
+            m0 += mb;
+        }
+    }
+}
+
+/// Dispatches to the kernel instantiated for (level, bits, activation rows).
+///
+/// # Safety
+/// As `chain_x86::chain16` / `chain8`; `offsets` has `L` entries.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn call<T: Element, const L: usize>(
+    level: SimdLevel,
+    bits: u32,
+    mb: usize,
+    base: *const u32,
+    offsets: &[i32; L],
+    sb: &[f32],
+    groups: usize,
+    gs: usize,
+    xs: &[&[f32]],
+    out: &mut [f32],
+) {
+    macro_rules! go {
+        ($f:ident, $n:literal) => {{
+            let off: &[i32; $n] = offsets[..].try_into().expect("lane count");
+            match (bits, mb) {
+                (2, 1) => chain_x86::$f::<T, 2, 1>(base, off, sb, groups, gs, xs, out),
+                (2, 2) => chain_x86::$f::<T, 2, 2>(base, off, sb, groups, gs, xs, out),
+                (2, 4) => chain_x86::$f::<T, 2, 4>(base, off, sb, groups, gs, xs, out),
+                (2, _) => chain_x86::$f::<T, 2, 8>(base, off, sb, groups, gs, xs, out),
+                (4, 1) => chain_x86::$f::<T, 4, 1>(base, off, sb, groups, gs, xs, out),
+                (4, 2) => chain_x86::$f::<T, 4, 2>(base, off, sb, groups, gs, xs, out),
+                (4, 4) => chain_x86::$f::<T, 4, 4>(base, off, sb, groups, gs, xs, out),
+                (4, _) => chain_x86::$f::<T, 4, 8>(base, off, sb, groups, gs, xs, out),
+                (_, 1) => chain_x86::$f::<T, 8, 1>(base, off, sb, groups, gs, xs, out),
+                (_, 2) => chain_x86::$f::<T, 8, 2>(base, off, sb, groups, gs, xs, out),
+                (_, 4) => chain_x86::$f::<T, 8, 4>(base, off, sb, groups, gs, xs, out),
+                (_, _) => chain_x86::$f::<T, 8, 8>(base, off, sb, groups, gs, xs, out),
+            }
+        }};
+    }
+    if level == Avx512 {
+        go!(chain16, 16)
+    } else {
+        go!(chain8, 8)
+    }
+}

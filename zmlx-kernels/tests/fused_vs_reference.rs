@@ -1,0 +1,392 @@
+//! The fused MLX primitives against the reference op sequences, through MLX itself,
+//! on MLX's CPU device, compared bit for bit.
+//!
+//! Weights are drawn with `mlx::random::normal` and quantized with MLX's own
+//! `quantize`, so the packed format, scales and biases are exactly what a converted
+//! checkpoint holds. Each case runs the reference (mlx-lm's op sequence, which is what
+//! the unpatched model runs) and the fused implementation on the same inputs and
+//! requires identical bits; the router must give the same experts in the same order
+//! (the order feeds the down+combine sum) and identical scores.
+
+use mlx::quantization::{quantize, QuantSpec};
+use mlx::{ops, random, Array, Device, Dtype, StreamOrDevice};
+use proptest::prelude::*;
+use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDownCombine};
+use zmlx_kernels::expert_swiglu::{
+    ExpertHidden, FusedExpertSwiGlu, ReferenceExpertSwiGlu, SORT_THRESHOLD,
+};
+use zmlx_kernels::moe_gate::{FusedRouter, ReferenceRouter, RouterSpec, Routing};
+use zmlx_kernels::quant_linear::{FusedLinear, ReferenceLinear};
+use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, LinearOp, RouterOp, Weight};
+
+const DTYPES: [Dtype; 3] = [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16];
+
+fn cpu() -> StreamOrDevice {
+    Device::cpu().into()
+}
+
+/// Normal samples (f32, then cast) with standard deviation `scale`.
+fn normal(seed: u64, shape: &[i32], scale: f32, dtype: Dtype) -> Array {
+    let key = random::key(seed).unwrap();
+    let a = random::normal(shape, Dtype::Float32, 0.0, scale, Some(&key), cpu()).unwrap();
+    ops::astype(&a, dtype, cpu()).unwrap()
+}
+
+/// A quantized weight `[experts?, out, inp]` with activations of `dtype`.
+fn qweight(seed: u64, shape: &[i32], dtype: Dtype, bits: i32, gs: i32) -> Weight {
+    let w = normal(seed, shape, 0.05, dtype);
+    let q = quantize(&w, QuantSpec::affine(gs, bits), cpu()).unwrap();
+    q.weight.eval().unwrap();
+    Weight::Quantized(q)
+}
+
+/// The bits of every element (row-major), with the dtype.
+fn bits(a: &Array) -> (Dtype, Vec<u32>) {
+    let v = match a.dtype() {
+        Dtype::Float32 => a
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect(),
+        Dtype::Float16 => a
+            .to_vec::<half::f16>()
+            .unwrap()
+            .iter()
+            .map(|v| u32::from(v.to_bits()))
+            .collect(),
+        Dtype::Bfloat16 => a
+            .to_vec::<half::bf16>()
+            .unwrap()
+            .iter()
+            .map(|v| u32::from(v.to_bits()))
+            .collect(),
+        Dtype::Uint32 => a.to_vec::<u32>().unwrap(),
+        d => panic!("unexpected dtype {d:?}"),
+    };
+    (a.dtype(), v)
+}
+
+/// Asserts identical shape, dtype and bits, naming the first difference.
+fn assert_same(what: &str, reference: &Array, fused: &Array) {
+    assert_eq!(reference.shape(), fused.shape(), "{what}: shapes");
+    let (dr, r) = bits(reference);
+    let (df, f) = bits(fused);
+    assert_eq!(dr, df, "{what}: dtypes");
+    let diffs = r.iter().zip(&f).filter(|(a, b)| a != b).count();
+    if let Some(i) = r.iter().zip(&f).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: {diffs} of {} elements differ, first at flat index {i}: reference \
+             {:#x}, fused {:#x}",
+            r.len(),
+            r[i],
+            f[i]
+        );
+    }
+}
+
+/// `[rows, cols]` activations that are not row-contiguous: the transpose of a
+/// `[cols, rows]` array, or a column slice of a wider one.
+fn strided(seed: u64, rows: i32, cols: i32, dtype: Dtype, how: u8) -> Array {
+    match how % 3 {
+        0 => normal(seed, &[rows, cols], 1.0, dtype),
+        1 => ops::transpose(&normal(seed, &[cols, rows], 1.0, dtype), &[1, 0], cpu()).unwrap(),
+        _ => {
+            let wide = normal(seed, &[rows, cols + 5], 1.0, dtype);
+            ops::slice(&wide, &[0, 3], &[rows, cols + 3], &[1, 1], cpu()).unwrap()
+        }
+    }
+}
+
+fn check_linear(seed: u64, dtype: Dtype, bits: i32, gs: i32, m: i32, n: i32, k: i32, how: u8) {
+    let w = qweight(seed, &[n, k], dtype, bits, gs);
+    let x = strided(seed + 1, m, k, dtype, how);
+    let r = ReferenceLinear.forward(&x, &w, cpu()).unwrap();
+    let f = FusedLinear.forward(&x, &w, cpu()).unwrap();
+    assert_same(
+        &format!("linear {dtype:?} bits={bits} gs={gs} m={m} n={n} k={k} layout={how}"),
+        &r,
+        &f,
+    );
+}
+
+/// Every dtype x bits x group size, decode and small prefill, N not a multiple of the
+/// 16-row block, K = 96 with group size 32.
+#[test]
+fn linear_grid() {
+    let mut seed = 1;
+    for dtype in DTYPES {
+        for bits in [2, 4, 8] {
+            for gs in [32, 64, 128] {
+                let ks: &[i32] = if gs == 32 { &[96, 256] } else { &[gs * 2] };
+                for &k in ks {
+                    for (m, how) in [(1, 0u8), (3, 1), (9, 2)] {
+                        seed += 3;
+                        check_linear(seed, dtype, bits, gs, m, 37, k, how);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `[batch, len, K]` activations (the shape a model passes).
+#[test]
+fn linear_batched() {
+    for dtype in DTYPES {
+        let w = qweight(5, &[24, 128], dtype, 4, 64);
+        let x = normal(6, &[2, 5, 128], 1.0, dtype);
+        let r = ReferenceLinear.forward(&x, &w, cpu()).unwrap();
+        let f = FusedLinear.forward(&x, &w, cpu()).unwrap();
+        assert_same(&format!("linear batched {dtype:?}"), &r, &f);
+    }
+}
+
+fn route_pair(logits: &Array, k: i32, normalize: bool) -> (Routing, Routing) {
+    let spec = RouterSpec::SoftmaxTopK { k, normalize };
+    let r = ReferenceRouter.route(logits, &spec, cpu()).unwrap();
+    let f = FusedRouter.route(logits, &spec, cpu()).unwrap();
+    (r, f)
+}
+
+fn check_router(seed: u64, dtype: Dtype, tokens: i32, experts: i32, k: i32, ties: bool) {
+    let mut logits = normal(seed, &[tokens, experts], 2.0, dtype);
+    if ties {
+        // Few distinct values: many exact ties for the top-k to break.
+        let two = Array::scalar_as(2.0, dtype).unwrap();
+        logits = ops::divide(
+            &ops::floor(&ops::multiply(&logits, &two, cpu()).unwrap(), cpu()).unwrap(),
+            &two,
+            cpu(),
+        )
+        .unwrap();
+    }
+    for normalize in [true, false] {
+        let (r, f) = route_pair(&logits, k, normalize);
+        let what = format!(
+            "router {dtype:?} tokens={tokens} experts={experts} k={k} ties={ties} norm={normalize}"
+        );
+        // Same experts in the same order (so also the same sets), same scores.
+        assert_same(&format!("{what} indices"), &r.indices, &f.indices);
+        assert_same(&format!("{what} scores"), &r.scores, &f.scores);
+    }
+}
+
+#[test]
+fn router_grid() {
+    let mut seed = 100;
+    for dtype in DTYPES {
+        for (experts, k) in [
+            (8, 1),
+            (8, 2),
+            (16, 4),
+            (64, 8),
+            (128, 8),
+            (128, 16),
+            (512, 10),
+        ] {
+            for ties in [false, true] {
+                for tokens in [1, 33] {
+                    seed += 1;
+                    check_router(seed, dtype, tokens, experts, k, ties);
+                }
+            }
+        }
+    }
+}
+
+/// The reference's activations in routing order `[..., k, 1, inter]` (undoing the
+/// sort of its prefill path).
+fn in_routing_order(h: &ExpertHidden) -> Array {
+    match &h.inv_order {
+        None => h.h.clone(),
+        Some(inv) => {
+            let y = ops::take(&h.h, inv, Some(0), cpu()).unwrap();
+            let mut shape = h.indices_shape.clone();
+            shape.extend_from_slice(&y.shape()[1..]);
+            ops::reshape(&y, &shape, cpu()).unwrap()
+        }
+    }
+}
+
+struct MoeCase {
+    seed: u64,
+    dtype: Dtype,
+    bits: i32,
+    gs: i32,
+    tokens: i32,
+    experts: i32,
+    k: i32,
+    hidden: i32,
+    inter: i32,
+    layout: u8,
+}
+
+impl MoeCase {
+    fn name(&self) -> String {
+        format!(
+            "{:?} bits={} gs={} tokens={} experts={} k={} hidden={} inter={} layout={}",
+            self.dtype,
+            self.bits,
+            self.gs,
+            self.tokens,
+            self.experts,
+            self.k,
+            self.hidden,
+            self.inter,
+            self.layout
+        )
+    }
+
+    fn run(&self) {
+        let (d, s) = (self.dtype, self.seed);
+        let x = strided(s, self.tokens, self.hidden, d, self.layout);
+        let gate = qweight(
+            s + 1,
+            &[self.experts, self.inter, self.hidden],
+            d,
+            self.bits,
+            self.gs,
+        );
+        let up = qweight(
+            s + 2,
+            &[self.experts, self.inter, self.hidden],
+            d,
+            self.bits,
+            self.gs,
+        );
+        let down = qweight(
+            s + 3,
+            &[self.experts, self.hidden, self.inter],
+            d,
+            self.bits,
+            self.gs,
+        );
+        let logits = normal(s + 4, &[self.tokens, self.experts], 1.0, d);
+        let spec = RouterSpec::SoftmaxTopK {
+            k: self.k,
+            normalize: true,
+        };
+        let routing = ReferenceRouter.route(&logits, &spec, cpu()).unwrap();
+        let name = self.name();
+        let sorted = (self.tokens * self.k) as usize >= SORT_THRESHOLD;
+
+        let hr = ReferenceExpertSwiGlu
+            .forward(&x, &gate, &up, &routing, cpu())
+            .unwrap();
+        assert_eq!(hr.inv_order.is_some(), sorted, "{name}: reference path");
+        let hf = FusedExpertSwiGlu
+            .forward(&x, &gate, &up, &routing, cpu())
+            .unwrap();
+        assert_same(&format!("swiglu {name}"), &in_routing_order(&hr), &hf.h);
+
+        // Down+combine on the reference's activations (sorted or not), then the
+        // whole fused pipeline against the whole reference one.
+        let input = |h| DownCombineInput {
+            hidden: h,
+            down: &down,
+            routing: &routing,
+        };
+        let yr = ReferenceDownCombine.forward(&input(&hr), cpu()).unwrap();
+        let yf = FusedDownCombine.forward(&input(&hr), cpu()).unwrap();
+        assert_same(&format!("down+combine {name}"), &yr, &yf);
+        let yff = FusedDownCombine.forward(&input(&hf), cpu()).unwrap();
+        assert_same(&format!("fused pipeline {name}"), &yr, &yff);
+    }
+}
+
+/// Dtypes x bits x group sizes at decode (1 token) and prefill (enough pairs for the
+/// reference's sorted path), with strided activations.
+#[test]
+fn moe_grid() {
+    let mut seed = 1000;
+    for dtype in DTYPES {
+        for (bits, gs) in [(4, 64), (8, 32), (4, 128), (2, 32), (8, 64)] {
+            for (tokens, k) in [(1, 8), (40, 2)] {
+                seed += 10;
+                let (hidden, inter) = match gs {
+                    32 => (96, 96),
+                    64 => (128, 64),
+                    _ => (128, 128),
+                };
+                MoeCase {
+                    seed,
+                    dtype,
+                    bits,
+                    gs,
+                    tokens,
+                    experts: 16,
+                    k,
+                    hidden,
+                    inter,
+                    layout: (seed / 10 % 3) as u8,
+                }
+                .run();
+            }
+        }
+    }
+}
+
+/// Expert counts from 8 to 512 and k from 1 to 16.
+#[test]
+fn moe_expert_counts() {
+    for (i, (experts, k, tokens)) in [(8, 1, 3), (8, 8, 9), (64, 4, 20), (128, 16, 5), (512, 8, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        MoeCase {
+            seed: 5000 + 10 * i as u64,
+            dtype: Dtype::Bfloat16,
+            bits: 4,
+            gs: 32,
+            tokens,
+            experts,
+            k,
+            hidden: 64,
+            inter: 32,
+            layout: i as u8,
+        }
+        .run();
+    }
+}
+
+fn dtype_strategy() -> impl Strategy<Value = Dtype> {
+    prop_oneof![
+        Just(Dtype::Float32),
+        Just(Dtype::Float16),
+        Just(Dtype::Bfloat16)
+    ]
+}
+
+fn quant_strategy() -> impl Strategy<Value = (i32, i32)> {
+    (
+        prop_oneof![Just(2), Just(4), Just(8)],
+        prop_oneof![Just(32), Just(64), Just(128)],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn linear_random(seed in 0u64..1 << 40, dtype in dtype_strategy(), (bits, gs) in quant_strategy(),
+                     m in 1i32..12, n in 1i32..50, groups in 1i32..4, layout in 0u8..3) {
+        check_linear(seed, dtype, bits, gs, m, n, gs * groups, layout);
+    }
+
+    #[test]
+    fn router_random(seed in 0u64..1 << 40, dtype in dtype_strategy(), experts in 8i32..200,
+                     k in 1i32..17, tokens in 1i32..80, ties: bool) {
+        check_router(seed, dtype, tokens, experts, k.min(experts), ties);
+    }
+
+    #[test]
+    fn moe_random(seed in 0u64..1 << 40, dtype in dtype_strategy(), (bits, gs) in quant_strategy(),
+                  experts in 8i32..40, k in 1i32..9, tokens in 1i32..40, groups in 1i32..3,
+                  inter_groups in 1i32..3, layout in 0u8..3) {
+        MoeCase {
+            seed, dtype, bits, gs, tokens, experts, k: k.min(experts),
+            hidden: gs * groups, inter: gs * inter_groups, layout,
+        }.run();
+    }
+}
