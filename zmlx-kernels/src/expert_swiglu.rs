@@ -188,6 +188,10 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
                 return Support::No(why);
             }
         }
+        // Float weights stay on MLX's gather_mm (BLAS order is not reproduced).
+        if let Support::No(why) = crate::cpu_glue::cpu_support(gate) {
+            return Support::No(why);
+        }
         match (
             crate::cpu_glue::WeightLayout::of(gate),
             crate::cpu_glue::WeightLayout::of(up),

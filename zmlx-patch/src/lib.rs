@@ -12,5 +12,7 @@ pub mod patch;
 pub mod preset;
 pub mod slots;
 
-pub use patch::{patch, unpatch, Fallback, Module, PatchOptions, PatchReport, Patchable, SlotReport};
+pub use patch::{
+    patch, unpatch, Fallback, Module, PatchOptions, PatchReport, Patchable, SlotReport,
+};
 pub use slots::{SlotName, Slots};

@@ -104,7 +104,11 @@ impl PatchReport {
 
     /// The slots that hold a fused implementation.
     pub fn patched_slots(&self) -> Vec<&'static str> {
-        self.slots.iter().filter(|s| s.skipped.is_none()).map(|s| s.slot).collect()
+        self.slots
+            .iter()
+            .filter(|s| s.skipped.is_none())
+            .map(|s| s.slot)
+            .collect()
     }
 }
 
@@ -115,12 +119,21 @@ impl std::fmt::Display for PatchReport {
             match &s.skipped {
                 Some(why) => writeln!(f, "  {:<14} unpatched: {why}", s.slot)?,
                 None => {
-                    writeln!(f, "  {:<14} {} on {} modules", s.slot, s.implementation, s.patched_modules)?;
+                    writeln!(
+                        f,
+                        "  {:<14} {} on {} modules",
+                        s.slot, s.implementation, s.patched_modules
+                    )?;
                     for fb in s.fallbacks.iter().take(5) {
                         writeln!(f, "  {:<14}   fallback {}: {}", "", fb.module, fb.reason)?;
                     }
                     if s.fallbacks.len() > 5 {
-                        writeln!(f, "  {:<14}   ... and {} more fallbacks", "", s.fallbacks.len() - 5)?;
+                        writeln!(
+                            f,
+                            "  {:<14}   ... and {} more fallbacks",
+                            "",
+                            s.fallbacks.len() - 5
+                        )?;
                     }
                 }
             }
@@ -165,9 +178,15 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
     let backend = backend_name(device)?;
     let wanted: Vec<SlotName> = match &opts.only {
         Some(v) => v.clone(),
-        None => preset(&family).map(|p| p.slots.to_vec()).unwrap_or_default(),
+        None => preset(&family)
+            .map(|p| p.slots.to_vec())
+            .unwrap_or_default(),
     };
-    let excluded = if opts.ignore_exclusions { Vec::new() } else { exclusions(&family, backend) };
+    let excluded = if opts.ignore_exclusions {
+        Vec::new()
+    } else {
+        exclusions(&family, backend)
+    };
     let mut report = PatchReport {
         family: family.clone(),
         backend: backend.to_string(),
@@ -196,7 +215,10 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
                 ExclusionKind::Fidelity => "fidelity",
                 ExclusionKind::Performance => "performance",
             };
-            r.skipped = Some(format!("{kind} exclude list: {} (evidence: {})", e.reason, e.evidence));
+            r.skipped = Some(format!(
+                "{kind} exclude list: {} (evidence: {})",
+                e.reason, e.evidence
+            ));
             report.slots.push(r);
             continue;
         }
@@ -205,15 +227,29 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
                 (SlotName::Linear, Module::Linear { path, weight }) => {
                     check(FusedLinear.supports(weight, device), path, &mut r.fallbacks)
                 }
-                (SlotName::Router, Module::Moe { path, router, experts, .. }) => {
-                    check(FusedRouter.supports(router, *experts, device), path, &mut r.fallbacks)
-                }
-                (SlotName::ExpertSwiGlu, Module::Moe { path, gate, up, .. }) => {
-                    check(FusedExpertSwiGlu.supports(gate, up, device), path, &mut r.fallbacks)
-                }
-                (SlotName::DownCombine, Module::Moe { path, down, .. }) => {
-                    check(FusedDownCombine.supports(down, device), path, &mut r.fallbacks)
-                }
+                (
+                    SlotName::Router,
+                    Module::Moe {
+                        path,
+                        router,
+                        experts,
+                        ..
+                    },
+                ) => check(
+                    FusedRouter.supports(router, *experts, device),
+                    path,
+                    &mut r.fallbacks,
+                ),
+                (SlotName::ExpertSwiGlu, Module::Moe { path, gate, up, .. }) => check(
+                    FusedExpertSwiGlu.supports(gate, up, device),
+                    path,
+                    &mut r.fallbacks,
+                ),
+                (SlotName::DownCombine, Module::Moe { path, down, .. }) => check(
+                    FusedDownCombine.supports(down, device),
+                    path,
+                    &mut r.fallbacks,
+                ),
                 _ => continue,
             };
             r.patched_modules += ok as usize;
