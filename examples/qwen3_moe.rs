@@ -37,6 +37,7 @@ usage: qwen3_moe [options]
   --device cpu|gpu      where MLX runs (default cpu)
   --slots a,b           patch only these slots (router, expert_swiglu, down_combine, linear)
   --exclude a,b         leave these slots unpatched
+  --baseline-only       run only the unpatched model (speed runs, no fidelity)
   --json                print one JSON object as the last line
   --record              append to benchmarks/matrix.jsonl and write a capsule
   --notes TEXT          notes stored in the capsule";
@@ -58,6 +59,7 @@ struct Args {
     exclude: Vec<SlotName>,
     json: bool,
     record: bool,
+    baseline_only: bool,
     notes: String,
 }
 
@@ -94,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
         exclude: Vec::new(),
         json: false,
         record: false,
+        baseline_only: false,
         notes: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -109,6 +112,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--record" => {
                 a.record = true;
+                continue;
+            }
+            "--baseline-only" => {
+                a.baseline_only = true;
                 continue;
             }
             _ => {}
@@ -208,6 +215,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(text) => zmlx::tokenizer::encode(&dir, text)?,
         None => args.prompt_ids.clone(),
     };
+    if args.baseline_only {
+        return run_baseline_only(&args, &baseline, &prompt, &model_id);
+    }
     let mut patched = baseline.clone();
     let report = patch(
         &mut patched,
@@ -353,6 +363,49 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             },
             "speedup": speedup,
             "patch_report": report,
+        });
+        println!("{obj}");
+    }
+    Ok(())
+}
+
+/// Speed runs of the unpatched model alone (to compare with mlx-lm on one checkpoint).
+fn run_baseline_only(args: &Args, model: &Qwen3Moe, prompt: &[u32], model_id: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        ..GenerateOptions::default()
+    };
+    let mut runs = SpeedRuns::default();
+    let mut tokens = Vec::new();
+    for r in 0..args.runs {
+        let g = generate(model, prompt, &opts)?;
+        eprintln!("run {}/{}: {:.3} tok/s decode, {:.2} tok/s prompt", r + 1, args.runs, g.decode_tps, g.prompt_tps);
+        runs.decode_tps.push(g.decode_tps);
+        runs.prefill_tps.push(g.prompt_tps);
+        runs.peak_memory.push(g.peak_memory);
+        tokens = g.tokens;
+    }
+    println!(
+        "baseline {model_id}: decode {:.3} tok/s (median of {}: {:?}), prompt {:.2} tok/s, peak {:.3} GB",
+        runs.decode_median(),
+        args.runs,
+        runs.decode_tps,
+        runs.prefill_median(),
+        runs.peak_max() as f64 / 1e9
+    );
+    if args.json {
+        let obj = json!({
+            "model": model_id,
+            "device": if args.device.kind == mlx::DeviceType::Gpu { "gpu" } else { "cpu" },
+            "mlx_version": mlx::version(),
+            "prompt_ids": prompt,
+            "baseline": {
+                "tokens": tokens,
+                "decode_tps": runs.decode_median(),
+                "decode_tps_runs": runs.decode_tps,
+                "prefill_tps": runs.prefill_median(),
+                "peak_mem_gb": runs.peak_max() as f64 / 1e9,
+            },
         });
         println!("{obj}");
     }
