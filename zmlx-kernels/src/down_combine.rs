@@ -60,7 +60,9 @@ impl DownCombineOp for ReferenceDownCombine {
 
 /// The fused down projection + combine: on a CPU stream one kernel computes each
 /// token's weighted sum of expert outputs without a `[tokens, k, hidden]`
-/// intermediate ([`crate::cpu::expert_down_combine`]); elsewhere the reference.
+/// intermediate ([`crate::cpu::expert_down_combine`]); on a CUDA (or Metal, not yet
+/// run on Apple silicon) stream one GPU kernel for decode-sized batches
+/// ([`crate::gpu::down_combine`]); elsewhere the reference.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FusedDownCombine;
 
@@ -110,7 +112,10 @@ impl DownCombineOp for FusedDownCombine {
 
     fn supports(&self, down: &Weight, device: mlx::Device) -> Support {
         if device.kind != mlx::DeviceType::Cpu {
-            return Support::No("no fused GPU down+combine kernel yet".into());
+            if crate::gpu::backend_for(device).is_none() {
+                return Support::No("no fused kernel for this GPU backend".into());
+            }
+            return crate::gpu::weight_support(down);
         }
         crate::cpu_glue::cpu_support(down)
     }
@@ -118,11 +123,34 @@ impl DownCombineOp for FusedDownCombine {
     fn forward(&self, input: &DownCombineInput<'_>, s: StreamOrDevice) -> Result<Array> {
         let hid = input.hidden;
         let dtype = hid.h.dtype();
-        if !self.supports(input.down, s.device()?).is_yes()
+        let device = s.device()?;
+        if !self.supports(input.down, device).is_yes()
             || dtype != input.down.activation_dtype()
             || input.routing.scores.dtype() != dtype
         {
             return ReferenceDownCombine.forward(input, s);
+        }
+        if let Some(backend) = crate::gpu::backend_for(device) {
+            // Prefill-sized batches (and activations the reference sorted) keep the
+            // reference: sorted pairs and MLX's GEMM.
+            if hid.inv_order.is_some() || input.routing.indices.size() >= crate::gpu::MAX_PAIRS {
+                return ReferenceDownCombine.forward(input, s);
+            }
+            let inter = hid.h.shape().last().copied().unwrap_or(0);
+            input.down.check_shape(
+                "down_proj",
+                Some(input.down.experts()),
+                input.down.out_features(),
+                inter,
+            )?;
+            return crate::gpu::down_combine(
+                backend,
+                &hid.h,
+                &input.routing.indices,
+                &input.routing.scores,
+                input.down,
+                s,
+            );
         }
         let inter = hid.h.shape().last().copied().unwrap_or(0);
         input.down.check_shape(

@@ -130,7 +130,9 @@ impl ExpertSwiGluOp for ReferenceExpertSwiGlu {
 
 /// The fused expert SwiGLU: on a CPU stream one kernel gathers each token's experts,
 /// runs both matmuls and the activation ([`crate::cpu::expert_swiglu`]), reading each
-/// expert's weights once for all its tokens; elsewhere the reference.
+/// expert's weights once for all its tokens; on a CUDA (or Metal, not yet run on
+/// Apple silicon) stream one GPU kernel does the same for decode-sized batches
+/// ([`crate::gpu::expert_swiglu`]); elsewhere the reference.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FusedExpertSwiGlu;
 
@@ -181,7 +183,16 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
 
     fn supports(&self, gate: &Weight, up: &Weight, device: mlx::Device) -> Support {
         if device.kind != mlx::DeviceType::Cpu {
-            return Support::No("no fused GPU expert kernel yet".into());
+            if crate::gpu::backend_for(device).is_none() {
+                return Support::No("no fused kernel for this GPU backend".into());
+            }
+            return match (crate::gpu::weight_support(gate), crate::gpu::weight_support(up)) {
+                (Support::Yes, Support::Yes) if gate.quant() == up.quant() => Support::Yes,
+                (Support::Yes, Support::Yes) => {
+                    Support::No("gate and up projections differ in layout".into())
+                }
+                (Support::No(e), _) | (_, Support::No(e)) => Support::No(e),
+            };
         }
         for w in [gate, up] {
             if let Support::No(why) = crate::cpu_glue::cpu_support(w) {
@@ -211,8 +222,24 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
         s: StreamOrDevice,
     ) -> Result<ExpertHidden> {
         check_expert_args(x, gate, up, routing)?;
-        if !self.supports(gate, up, s.device()?).is_yes() || x.dtype() != gate.activation_dtype() {
+        let device = s.device()?;
+        if !self.supports(gate, up, device).is_yes() || x.dtype() != gate.activation_dtype() {
             return ReferenceExpertSwiGlu.forward(x, gate, up, routing, s);
+        }
+        if let Some(backend) = crate::gpu::backend_for(device) {
+            // Prefill-sized batches: the reference sorts pairs by expert and runs
+            // MLX's GEMM, which beats a per-row kernel there.
+            if routing.indices.size() >= crate::gpu::MAX_PAIRS {
+                return ReferenceExpertSwiGlu.forward(x, gate, up, routing, s);
+            }
+            let h = crate::gpu::expert_swiglu(backend, x, &routing.indices, gate, up, s)?;
+            return Ok(ExpertHidden {
+                // The reference layout: [..., k, 1, inter] in routing order.
+                h: ops::expand_dims(&h, &[-2], s)?,
+                idx: routing.indices.clone(),
+                inv_order: None,
+                indices_shape: routing.indices.shape().to_vec(),
+            });
         }
         let layout = crate::cpu_glue::WeightLayout::of(gate)
             .map_err(|e| Error::invalid("expert_swiglu", e))?;

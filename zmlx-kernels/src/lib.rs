@@ -10,13 +10,15 @@
 //! - [`down_combine`]: down projection + weighted sum over experts;
 //! - [`quant_linear`]: `x @ w.T` for quantized or float `w`;
 //! - [`norm`]: RMS norm;
-//! - [`cpu`]: the CPU kernels in Rust, over plain slices.
+//! - [`cpu`]: the CPU kernels in Rust, over plain slices;
+//! - [`gpu`]: the CUDA kernels (and the Metal ones, not yet run on Apple silicon).
 
 pub mod contract;
 pub mod cpu;
 mod cpu_glue;
 pub mod down_combine;
 pub mod expert_swiglu;
+pub mod gpu;
 pub mod moe_gate;
 pub mod norm;
 pub mod quant_linear;

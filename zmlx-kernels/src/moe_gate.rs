@@ -152,9 +152,25 @@ impl RouterOp for FusedRouter {
         "zmlx"
     }
 
-    fn supports(&self, _spec: &RouterSpec, experts: i32, device: mlx::Device) -> Support {
+    fn supports(&self, spec: &RouterSpec, experts: i32, device: mlx::Device) -> Support {
         if device.kind != mlx::DeviceType::Cpu {
-            return Support::No("no fused GPU router kernel yet".into());
+            if crate::gpu::backend_for(device).is_none() {
+                return Support::No("no fused kernel for this GPU backend".into());
+            }
+            if !crate::gpu::ROUTER_TIES_MATCH {
+                return Support::No(
+                    "the GPU router kernel exists (crate::gpu::route) but MLX's GPU \
+                     argpartition order for tied gates is not established"
+                        .into(),
+                );
+            }
+            if experts > crate::gpu::MAX_ROUTER_EXPERTS || spec.k() > crate::gpu::MAX_ROUTER_K {
+                return Support::No(format!(
+                    "{experts} experts, top-{} (the GPU kernel takes up to 512 and 16)",
+                    spec.k()
+                ));
+            }
+            return Support::Yes;
         }
         if experts > 512 {
             return Support::No(format!("{experts} experts (the kernel takes up to 512)"));
@@ -168,6 +184,10 @@ impl RouterOp for FusedRouter {
             return ReferenceRouter.route(logits, spec, s);
         }
         let RouterSpec::SoftmaxTopK { k, normalize } = *spec;
+        if let Some(backend) = crate::gpu::backend_for(s.device()?) {
+            let (indices, scores) = crate::gpu::route(backend, logits, k, normalize, s)?;
+            return Ok(Routing { indices, scores });
+        }
         let mut shape = logits.shape().to_vec();
         *shape.last_mut().expect("logits have an expert axis") = k;
         let kernel = RouteKernel {

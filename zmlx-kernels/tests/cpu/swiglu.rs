@@ -1,5 +1,6 @@
-//! `expert_swiglu` against per-pair gate/up dot products and the reference's
-//! elementwise rounding sequence.
+//! `expert_swiglu`: quantized weights bit for bit against the scalar emulation of
+//! MLX (chains for gate and up, MLX's sigmoid, each op stored in T); float weights
+//! against f64 dot products and the same tail on every rounding their bound allows.
 
 use proptest::prelude::*;
 use zmlx_kernels::cpu::{expert_swiglu, simd, Dtype, QuantSpec, WeightShape, Weights};
@@ -8,11 +9,41 @@ use crate::data::{distinct_indices, quant_data, round, values, Buf, Rng, DTYPES}
 use crate::naive;
 use crate::tol;
 
-/// The reference tail on already-rounded `g`, `u`: `round(round(g * round(sigmoid(g))) * u)`.
+/// The reference tail on already-rounded `g`, `u` (MLX's CPU sigmoid and roundings).
 fn act(dtype: Dtype, g: f32, u: f32) -> f32 {
-    let s = round(dtype, 1.0 / (1.0 + (-g).exp()));
-    let a = round(dtype, g * s);
-    round(dtype, a * u)
+    naive::mlx::swiglu(dtype, g, u)
+}
+
+/// Bit-exact check of the quantized path: `h[p, r]` = MLX's tail on MLX's chains.
+#[allow(clippy::too_many_arguments)]
+fn check_exact(
+    dtype: Dtype,
+    x: &[f32],
+    idx: &[u32],
+    top_k: usize,
+    inter: usize,
+    k: usize,
+    wg: &dyn Fn(usize) -> Vec<f32>,
+    wu: &dyn Fn(usize) -> Vec<f32>,
+    h: &[f32],
+) {
+    let mut cache = std::collections::HashMap::new();
+    for (p, &e) in idx.iter().enumerate() {
+        let e = e as usize;
+        let (gw, uw) = cache.entry(e).or_insert_with(|| (wg(e), wu(e)));
+        let xr = &x[(p / top_k) * k..(p / top_k + 1) * k];
+        for r in 0..inter {
+            let g = naive::mlx::chain(dtype, xr, &gw[r * k..(r + 1) * k]);
+            let u = naive::mlx::chain(dtype, xr, &uw[r * k..(r + 1) * k]);
+            let want = act(dtype, g, u);
+            let got = h[p * inter + r];
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{dtype:?} h[pair {p}, row {r}]: got {got}, MLX gives {want} (g={g}, u={u})"
+            );
+        }
+    }
 }
 
 /// Exact gate/up results with their f32 accumulation bounds, per (pair, row).
@@ -130,7 +161,8 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, inter: usize, gro
             let x = values(&mut rng, dtype, tokens * k, -1.0, 1.0);
             let per_expert = |q: &crate::data::QuantData, e: usize| {
                 let (wpe, gpe) = (inter * k * bits as usize / 32, inter * k / gs);
-                naive::dequantize(
+                naive::mlx::dequantize(
+                    dtype,
                     &q.packed[e * wpe..(e + 1) * wpe],
                     &q.scales[e * gpe..(e + 1) * gpe],
                     &q.biases[e * gpe..(e + 1) * gpe],
@@ -140,9 +172,6 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, inter: usize, gro
                     gs,
                 )
             };
-            let ex = expect(&x, &idx, top_k, inter, k, &|e| per_expert(&qg, e), &|e| {
-                per_expert(&qu, e)
-            });
             let bufs = [&qg, &qu].map(|q| {
                 (
                     Buf::from_f32(dtype, &q.scales),
@@ -174,7 +203,17 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, inter: usize, gro
                 })
                 .unwrap()
                 .unwrap();
-                check(dtype, &ex, &h.to_f32());
+                check_exact(
+                    dtype,
+                    &x,
+                    &idx,
+                    top_k,
+                    inter,
+                    k,
+                    &|e| per_expert(&qg, e),
+                    &|e| per_expert(&qu, e),
+                    &h.to_f32(),
+                );
             }
         }
         // Float expert weights.
