@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::json;
+use zmlx::autopatch::{auto_patch, AutoOptions};
 use zmlx::fidelity::{compare, Verdict, DEFAULT_PROMPTS};
 use zmlx::generate::{generate, GenerateOptions};
 use zmlx::models::qwen3_moe::Qwen3Moe;
@@ -37,6 +38,7 @@ usage: qwen3_moe [options]
   --device cpu|gpu      where MLX runs (default cpu)
   --slots a,b           patch only these slots (router, expert_swiglu, down_combine, linear)
   --exclude a,b         leave these slots unpatched
+  --auto                keep only slots measured faster here with identical tokens
   --baseline-only       run only the unpatched model (speed runs, no fidelity)
   --json                print one JSON object as the last line
   --record              append to benchmarks/matrix.jsonl and write a capsule
@@ -60,6 +62,7 @@ struct Args {
     json: bool,
     record: bool,
     baseline_only: bool,
+    auto: bool,
     notes: String,
 }
 
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         record: false,
         baseline_only: false,
+        auto: false,
         notes: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -116,6 +120,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--baseline-only" => {
                 a.baseline_only = true;
+                continue;
+            }
+            "--auto" => {
+                a.auto = true;
                 continue;
             }
             _ => {}
@@ -218,15 +226,38 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if args.baseline_only {
         return run_baseline_only(&args, &baseline, &prompt, &model_id);
     }
-    let mut patched = baseline.clone();
-    let report = patch(
-        &mut patched,
-        &PatchOptions {
-            only: args.only.clone(),
-            exclude: args.exclude.clone(),
-            ignore_exclusions: false,
-        },
-    )?;
+    let (patched, report) = if args.auto {
+        let auto = AutoOptions {
+            tokens: 32,
+            pairs: 3,
+            prompt: prompt.clone(),
+        };
+        eprintln!(
+            "auto: measuring each slot ({} paired runs of {} tokens) ...",
+            auto.pairs, auto.tokens
+        );
+        let (m, r, decisions) = auto_patch(&baseline, &auto)?;
+        for d in &decisions {
+            eprintln!(
+                "auto: {:<14} {} ({})",
+                d.slot,
+                if d.kept { "kept" } else { "dropped" },
+                d.reason
+            );
+        }
+        (m, r)
+    } else {
+        let mut m = baseline.clone();
+        let r = patch(
+            &mut m,
+            &PatchOptions {
+                only: args.only.clone(),
+                exclude: args.exclude.clone(),
+                ignore_exclusions: false,
+            },
+        )?;
+        (m, r)
+    };
     let backend = report.backend.clone();
     eprintln!(
         "model: {model_id} ({} layers, {:?}) on {backend}, MLX {}",
@@ -370,7 +401,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Speed runs of the unpatched model alone (to compare with mlx-lm on one checkpoint).
-fn run_baseline_only(args: &Args, model: &Qwen3Moe, prompt: &[u32], model_id: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn run_baseline_only(
+    args: &Args,
+    model: &Qwen3Moe,
+    prompt: &[u32],
+    model_id: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         ..GenerateOptions::default()
@@ -379,7 +415,13 @@ fn run_baseline_only(args: &Args, model: &Qwen3Moe, prompt: &[u32], model_id: &s
     let mut tokens = Vec::new();
     for r in 0..args.runs {
         let g = generate(model, prompt, &opts)?;
-        eprintln!("run {}/{}: {:.3} tok/s decode, {:.2} tok/s prompt", r + 1, args.runs, g.decode_tps, g.prompt_tps);
+        eprintln!(
+            "run {}/{}: {:.3} tok/s decode, {:.2} tok/s prompt",
+            r + 1,
+            args.runs,
+            g.decode_tps,
+            g.prompt_tps
+        );
         runs.decode_tps.push(g.decode_tps);
         runs.prefill_tps.push(g.prompt_tps);
         runs.peak_memory.push(g.peak_memory);

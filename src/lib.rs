@@ -4,6 +4,7 @@
 //! [`checkpoint`] validation, deterministic [`synthetic`] checkpoints and the
 //! crate's [`error`] type.
 
+pub mod autopatch;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
