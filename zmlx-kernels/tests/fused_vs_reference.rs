@@ -390,3 +390,29 @@ proptest! {
         }.run();
     }
 }
+
+/// Shapes large enough that the kernels split rows into tasks of 64+ rows, where the
+/// AVX-512 path runs four 16-row blocks side by side for one or two activation rows.
+#[test]
+fn multi_block_shapes() {
+    for dtype in DTYPES {
+        for (bits, gs) in [(4, 64), (8, 32)] {
+            for m in [1, 2, 3] {
+                check_linear(7000 + m as u64, dtype, bits, gs, m, 1000, 128, m as u8);
+            }
+        }
+        MoeCase {
+            seed: 7100,
+            dtype,
+            bits: 4,
+            gs: 64,
+            tokens: 1,
+            experts: 16,
+            k: 8,
+            hidden: 1024,
+            inter: 128,
+            layout: 1,
+        }
+        .run();
+    }
+}

@@ -105,9 +105,15 @@ const fn max_mb(lanes: usize) -> usize {
     }
 }
 
-/// The vector chain over blocks of `L` rows (`L` = lanes of the level). A partial
-/// last block repeats its last row in the spare lanes (results discarded), so every
-/// lane reads inside the buffer.
+/// Row blocks run side by side when few activation rows share them (decode): more
+/// independent accumulator chains in flight.
+#[cfg(target_arch = "x86_64")]
+const MULTI: usize = 4;
+
+/// The vector chain over blocks of `L` rows (`L` = lanes of the level), `MULTI`
+/// blocks at a time while rows remain and activation rows are few. A partial last
+/// block repeats its last row in the spare lanes (results discarded), so every lane
+/// reads inside the buffer.
 #[cfg(target_arch = "x86_64")]
 fn blocks<T: Element, const L: usize>(
     level: SimdLevel,
@@ -118,21 +124,32 @@ fn blocks<T: Element, const L: usize>(
     mut sink: impl FnMut(usize, usize, f32),
 ) {
     let (gpr, gs) = (w.gpr, w.spec.group_size());
-    let mut sb = vec![0.0f32; 2 * gpr * L];
-    let mut out = [0.0f32; 128];
-    for b0 in (0..nrows).step_by(L) {
-        let nb = L.min(nrows - b0);
+    let per_block = 2 * gpr * L;
+    let mut sb = vec![0.0f32; MULTI * per_block];
+    let mut offsets = [0i32; 16 * MULTI];
+    let mut out = [0.0f32; 8 * 16 * MULTI];
+    let multi_ok = L == 16 && xs.len() <= 2;
+    let mut b0 = 0;
+    while b0 < nrows {
+        let rblocks = if multi_ok && nrows - b0 >= MULTI * L {
+            MULTI
+        } else {
+            1
+        };
+        let span = L * rblocks;
+        let nb = span.min(nrows - b0);
         let first = row0 + b0;
-        let mut offsets = [0i32; L];
-        for (l, o) in offsets.iter_mut().enumerate() {
+        for (l, o) in offsets.iter_mut().enumerate().take(span) {
             let r = l.min(nb - 1);
-            // A block spans at most 16 rows of at most K/2 words: fits i32 for any K
-            // below 2^26, far beyond real layers.
+            // A call spans at most 64 rows of at most K/2 words: fits i32 for any K
+            // below 2^24, far beyond real layers.
             *o = i32::try_from(r * w.wpr).expect("row offset fits i32");
             let a = first + r;
+            let (blk, lane) = (l / L, l % L);
+            let sbb = &mut sb[blk * per_block..(blk + 1) * per_block];
             for g in 0..gpr {
-                sb[g * L + l] = w.scales[a * w.gpr + g].to_f32();
-                sb[(gpr + g) * L + l] = w.biases[a * w.gpr + g].to_f32();
+                sbb[g * L + lane] = w.scales[a * w.gpr + g].to_f32();
+                sbb[(gpr + g) * L + lane] = w.biases[a * w.gpr + g].to_f32();
             }
         }
         // The last lane's row ends inside the buffer: every gathered word is in bounds.
@@ -149,72 +166,81 @@ fn blocks<T: Element, const L: usize>(
             let chunk = &xs[m0..m0 + mb];
             // SAFETY: level available (callers only pass detected levels); offsets and
             // the weight row length keep every gather in bounds (asserted above);
-            // `sb` has 2 * gpr * L values; every x row has gpr * gs values (asserted in
-            // `chain_rows`); `out` holds 8 * 16 values.
+            // `sb` has `rblocks * 2 * gpr * L` values; every x row has gpr * gs values
+            // (asserted in `chain_rows`); `out` holds 8 * 16 * MULTI values.
             unsafe {
                 call::<T, L>(
                     level,
-                    w.spec.bits(),
-                    mb,
+                    (w.spec.bits(), mb, rblocks),
                     base,
-                    &offsets,
+                    &offsets[..span],
                     &sb,
-                    gpr,
-                    gs,
+                    (gpr, gs),
                     chunk,
                     &mut out,
                 )
             };
             for m in 0..mb {
                 for l in 0..nb {
-                    sink(m0 + m, b0 + l, out[m * L + l]);
+                    sink(m0 + m, b0 + l, out[m * span + l]);
                 }
             }
             m0 += mb;
         }
+        b0 += nb;
     }
 }
 
-/// Dispatches to the kernel instantiated for (level, bits, activation rows).
+/// Dispatches to the kernel instantiated for (level, bits, activation rows, blocks).
 ///
 /// # Safety
-/// As `chain_x86::chain16` / `chain8`; `offsets` has `L` entries.
+/// As `chain_x86::chain16` / `chain8`; `offsets` has `L * rblocks` entries.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn call<T: Element, const L: usize>(
     level: SimdLevel,
-    bits: u32,
-    mb: usize,
+    (bits, mb, rblocks): (u32, usize, usize),
     base: *const u32,
-    offsets: &[i32; L],
+    offsets: &[i32],
     sb: &[f32],
-    groups: usize,
-    gs: usize,
+    (groups, gs): (usize, usize),
     xs: &[&[f32]],
     out: &mut [f32],
 ) {
-    macro_rules! go {
-        ($f:ident, $n:literal) => {{
-            let off: &[i32; $n] = offsets[..].try_into().expect("lane count");
-            match (bits, mb) {
-                (2, 1) => chain_x86::$f::<T, 2, 1>(base, off, sb, groups, gs, xs, out),
-                (2, 2) => chain_x86::$f::<T, 2, 2>(base, off, sb, groups, gs, xs, out),
-                (2, 4) => chain_x86::$f::<T, 2, 4>(base, off, sb, groups, gs, xs, out),
-                (2, _) => chain_x86::$f::<T, 2, 8>(base, off, sb, groups, gs, xs, out),
-                (4, 1) => chain_x86::$f::<T, 4, 1>(base, off, sb, groups, gs, xs, out),
-                (4, 2) => chain_x86::$f::<T, 4, 2>(base, off, sb, groups, gs, xs, out),
-                (4, 4) => chain_x86::$f::<T, 4, 4>(base, off, sb, groups, gs, xs, out),
-                (4, _) => chain_x86::$f::<T, 4, 8>(base, off, sb, groups, gs, xs, out),
-                (_, 1) => chain_x86::$f::<T, 8, 1>(base, off, sb, groups, gs, xs, out),
-                (_, 2) => chain_x86::$f::<T, 8, 2>(base, off, sb, groups, gs, xs, out),
-                (_, 4) => chain_x86::$f::<T, 8, 4>(base, off, sb, groups, gs, xs, out),
-                (_, _) => chain_x86::$f::<T, 8, 8>(base, off, sb, groups, gs, xs, out),
+    macro_rules! per_bits {
+        ($b:literal) => {
+            if level == Avx512 {
+                match (mb, rblocks) {
+                    (1, 1) => {
+                        chain_x86::chain16::<T, $b, 1, 1>(base, offsets, sb, groups, gs, xs, out)
+                    }
+                    (1, _) => chain_x86::chain16::<T, $b, 1, MULTI>(
+                        base, offsets, sb, groups, gs, xs, out,
+                    ),
+                    (2, 1) => {
+                        chain_x86::chain16::<T, $b, 2, 1>(base, offsets, sb, groups, gs, xs, out)
+                    }
+                    (2, _) => chain_x86::chain16::<T, $b, 2, MULTI>(
+                        base, offsets, sb, groups, gs, xs, out,
+                    ),
+                    (4, _) => {
+                        chain_x86::chain16::<T, $b, 4, 1>(base, offsets, sb, groups, gs, xs, out)
+                    }
+                    _ => chain_x86::chain16::<T, $b, 8, 1>(base, offsets, sb, groups, gs, xs, out),
+                }
+            } else {
+                let off: &[i32; 8] = offsets.try_into().expect("8 lanes");
+                match mb {
+                    1 => chain_x86::chain8::<T, $b, 1>(base, off, sb, groups, gs, xs, out),
+                    2 => chain_x86::chain8::<T, $b, 2>(base, off, sb, groups, gs, xs, out),
+                    _ => chain_x86::chain8::<T, $b, 4>(base, off, sb, groups, gs, xs, out),
+                }
             }
-        }};
+        };
     }
-    if level == Avx512 {
-        go!(chain16, 16)
-    } else {
-        go!(chain8, 8)
+    match bits {
+        2 => per_bits!(2),
+        4 => per_bits!(4),
+        _ => per_bits!(8),
     }
 }

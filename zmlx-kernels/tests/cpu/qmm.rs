@@ -46,7 +46,8 @@ fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
                 let k = gs * groups;
                 let q = quant_data(&mut rng, dtype, n, k, bits, gs);
                 let x = values(&mut rng, dtype, m * k, -1.0, 1.0);
-                let w = naive::mlx::dequantize(dtype, &q.packed, &q.scales, &q.biases, n, k, bits, gs);
+                let w =
+                    naive::mlx::dequantize(dtype, &q.packed, &q.scales, &q.biases, n, k, bits, gs);
                 let (sb, bb, xb) = (
                     Buf::from_f32(dtype, &q.scales),
                     Buf::from_f32(dtype, &q.biases),

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use zmlx_kernels::cpu::{expert_swiglu, simd, Dtype, QuantSpec, WeightShape, Weights};
 
-use crate::data::{distinct_indices, quant_data, round, values, Buf, Rng, DTYPES};
+use crate::data::{distinct_indices, quant_data, values, Buf, Rng, DTYPES};
 use crate::naive;
 use crate::tol;
 

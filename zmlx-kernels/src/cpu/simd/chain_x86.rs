@@ -36,18 +36,21 @@ unsafe fn round16<T: Element>(v: __m512) -> __m512 {
     }
 }
 
-/// 16 output rows x `MB` activation rows of the chain; results go to
-/// `out[m * 16 + lane]`.
+/// `R` blocks of 16 output rows x `MB` activation rows of the chain; results go to
+/// `out[(m * R + blk) * 16 + lane]`. The `R * MB` accumulator chains are independent,
+/// which hides the latency of each chain's add-and-round steps.
 ///
 /// # Safety
-/// AVX-512F available; `base.add(offsets[l] as usize + i)` readable for every lane and
-/// `i < groups * gs * BITS / 32`; `sb` holds `2 * groups * 16` values (scales then
-/// biases, lane-major); each `xs[m]` holds `groups * gs` values; `gs` a multiple of
-/// `32 / BITS`; `out.len() >= MB * 16`.
+/// AVX-512F available; `offsets.len() == 16 * R`; `base.add(offsets[l] as usize + i)`
+/// readable for every lane and `i < groups * gs * BITS / 32`; `sb` holds
+/// `R * 2 * groups * 16` values (per block: scales then biases, lane-major); each
+/// `xs[m]` holds `groups * gs` values; `gs` a multiple of `32 / BITS`;
+/// `out.len() >= MB * R * 16`.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn chain16<T: Element, const BITS: u32, const MB: usize>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn chain16<T: Element, const BITS: u32, const MB: usize, const R: usize>(
     base: *const u32,
-    offsets: &[i32; 16],
+    offsets: &[i32],
     sb: &[f32],
     groups: usize,
     gs: usize,
@@ -56,35 +59,44 @@ pub(crate) unsafe fn chain16<T: Element, const BITS: u32, const MB: usize>(
 ) {
     let vpw = (32 / BITS) as usize;
     let wpg = gs / vpw;
-    let idx = _mm512_loadu_si512(offsets.as_ptr().cast());
+    let idx: [__m512i; R] =
+        core::array::from_fn(|b| _mm512_loadu_si512(offsets.as_ptr().add(16 * b).cast()));
     let maskv = _mm512_set1_epi32(((1u32 << BITS) - 1) as i32);
     let shift = _mm_cvtsi32_si128(BITS as i32);
     let xp: [*const f32; MB] = core::array::from_fn(|m| xs[m].as_ptr());
-    let mut acc = [_mm512_setzero_ps(); MB];
+    let mut acc = [[_mm512_setzero_ps(); R]; MB];
     let sp = sb.as_ptr();
-    let bp = sp.add(groups * 16);
+    let blk = 2 * groups * 16;
     let mut k = 0usize;
     for g in 0..groups {
-        let s = _mm512_loadu_ps(sp.add(g * 16));
-        let b = _mm512_loadu_ps(bp.add(g * 16));
+        let s: [__m512; R] = core::array::from_fn(|b| _mm512_loadu_ps(sp.add(b * blk + g * 16)));
+        let bias: [__m512; R] =
+            core::array::from_fn(|b| _mm512_loadu_ps(sp.add(b * blk + (groups + g) * 16)));
         for wi in 0..wpg {
-            let mut word = _mm512_i32gather_epi32::<4>(idx, base.add(g * wpg + wi).cast());
+            let mut word: [__m512i; R] = core::array::from_fn(|b| {
+                _mm512_i32gather_epi32::<4>(idx[b], base.add(g * wpg + wi).cast())
+            });
             for _ in 0..vpw {
-                let q = _mm512_cvtepi32_ps(_mm512_and_si512(word, maskv));
-                word = _mm512_srl_epi32(word, shift);
-                // w = T(T(scale * q) + bias): MLX dequantizes in T, without an FMA.
-                let w = round16::<T>(_mm512_add_ps(round16::<T>(_mm512_mul_ps(s, q)), b));
-                for m in 0..MB {
-                    let x = _mm512_set1_ps(*xp[m].add(k));
-                    let p = round16::<T>(_mm512_mul_ps(x, w));
-                    acc[m] = round16::<T>(_mm512_add_ps(acc[m], p));
+                for b in 0..R {
+                    let q = _mm512_cvtepi32_ps(_mm512_and_si512(word[b], maskv));
+                    word[b] = _mm512_srl_epi32(word[b], shift);
+                    // w = T(T(scale * q) + bias): MLX dequantizes in T, without an FMA.
+                    let w =
+                        round16::<T>(_mm512_add_ps(round16::<T>(_mm512_mul_ps(s[b], q)), bias[b]));
+                    for m in 0..MB {
+                        let x = _mm512_set1_ps(*xp[m].add(k));
+                        let p = round16::<T>(_mm512_mul_ps(x, w));
+                        acc[m][b] = round16::<T>(_mm512_add_ps(acc[m][b], p));
+                    }
                 }
                 k += 1;
             }
         }
     }
-    for (m, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(out.as_mut_ptr().add(m * 16), *a);
+    for (m, row) in acc.iter().enumerate() {
+        for (b, a) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add((m * R + b) * 16), *a);
+        }
     }
 }
 
