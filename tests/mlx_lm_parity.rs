@@ -37,9 +37,16 @@ fn check(dir: &Path, f32_logits: bool) {
         cmd.args(["--prompt", p]);
     }
     let status = cmd.status().expect("run the mlx-lm reference");
-    assert!(status.success(), "mlx-lm reference failed on {}", dir.display());
+    assert!(
+        status.success(),
+        "mlx-lm reference failed on {}",
+        dir.display()
+    );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    let logits_file = report["logits_file"].as_str().expect("logits file").to_string();
+    let logits_file = report["logits_file"]
+        .as_str()
+        .expect("logits file")
+        .to_string();
     let ref_logits = mlx::io::load_safetensors(&logits_file, ()).unwrap();
 
     let model = Qwen3Moe::load(dir, mlx::Device::cpu().into()).unwrap();
@@ -61,7 +68,12 @@ fn check(dir: &Path, f32_logits: bool) {
             },
         )
         .unwrap();
-        assert_eq!(g.tokens, want, "greedy tokens differ from mlx-lm on {} prompt {p}", dir.display());
+        assert_eq!(
+            g.tokens,
+            want,
+            "greedy tokens differ from mlx-lm on {} prompt {p}",
+            dir.display()
+        );
         let r = &ref_logits.arrays[&format!("prompt{i}")];
         let vocab = r.shape()[1] as usize;
         let rv = r.to_vec::<f32>().unwrap();
@@ -72,13 +84,25 @@ fn check(dir: &Path, f32_logits: bool) {
                 worst = worst.max(d);
                 if f32_logits {
                     // Same ops on the same library: only summation order could differ.
-                    assert!(d <= 1e-4, "{}: prompt {p} step {t} logit {v}: {a} vs {b}", dir.display());
+                    assert!(
+                        d <= 1e-4,
+                        "{}: prompt {p} step {t} logit {v}: {a} vs {b}",
+                        dir.display()
+                    );
                 } else {
-                    assert!(d <= bf16_ulp(b), "{}: prompt {p} step {t} logit {v}: {a} vs {b}", dir.display());
+                    assert!(
+                        d <= bf16_ulp(b),
+                        "{}: prompt {p} step {t} logit {v}: {a} vs {b}",
+                        dir.display()
+                    );
                 }
             }
         }
-        eprintln!("{}: prompt {p}: {} tokens identical, max |logit diff| {worst}", dir.display(), g.tokens.len());
+        eprintln!(
+            "{}: prompt {p}: {} tokens identical, max |logit diff| {worst}",
+            dir.display(),
+            g.tokens.len()
+        );
     }
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&logits_file);
@@ -109,6 +133,8 @@ fn hugging_face_layout_matches_mlx_lm() {
     let spec = zmlx::synthetic::SynthSpec::new(zmlx::synthetic::Preset::Tiny)
         .format(WeightFormat::F32)
         .layout(zmlx::synthetic::Layout::HuggingFace);
-    let dir = zmlx::synthetic::ensure(&spec, common::cache_dir()).unwrap().dir;
+    let dir = zmlx::synthetic::ensure(&spec, common::cache_dir())
+        .unwrap()
+        .dir;
     check(&dir, true);
 }

@@ -11,13 +11,17 @@ use zmlx::synthetic::{self, Preset, SynthSpec, WeightFormat};
 
 /// The folder synthetic test checkpoints are cached in.
 pub fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("zmlx-cache")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("zmlx-cache")
 }
 
 /// A tiny synthetic checkpoint of `format` and `seed` (written once, then reused).
 pub fn tiny(format: WeightFormat, seed: u64) -> PathBuf {
     let spec = SynthSpec::new(Preset::Tiny).seed(seed).format(format);
-    synthetic::ensure(&spec, cache_dir()).expect("synthetic checkpoint").dir
+    synthetic::ensure(&spec, cache_dir())
+        .expect("synthetic checkpoint")
+        .dir
 }
 
 /// A Python with mlx 0.32.4 (CPU) and mlx-lm: `$ZMLX_REFERENCE_PYTHON`, else a
