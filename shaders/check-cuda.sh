@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Syntax and type check of the CUDA kernel bodies without CUDA: each body is wrapped
+# in the signature MLX's fast::cuda_kernel would generate (template arguments as
+# constexpr lines) and compiled with `g++ -fsyntax-only` against a mock of the CUDA
+# names (shaders/cuda/mock/cuda_mock.h). NVRTC on a GPU machine stays the real
+# compiler; this only catches typos and type errors early. Usage: check-cuda.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cxx=${CXX:-g++}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+status=0
+check() { # name, type, template lines, signature
+  local name=$1 ty=$2 consts=$3 sig=$4 body=$here/cuda/$1.cu
+  {
+    echo '#include "cuda_mock.h"'
+    cat "$here/cuda/prelude.cuh"
+    echo "namespace mlx::core::cu {"
+    echo "__global__ void custom_kernel_${name}(${sig//T/$ty}) {"
+    echo "  using T = $ty;"
+    echo "$consts"
+    echo "#line 1 \"$body\""
+    cat "$body"
+    echo "}"
+    echo "}"
+  } >"$tmp/$name.cpp"
+  if ! "$cxx" -std=c++17 -fsyntax-only -Wall -Wno-unused-variable -Wno-unknown-pragmas \
+    -I "$here/cuda/mock" "$tmp/$name.cpp"; then
+    echo "check-cuda: $name ($ty) failed" >&2
+    status=1
+  fi
+}
+for ty in float __half __nv_bfloat16; do
+  check expert_swiglu "$ty" \
+    "constexpr int BITS = 4; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int LPR = 32;" \
+    "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out"
+  check down_combine "$ty" \
+    "constexpr int BITS = 8; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int LPR = 16;" \
+    "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, T* y_out"
+  check moe_gate "$ty" \
+    "constexpr int EXPERTS = 128; constexpr int TOPK = 8; constexpr int EPL = 4; constexpr bool NORM = true;" \
+    "const T* logits_in, const uint32_t* dims_in, uint32_t* ids_out, T* scores_out"
+done
+exit $status

@@ -1,0 +1,45 @@
+// A host-compiler stand-in for the CUDA names the zmlx kernel bodies use, so that
+// `g++ -fsyntax-only` can catch syntax and type errors on machines without CUDA
+// (shaders/check-cuda.sh). It declares; it does not implement: nothing here runs.
+#pragma once
+#include <math.h>
+#include <cstdint>
+#include <limits>
+
+#define __device__
+#define __global__
+#define __forceinline__ inline
+#define __shared__ static
+#define __grid_constant__
+
+struct __half {
+  unsigned short x;
+};
+struct __nv_bfloat16 {
+  unsigned short x;
+};
+float __half2float(__half);
+float __bfloat162float(__nv_bfloat16);
+__half __float2half_rn(float);
+__nv_bfloat16 __float2bfloat16_rn(float);
+
+struct uint4 {
+  unsigned int x, y, z, w;
+};
+uint4 make_uint4(unsigned int, unsigned int, unsigned int, unsigned int);
+template <typename T>
+T __ldg(const T*);
+float __shfl_xor_sync(unsigned int, float, int);
+int __shfl_xor_sync(unsigned int, int, int);
+void __syncthreads();
+
+struct Dim3 {
+  unsigned int x, y, z;
+};
+extern Dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace cuda {
+namespace std {
+using ::std::numeric_limits;
+}
+}  // namespace cuda

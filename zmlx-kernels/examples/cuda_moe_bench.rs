@@ -1,0 +1,230 @@
+//! Times the decode MoE block (router + expert SwiGLU + down/combine) on MLX's GPU
+//! backend: the plain-MLX reference against zmlx's fused kernels, at
+//! Qwen3-30B-A3B's shapes (hidden 2048, moe_intermediate 768, 128 experts, top-8,
+//! bf16 activations, 4-bit g64 experts, 8-bit g64 router gate), one token.
+//!
+//! Variants (all start from the same router logits op, `quantized_matmul`):
+//! - `reference`: mlx-lm's op sequence;
+//! - `fused`: `FusedRouter` (the reference on GPUs until the tie order is settled),
+//!   `FusedExpertSwiGlu`, `FusedDownCombine`;
+//! - `fused+router`: the same with the GPU router kernel (`gpu::route`).
+//!
+//! Each timed iteration chains `--layers` blocks (x <- x + moe(x), cycling through
+//! `--weights` distinct weight sets so that the expert weights come from HBM),
+//! evaluates the last output and synchronizes; the figure is the median over
+//! `--iters` iterations divided by the layer count. The memory floor is the bytes
+//! one block reads (router gate and the k experts' packed weights, scales and
+//! biases) at 3.0 TB/s.
+//!
+//! Usage: `cuda_moe_bench [--iters N] [--layers L] [--weights W] [--tokens T]`
+
+use std::time::Instant;
+
+use mlx::quantization::{quantize, quantized_matmul, QuantSpec, QuantizedWeight};
+use mlx::{ops, random, Array, Device, Dtype, StreamOrDevice};
+use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDownCombine};
+use zmlx_kernels::expert_swiglu::{FusedExpertSwiGlu, ReferenceExpertSwiGlu};
+use zmlx_kernels::gpu;
+use zmlx_kernels::moe_gate::{FusedRouter, ReferenceRouter, RouterSpec, Routing};
+use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
+
+const HIDDEN: i32 = 2048;
+const INTER: i32 = 768;
+const EXPERTS: i32 = 128;
+const TOPK: i32 = 8;
+
+struct Layer {
+    router: QuantizedWeight,
+    gate: Weight,
+    up: Weight,
+    down: Weight,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Reference,
+    Fused,
+    FusedRouterKernel,
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn qw(shape: &[i32], spec: QuantSpec, seed: u64, s: StreamOrDevice) -> mlx::Result<QuantizedWeight> {
+    let key = random::key(seed)?;
+    let w = random::normal(shape, Dtype::Bfloat16, 0.0, 0.02, Some(&key), s)?;
+    let q = quantize(&w, spec, s)?;
+    let mut parts = vec![&q.weight, &q.scales];
+    parts.extend(q.biases.as_ref());
+    mlx::transforms::eval(&parts)?;
+    Ok(q)
+}
+
+fn block(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Array> {
+    let spec = RouterSpec::SoftmaxTopK {
+        k: TOPK,
+        normalize: true,
+    };
+    let logits = quantized_matmul(x, &l.router, true, s)?;
+    let routing = match v {
+        Variant::Reference => ReferenceRouter.route(&logits, &spec, s)?,
+        Variant::Fused => FusedRouter.route(&logits, &spec, s)?,
+        Variant::FusedRouterKernel => {
+            let backend = gpu::backend_for(s.device()?).expect("a GPU kernel backend");
+            let (indices, scores) = gpu::route(backend, &logits, TOPK, true, s)?;
+            Routing { indices, scores }
+        }
+    };
+    let (hidden, y) = if v == Variant::Reference {
+        let h = ReferenceExpertSwiGlu.forward(x, &l.gate, &l.up, &routing, s)?;
+        let input = DownCombineInput {
+            hidden: &h,
+            down: &l.down,
+            routing: &routing,
+        };
+        let y = ReferenceDownCombine.forward(&input, s)?;
+        (h, y)
+    } else {
+        let h = FusedExpertSwiGlu.forward(x, &l.gate, &l.up, &routing, s)?;
+        let input = DownCombineInput {
+            hidden: &h,
+            down: &l.down,
+            routing: &routing,
+        };
+        let y = FusedDownCombine.forward(&input, s)?;
+        (h, y)
+    };
+    drop(hidden);
+    Ok(y)
+}
+
+fn chain(layers: &[Layer], n: usize, x0: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Array> {
+    let mut x = x0.clone();
+    for i in 0..n {
+        let y = block(&layers[i % layers.len()], &x, v, s)?;
+        x = ops::add(&x, &y, s)?;
+    }
+    Ok(x)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v[v.len() / 2]
+}
+
+fn main() -> mlx::Result<()> {
+    let iters = arg("--iters", 50);
+    let n_layers = arg("--layers", 48);
+    let n_weights = arg("--weights", 8);
+    let tokens = arg("--tokens", 1) as i32;
+    let s = StreamOrDevice::Device(Device::gpu());
+    println!(
+        "device: GPU, cuda={} metal={}; MLX {}",
+        mlx::cuda_is_available()?,
+        mlx::metal_is_available()?,
+        env!("CARGO_PKG_VERSION")
+    );
+    let espec = QuantSpec::affine(64, 4);
+    let rspec = QuantSpec::affine(64, 8);
+    let mut layers = Vec::new();
+    for i in 0..n_weights as u64 {
+        layers.push(Layer {
+            router: qw(&[EXPERTS, HIDDEN], rspec, 10 * i + 1, s)?,
+            gate: Weight::Quantized(qw(&[EXPERTS, INTER, HIDDEN], espec, 10 * i + 2, s)?),
+            up: Weight::Quantized(qw(&[EXPERTS, INTER, HIDDEN], espec, 10 * i + 3, s)?),
+            down: Weight::Quantized(qw(&[EXPERTS, HIDDEN, INTER], espec, 10 * i + 4, s)?),
+        });
+    }
+    let dev = s.device()?;
+    println!(
+        "supports on this device: swiglu {:?}, down {:?}, router {:?}",
+        FusedExpertSwiGlu.supports(&layers[0].gate, &layers[0].up, dev),
+        FusedDownCombine.supports(&layers[0].down, dev),
+        FusedRouter.supports(
+            &RouterSpec::SoftmaxTopK {
+                k: TOPK,
+                normalize: true
+            },
+            EXPERTS,
+            dev
+        )
+    );
+    let key = random::key(99)?;
+    let x0 = random::normal(&[tokens, HIDDEN], Dtype::Bfloat16, 0.0, 1.0, Some(&key), s)?;
+    x0.eval()?;
+
+    // Agreement of one block (same input and weights) before timing.
+    let yr = block(&layers[0], &x0, Variant::Reference, s)?;
+    for v in [Variant::Fused, Variant::FusedRouterKernel] {
+        let yf = block(&layers[0], &x0, v, s)?;
+        let d = ops::astype(&ops::subtract(&yf, &yr, s)?, Dtype::Float32, s)?;
+        let dv = d.to_vec::<f32>()?;
+        let rv = ops::astype(&yr, Dtype::Float32, s)?.to_vec::<f32>()?;
+        let maxd = dv.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let maxr = rv.iter().fold(0f32, |m, x| m.max(x.abs()));
+        println!(
+            "one block, {}: max |fused - reference| = {maxd:.3e} (max |reference| = {maxr:.3e})",
+            if v == Variant::Fused { "fused" } else { "fused+router" }
+        );
+    }
+
+    // Bytes one block reads (per token the k experts; tokens may share experts,
+    // so this is the floor for distinct experts = tokens * k, capped at E).
+    let active = (tokens * TOPK).min(EXPERTS) as f64;
+    let packed = |rows: i32, cols: i32, bits: i32| (rows as f64) * (cols as f64) * bits as f64 / 8.0;
+    let groups = |rows: i32, cols: i32| (rows as f64) * (cols as f64) / 64.0 * 2.0 * 2.0;
+    let expert_bytes = 3.0 * (packed(INTER, HIDDEN, 4) + groups(INTER, HIDDEN));
+    let router_bytes = packed(EXPERTS, HIDDEN, 8) + groups(EXPERTS, HIDDEN);
+    let bytes = active * expert_bytes + router_bytes;
+    let floor_us = bytes / 3.0e12 * 1e6;
+    println!(
+        "memory floor: {:.2} MB per block -> {floor_us:.2} us at 3.0 TB/s",
+        bytes / 1e6
+    );
+
+    let mut results = Vec::new();
+    for (v, label) in [
+        (Variant::Reference, "reference"),
+        (Variant::Fused, "fused"),
+        (Variant::FusedRouterKernel, "fused+router"),
+    ] {
+        for _ in 0..3 {
+            chain(&layers, n_layers, &x0, v, s)?.eval()?;
+        }
+        mlx::synchronize()?;
+        let mut chained = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let t = Instant::now();
+            let y = chain(&layers, n_layers, &x0, v, s)?;
+            y.eval()?;
+            mlx::synchronize()?;
+            chained.push(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64);
+        }
+        let mut single = Vec::with_capacity(iters);
+        for i in 0..iters {
+            let t = Instant::now();
+            let y = block(&layers[i % layers.len()], &x0, v, s)?;
+            y.eval()?;
+            mlx::synchronize()?;
+            single.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let c = median(&mut chained);
+        let one = median(&mut single);
+        println!(
+            "{label:>13}: {c:8.1} us per block ({n_layers} chained, median of {iters}); one block + sync {one:8.1} us; floor fraction {:.3}",
+            floor_us / c
+        );
+        results.push((label, c));
+    }
+    let r = results[0].1;
+    for (label, c) in &results[1..] {
+        println!("speedup {label} vs reference: {:.2}x", r / c);
+    }
+    Ok(())
+}

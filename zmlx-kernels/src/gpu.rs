@@ -1,0 +1,451 @@
+//! GPU backends of the fused MoE kernels: CUDA (run and measured on an NVIDIA H100)
+//! and Metal (not yet run on Apple silicon; compile-checked against a mock header).
+//!
+//! Both backends share one algorithm and one launch path: kernel bodies live in
+//! `shaders/cuda/*.cu` and `shaders/metal/*.metal`, a small per-backend prelude maps
+//! element conversions and warp/SIMD-group reductions, and MLX (`fast::cuda_kernel`,
+//! `fast::metal_kernel`) writes the signatures and compiles each body on first use
+//! per set of template arguments. The kernels serve decode-sized batches: fewer
+//! than [`MAX_PAIRS`] (token, expert) pairs; larger batches go to the reference,
+//! which sorts the pairs by expert and uses MLX's GEMM.
+//!
+//! The kernels take affine 4- and 8-bit weights with group sizes 32, 64 and 128 and
+//! activations (and scales) in f32, f16 or bf16. Per-op roundings of the reference
+//! are reproduced (see each body's header comment), so outputs differ from the
+//! reference only by the order of fp32 accumulations.
+
+use std::sync::OnceLock;
+
+use mlx::kernel::{CustomKernel, KernelBackend, KernelLaunch, KernelSource, TemplateArg};
+use mlx::quantization::{QuantMode, QuantizedWeight};
+use mlx::{ops, Array, Device, DeviceType, Dtype, Error, Result, StreamOrDevice};
+
+use crate::contract::Support;
+use crate::weight::Weight;
+
+/// The GPU kernels take fewer (token, expert) pairs than this; mlx-lm sorts pairs
+/// by expert from this many on, and so does the reference this falls back to.
+pub const MAX_PAIRS: usize = crate::expert_swiglu::SORT_THRESHOLD;
+
+/// The router kernel takes up to this many experts (one warp holds 16 a lane).
+pub const MAX_ROUTER_EXPERTS: i32 = 512;
+
+/// Whether [`crate::moe_gate::FusedRouter`] uses the GPU router kernel. The kernel
+/// breaks ties between equal gates towards the higher expert index; MLX's CUDA
+/// argpartition (a radix select) places tied elements in an order that
+/// `tests/cuda_vs_reference.rs` probes. Until that order is established the fused
+/// router keeps the reference on GPUs, and the kernel is reachable through
+/// [`route`] (the MoE benchmark times both).
+pub const ROUTER_TIES_MATCH: bool = false;
+
+/// The router kernel takes up to this many experts per token.
+pub const MAX_ROUTER_K: i32 = 16;
+
+struct Sources {
+    prelude: &'static str,
+    swiglu: &'static str,
+    down: &'static str,
+    gate: &'static str,
+}
+
+const CUDA: Sources = Sources {
+    prelude: include_str!("../../shaders/cuda/prelude.cuh"),
+    swiglu: include_str!("../../shaders/cuda/expert_swiglu.cu"),
+    down: include_str!("../../shaders/cuda/down_combine.cu"),
+    gate: include_str!("../../shaders/cuda/moe_gate.cu"),
+};
+
+const METAL: Sources = Sources {
+    prelude: include_str!("../../shaders/metal/prelude.h"),
+    swiglu: include_str!("../../shaders/metal/expert_swiglu.metal"),
+    down: include_str!("../../shaders/metal/down_combine.metal"),
+    gate: include_str!("../../shaders/metal/moe_gate.metal"),
+};
+
+fn sources(b: KernelBackend) -> &'static Sources {
+    match b {
+        KernelBackend::Cuda => &CUDA,
+        KernelBackend::Metal => &METAL,
+    }
+}
+
+/// The GPU kernel backend that serves `device`, if any: CUDA when MLX runs its CUDA
+/// backend, Metal when it runs Metal, none for the CPU.
+pub fn backend_for(device: Device) -> Option<KernelBackend> {
+    static BACKEND: OnceLock<Option<KernelBackend>> = OnceLock::new();
+    if device.kind != DeviceType::Gpu {
+        return None;
+    }
+    *BACKEND.get_or_init(|| {
+        if mlx::cuda_is_available().unwrap_or(false) {
+            Some(KernelBackend::Cuda)
+        } else if mlx::metal_is_available().unwrap_or(false) {
+            Some(KernelBackend::Metal)
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether the GPU kernels take `w` (an expert stack or plain linear weight).
+pub fn weight_support(w: &Weight) -> Support {
+    let q = match w {
+        Weight::Float(_) => {
+            return Support::No("float weights (the GPU kernels take affine 4/8-bit)".into())
+        }
+        Weight::Quantized(q) => q,
+    };
+    if q.spec.mode != QuantMode::Affine {
+        return Support::No(format!(
+            "{} quantization (the GPU kernels take affine)",
+            q.spec.mode.as_str()
+        ));
+    }
+    if !matches!(q.spec.bits, 4 | 8) {
+        return Support::No(format!(
+            "{}-bit weights (the GPU kernels take 4 and 8)",
+            q.spec.bits
+        ));
+    }
+    if !matches!(q.spec.group_size, 32 | 64 | 128) {
+        return Support::No(format!(
+            "group size {} (the GPU kernels take 32, 64 and 128)",
+            q.spec.group_size
+        ));
+    }
+    let Some(b) = &q.biases else {
+        return Support::No("affine weight without biases".into());
+    };
+    let dt = q.scales.dtype();
+    if !matches!(dt, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16) || b.dtype() != dt {
+        return Support::No(format!(
+            "scales {:?} / biases {:?} (the GPU kernels take one of f32, f16, bf16)",
+            dt,
+            b.dtype()
+        ));
+    }
+    Support::Yes
+}
+
+type Slot = OnceLock<std::result::Result<CustomKernel, String>>;
+
+/// One kernel object per op and backend; MLX caches the compiled variants (one per
+/// set of template arguments) inside it.
+fn kernel(
+    slot: &'static Slot,
+    backend: KernelBackend,
+    name: &'static str,
+    inputs: &'static [&'static str],
+    outputs: &'static [&'static str],
+    body: &'static str,
+) -> Result<&'static CustomKernel> {
+    slot.get_or_init(|| {
+        CustomKernel::new(
+            backend,
+            &KernelSource {
+                name,
+                input_names: inputs,
+                output_names: outputs,
+                source: body,
+                header: sources(backend).prelude,
+                ensure_row_contiguous: true,
+                atomic_outputs: false,
+                shared_memory: 0,
+            },
+        )
+        .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| Error::invalid(name, e.clone()))
+}
+
+fn slot_index(b: KernelBackend) -> usize {
+    match b {
+        KernelBackend::Cuda => 0,
+        KernelBackend::Metal => 1,
+    }
+}
+
+/// Lanes that share one weight row: enough to give each lane about three 128-bit
+/// words of the row, a power of two up to a whole warp (SIMD group).
+fn lanes_per_row(words: i32) -> i32 {
+    let want = (words + 2) / 3;
+    let mut l = 1;
+    while l < want && l < 32 {
+        l *= 2;
+    }
+    l
+}
+
+/// Threads for `warps` warps, and a threadgroup of up to 256 threads.
+fn launch_dims(warps: i64) -> Result<([i32; 3], [i32; 3])> {
+    let threads = i32::try_from(warps.max(1) * 32)
+        .map_err(|_| Error::invalid("gpu", "launch larger than 2^31 threads"))?;
+    Ok(([threads, 1, 1], [threads.min(256), 1, 1]))
+}
+
+/// The sizes that change between calls, as a small uint32 input: compile-time
+/// constants would compile one variant per batch size.
+fn dims_array(v: &[i32]) -> Result<Array> {
+    let v: Vec<u32> = v.iter().map(|&d| d as u32).collect();
+    Array::from_slice(&v, &[v.len() as i32])
+}
+
+fn quantized<'a>(op: &'static str, w: &'a Weight) -> Result<&'a QuantizedWeight> {
+    match (w, weight_support(w)) {
+        (Weight::Quantized(q), Support::Yes) => Ok(q),
+        (_, Support::No(why)) => Err(Error::invalid(op, why)),
+        (Weight::Float(_), Support::Yes) => Err(Error::invalid(op, "float weight")),
+    }
+}
+
+fn biases<'a>(op: &'static str, q: &'a QuantizedWeight) -> Result<&'a Array> {
+    q.biases
+        .as_ref()
+        .ok_or_else(|| Error::invalid(op, "affine weight without biases"))
+}
+
+/// `h = silu(x @ gate[e].T) * (x @ up[e].T)` for every (token, expert) pair:
+/// `x` is `[..., hidden]`, `indices` `[..., k]` uint32; returns `[..., k, inter]`.
+///
+/// # Errors
+/// On weights the kernels do not take ([`weight_support`]), a dtype mismatch, or
+/// when MLX fails to build or queue the kernel.
+pub fn expert_swiglu(
+    backend: KernelBackend,
+    x: &Array,
+    indices: &Array,
+    gate: &Weight,
+    up: &Weight,
+    s: StreamOrDevice,
+) -> Result<Array> {
+    static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
+    const OP: &str = "expert_swiglu";
+    let (g, u) = (quantized(OP, gate)?, quantized(OP, up)?);
+    if g.spec != u.spec || g.scales.dtype() != u.scales.dtype() {
+        return Err(Error::invalid(
+            OP,
+            "gate and up projections differ in layout",
+        ));
+    }
+    let dtype = x.dtype();
+    if g.scales.dtype() != dtype {
+        return Err(Error::invalid(OP, "activations and scales differ in dtype"));
+    }
+    let hidden = gate.in_features();
+    let inter = gate.out_features();
+    let experts = gate.experts();
+    let k = *indices.shape().last().unwrap_or(&1);
+    let pairs = indices.size() as i32;
+    let bits = g.spec.bits;
+    let kern = kernel(
+        &SLOTS[slot_index(backend)],
+        backend,
+        "zmlx_expert_swiglu",
+        &[
+            "x_in",
+            "expert_ids",
+            "dims_in",
+            "w_gate",
+            "s_gate",
+            "b_gate",
+            "w_up",
+            "s_up",
+            "b_up",
+        ],
+        &["h_out"],
+        sources(backend).swiglu,
+    )?;
+    let lpr = lanes_per_row(hidden * bits / 128);
+    let rows = i64::from(pairs) * i64::from(inter);
+    let (grid, tg) = launch_dims((rows + i64::from(32 / lpr) - 1) / i64::from(32 / lpr))?;
+    let x2 = ops::reshape(x, &[-1, hidden], s)?;
+    let ids = ops::reshape(indices, &[pairs], s)?;
+    let (gb, ub) = (biases(OP, g)?, biases(OP, u)?);
+    let dims = dims_array(&[pairs, k, experts])?;
+    let out = kern.call(
+        &KernelLaunch {
+            inputs: &[
+                &x2, &ids, &dims, &g.weight, &g.scales, gb, &u.weight, &u.scales, ub,
+            ],
+            outputs: &[(&[pairs, inter], dtype)],
+            grid,
+            threadgroup: tg,
+            template_args: &[
+                ("T", TemplateArg::Dtype(dtype)),
+                ("BITS", TemplateArg::Int(bits)),
+                ("GROUP", TemplateArg::Int(g.spec.group_size)),
+                ("HID", TemplateArg::Int(hidden)),
+                ("INTER", TemplateArg::Int(inter)),
+                ("LPR", TemplateArg::Int(lpr)),
+            ],
+            init_value: None,
+            verbose: false,
+        },
+        s,
+    )?;
+    let mut shape = indices.shape().to_vec();
+    shape.push(inter);
+    ops::reshape(&out[0], &shape, s)
+}
+
+/// `y[t] = sum_j scores[t, j] * (h[t, j] @ down[e(t, j)].T)`: `h` is
+/// `[..., k, inter]` in routing order, `indices` and `scores` `[..., k]`; returns
+/// `[..., hidden]` in the activation dtype.
+///
+/// # Errors
+/// As [`expert_swiglu`].
+pub fn down_combine(
+    backend: KernelBackend,
+    h: &Array,
+    indices: &Array,
+    scores: &Array,
+    down: &Weight,
+    s: StreamOrDevice,
+) -> Result<Array> {
+    static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
+    const OP: &str = "down_combine";
+    let d = quantized(OP, down)?;
+    let dtype = h.dtype();
+    if d.scales.dtype() != dtype || scores.dtype() != dtype {
+        return Err(Error::invalid(
+            OP,
+            "activations, scores and scales differ in dtype",
+        ));
+    }
+    let hidden = down.out_features();
+    let inter = down.in_features();
+    let experts = down.experts();
+    let k = *indices.shape().last().unwrap_or(&1);
+    let pairs = indices.size() as i32;
+    let ntok = pairs / k.max(1);
+    let bits = d.spec.bits;
+    let kern = kernel(
+        &SLOTS[slot_index(backend)],
+        backend,
+        "zmlx_down_combine",
+        &[
+            "h_in",
+            "expert_ids",
+            "dims_in",
+            "gate_scores",
+            "w_down",
+            "s_down",
+            "b_down",
+        ],
+        &["y_out"],
+        sources(backend).down,
+    )?;
+    let lpr = lanes_per_row(inter * bits / 128);
+    let (grid, tg) = launch_dims(i64::from(ntok) * i64::from(hidden))?;
+    let h2 = ops::reshape(h, &[pairs, inter], s)?;
+    let ids = ops::reshape(indices, &[pairs], s)?;
+    let sc = ops::reshape(scores, &[pairs], s)?;
+    let dims = dims_array(&[ntok, k, experts])?;
+    let out = kern.call(
+        &KernelLaunch {
+            inputs: &[&h2, &ids, &dims, &sc, &d.weight, &d.scales, biases(OP, d)?],
+            outputs: &[(&[ntok, hidden], dtype)],
+            grid,
+            threadgroup: tg,
+            template_args: &[
+                ("T", TemplateArg::Dtype(dtype)),
+                ("BITS", TemplateArg::Int(bits)),
+                ("GROUP", TemplateArg::Int(d.spec.group_size)),
+                ("HID", TemplateArg::Int(hidden)),
+                ("INTER", TemplateArg::Int(inter)),
+                ("LPR", TemplateArg::Int(lpr)),
+            ],
+            init_value: None,
+            verbose: false,
+        },
+        s,
+    )?;
+    let mut shape = indices.shape()[..indices.ndim() - 1].to_vec();
+    shape.push(hidden);
+    ops::reshape(&out[0], &shape, s)
+}
+
+/// Softmax (precise) over the experts, top-`k`, optional renormalisation: `logits`
+/// is `[..., experts]`; returns indices (uint32) and scores, `[..., k]`, experts in
+/// descending gate order.
+///
+/// # Errors
+/// On more than [`MAX_ROUTER_EXPERTS`] experts or [`MAX_ROUTER_K`] per token, a
+/// non-float dtype, or when MLX fails.
+pub fn route(
+    backend: KernelBackend,
+    logits: &Array,
+    k: i32,
+    normalize: bool,
+    s: StreamOrDevice,
+) -> Result<(Array, Array)> {
+    static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
+    const OP: &str = "moe_gate";
+    let experts = logits.shape().last().copied().unwrap_or(0);
+    let dtype = logits.dtype();
+    if experts > MAX_ROUTER_EXPERTS || k > MAX_ROUTER_K || k < 1 || k > experts {
+        return Err(Error::invalid(
+            OP,
+            format!("{experts} experts, top-{k} (the kernel takes up to 512 and 16)"),
+        ));
+    }
+    if !matches!(dtype, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16) {
+        return Err(Error::invalid(OP, format!("logits of dtype {dtype:?}")));
+    }
+    let ntok = (logits.size() / experts as usize) as i32;
+    let kern = kernel(
+        &SLOTS[slot_index(backend)],
+        backend,
+        "zmlx_moe_gate",
+        &["logits_in", "dims_in"],
+        &["ids_out", "scores_out"],
+        sources(backend).gate,
+    )?;
+    let (grid, tg) = launch_dims(i64::from(ntok))?;
+    let l2 = ops::reshape(logits, &[ntok, experts], s)?;
+    let dims = dims_array(&[ntok])?;
+    let out = kern.call(
+        &KernelLaunch {
+            inputs: &[&l2, &dims],
+            outputs: &[(&[ntok, k], Dtype::Uint32), (&[ntok, k], dtype)],
+            grid,
+            threadgroup: tg,
+            template_args: &[
+                ("T", TemplateArg::Dtype(dtype)),
+                ("EXPERTS", TemplateArg::Int(experts)),
+                ("TOPK", TemplateArg::Int(k)),
+                ("EPL", TemplateArg::Int((experts + 31) / 32)),
+                ("NORM", TemplateArg::Bool(normalize)),
+            ],
+            init_value: None,
+            verbose: false,
+        },
+        s,
+    )?;
+    let mut shape = logits.shape().to_vec();
+    *shape.last_mut().expect("logits have an expert axis") = k;
+    let mut it = out.into_iter();
+    let ids = it.next().expect("two outputs");
+    let scores = it.next().expect("two outputs");
+    Ok((
+        ops::reshape(&ids, &shape, s)?,
+        ops::reshape(&scores, &shape, s)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lanes_per_row;
+
+    #[test]
+    fn lanes_cover_rows_with_a_few_words_each() {
+        // Qwen3-30B-A3B: gate/up rows of 2048 4-bit values = 64 words, down rows of
+        // 768 = 24 words.
+        assert_eq!(lanes_per_row(64), 32);
+        assert_eq!(lanes_per_row(24), 8);
+        assert_eq!(lanes_per_row(48), 16);
+        assert_eq!(lanes_per_row(3), 1);
+        assert_eq!(lanes_per_row(1000), 32);
+    }
+}
