@@ -18,10 +18,10 @@ fn check(format: WeightFormat, seed: u64, expect_experts: bool) {
     let baseline = Qwen3Moe::load(&dir, mlx::Device::cpu().into()).unwrap();
     let mut patched = baseline.clone();
     let report = patch(&mut patched, &PatchOptions::default()).unwrap();
-    let patched = report.patched_slots();
-    assert!(patched.contains(&"router"), "{report}");
+    let slots = report.patched_slots();
+    assert!(slots.contains(&"router"), "{report}");
     for slot in ["expert_swiglu", "down_combine", "linear"] {
-        assert_eq!(patched.contains(&slot), expect_experts, "{slot}: {report}");
+        assert_eq!(slots.contains(&slot), expect_experts, "{slot}: {report}");
     }
     let prompts: Vec<Vec<u32>> = DEFAULT_PROMPTS.iter().map(|p| p.to_vec()).collect();
     let f = compare(&baseline, &patched, &prompts, TOKENS).unwrap();
