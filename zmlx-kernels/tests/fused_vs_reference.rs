@@ -98,6 +98,7 @@ fn strided(seed: u64, rows: i32, cols: i32, dtype: Dtype, how: u8) -> Array {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_linear(seed: u64, dtype: Dtype, bits: i32, gs: i32, m: i32, n: i32, k: i32, how: u8) {
     let w = qweight(seed, &[n, k], dtype, bits, gs);
     let x = strided(seed + 1, m, k, dtype, how);

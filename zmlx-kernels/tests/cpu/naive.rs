@@ -76,6 +76,9 @@ pub mod mlx {
 
     /// MLX's CPU `exp`: `2^i * P(f)`, `i = floor(x * 1.442695 + 0.5)` (the `+ 0.5` in
     /// f64), `P` a degree-6 polynomial evaluated with FMAs; inf above 88, 0 below -88.
+    // The decimal constants as published with the algorithm (Cephes/fastermath): the
+    // kernel spells them as f32 bit patterns, so the two are written independently.
+    #[allow(clippy::approx_constant, clippy::excessive_precision)]
     pub fn exp(x: f32) -> f32 {
         let y = x * 1.442_695_f32;
         let i = (f64::from(y) + 0.5).floor();
