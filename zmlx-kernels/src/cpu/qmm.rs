@@ -64,7 +64,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
     let level = current_level();
     let out = SharedOut::new(y);
     if let Typed::Quant(qv) = &tw {
-        let prep = Prepared::new(x, m, k, None);
+        let prep = Prepared::new(x, m, k);
         let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
         let chunk = task_size(n, 16, 16);
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
@@ -77,7 +77,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
         return Ok(());
     }
     if m < TILE_MIN_ROWS {
-        let prep = Prepared::new(x, m, k, tw.spec());
+        let prep = Prepared::new(x, m, k);
         let chunk = task_size(n, 16, 1);
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
             for row in c * chunk..n.min((c + 1) * chunk) {
@@ -90,7 +90,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
             }
         });
     } else {
-        let prep = Prepared::new(x, m, k, None);
+        let prep = Prepared::new(x, m, k);
         let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
         let tr = tile_rows(k);
         let chunk = task_size(n, tr, tr);
