@@ -1,17 +1,28 @@
 //! Router gating: which experts each token goes to, and with what weight.
 //!
-//! The reference follows mlx-lm exactly. For softmax routing (Qwen3-MoE, OLMoE,
-//! Qwen2-MoE): `softmax(logits, precise)`, `argpartition(-k)` and the last `k`
-//! indices, `take_along_axis`, optional renormalisation by the sum. The order of the
-//! `k` experts of a token is whatever `argpartition` gives (unspecified); everything
-//! downstream is a sum over them, so implementations may order them differently.
+//! The reference follows mlx-lm exactly:
+//! - [`RouterSpec::SoftmaxTopK`] (Qwen3-MoE, OLMoE, Qwen2-MoE): `softmax(logits,
+//!   precise)`, `argpartition(-k)` and the last `k` indices, `take_along_axis`,
+//!   optional renormalisation by the sum;
+//! - [`RouterSpec::TopKSoftmax`] (Mixtral, GPT-OSS): `argpartition(-logits, k-1)` and
+//!   the first `k` indices, `take_along_axis`, `softmax(precise)` over the k;
+//! - [`RouterSpec::SigmoidGroupTopK`] (DeepSeek-V3, GLM-4.x-MoE, LFM2-MoE): in f32,
+//!   `sigmoid`, plus the correction bias for selection only, optional group-limited
+//!   selection (groups scored by the sum of their top-2, the `n_group - topk_group`
+//!   lowest zeroed), top-k, weights from the unbiased sigmoid, optional
+//!   renormalisation, times the routed scaling factor.
+//!
+//! Ties: MLX's CPU `argpartition` orders values by (value, index), so among equal
+//! gates softmax routing selects the higher expert index and top-k-on-negated-logits
+//! routing the lower one. The order of a token's `k` experts is argpartition's; the
+//! downstream sums run in that order, so a bit-exact implementation keeps it.
 
 use mlx::{ops, Array, Dtype, Error, Result, StreamOrDevice};
 
 use crate::contract::{RouterOp, Support};
 
 /// How a model family routes tokens to experts.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum RouterSpec {
     /// softmax over all experts, top-k, optional renormalisation (Qwen3-MoE).
     SoftmaxTopK {
@@ -20,15 +31,108 @@ pub enum RouterSpec {
         /// Divide the k weights by their sum.
         normalize: bool,
     },
+    /// top-k of the logits, softmax over the k (Mixtral, GPT-OSS).
+    TopKSoftmax {
+        /// Experts per token.
+        k: i32,
+    },
+    /// sigmoid scores with a selection bias and group-limited top-k (DeepSeek-V3).
+    SigmoidGroupTopK {
+        /// Experts per token.
+        k: i32,
+        /// Expert groups (1: no group limit).
+        n_group: i32,
+        /// Groups kept per token.
+        topk_group: i32,
+        /// Divide the k weights by their sum (when k > 1).
+        normalize: bool,
+        /// Multiplies the weights.
+        routed_scaling_factor: f32,
+        /// The selection-only correction bias, `[experts]` (f32).
+        correction_bias: Option<Array>,
+    },
 }
 
 impl RouterSpec {
     /// Experts per token.
     pub fn k(&self) -> i32 {
         match self {
-            RouterSpec::SoftmaxTopK { k, .. } => *k,
+            RouterSpec::SoftmaxTopK { k, .. }
+            | RouterSpec::TopKSoftmax { k }
+            | RouterSpec::SigmoidGroupTopK { k, .. } => *k,
         }
     }
+}
+
+/// The last `n` entries of the last axis of `a` (`from_end`) or its first `n`.
+fn last_axis_part(a: &Array, n: i32, from_end: bool, s: StreamOrDevice) -> Result<Array> {
+    let nd = a.ndim();
+    let len = a.shape()[nd - 1];
+    let mut start = vec![0; nd];
+    let mut stop = a.shape().to_vec();
+    if from_end {
+        start[nd - 1] = len - n;
+    } else {
+        stop[nd - 1] = n;
+    }
+    ops::slice(a, &start, &stop, &vec![1; nd], s)
+}
+
+/// mlx-lm's `group_expert_select` (DeepSeek-V3).
+#[allow(clippy::too_many_arguments)]
+fn sigmoid_group_top_k(
+    logits: &Array,
+    experts: i32,
+    k: i32,
+    n_group: i32,
+    topk_group: i32,
+    normalize: bool,
+    scale: f32,
+    bias: Option<&Array>,
+    s: StreamOrDevice,
+) -> Result<Routing> {
+    if n_group < 1 || experts % n_group != 0 || topk_group < 1 || topk_group > n_group {
+        return Err(Error::invalid(
+            "moe_gate",
+            format!("n_group = {n_group} must divide {experts} experts and 1 <= topk_group = {topk_group} <= n_group"),
+        ));
+    }
+    let orig = ops::sigmoid(&ops::astype(logits, Dtype::Float32, s)?, s)?;
+    let mut scores = match bias {
+        Some(b) => ops::add(&orig, b, s)?,
+        None => orig.clone(),
+    };
+    if n_group > 1 {
+        let mut grouped_shape = scores.shape()[..scores.ndim() - 1].to_vec();
+        grouped_shape.extend([n_group, experts / n_group]);
+        let grouped = ops::reshape(&scores, &grouped_shape, s)?;
+        let group_scores = ops::sum(&ops::topk(&grouped, 2, -1, s)?, &[-1], true, s)?;
+        let drop = n_group - topk_group;
+        if drop > 0 {
+            let part = ops::argpartition(&group_scores, drop - 1, -2, s)?;
+            let nd = part.ndim();
+            let mut stop = part.shape().to_vec();
+            stop[nd - 2] = drop;
+            let group_idx =
+                ops::stop_gradient(&ops::slice(&part, &vec![0; nd], &stop, &vec![1; nd], s)?, s)?;
+            let zeros = ops::zeros(group_idx.shape(), Dtype::Float32, s)?;
+            let grouped = ops::put_along_axis(&grouped, &group_idx, &zeros, -2, s)?;
+            scores = ops::flatten(&grouped, -2, -1, s)?;
+        } else {
+            scores = ops::flatten(&grouped, -2, -1, s)?;
+        }
+    }
+    let part = ops::argpartition(&ops::negative(&scores, s)?, k - 1, -1, s)?;
+    let inds = ops::stop_gradient(&last_axis_part(&part, k, false, s)?, s)?;
+    let mut w = ops::take_along_axis(&orig, &inds, -1, s)?;
+    if k > 1 && normalize {
+        w = ops::divide(&w, &ops::sum(&w, &[-1], true, s)?, s)?;
+    }
+    let w = ops::multiply(&w, &Array::scalar_as(scale as f64, Dtype::Float32)?, s)?;
+    Ok(Routing {
+        indices: inds,
+        scores: w,
+    })
 }
 
 /// The routing of a batch of tokens.
@@ -75,15 +179,37 @@ impl RouterOp for ReferenceRouter {
     fn route(&self, logits: &Array, spec: &RouterSpec, s: StreamOrDevice) -> Result<Routing> {
         let experts = check_router_args(logits, spec)?;
         match *spec {
+            RouterSpec::TopKSoftmax { k } => {
+                let part = ops::argpartition(&ops::negative(logits, s)?, k - 1, -1, s)?;
+                let inds = ops::stop_gradient(&last_axis_part(&part, k, false, s)?, s)?;
+                let picked = ops::take_along_axis(logits, &inds, -1, s)?;
+                Ok(Routing {
+                    indices: inds,
+                    scores: ops::softmax(&picked, &[-1], true, s)?,
+                })
+            }
+            RouterSpec::SigmoidGroupTopK {
+                k,
+                n_group,
+                topk_group,
+                normalize,
+                routed_scaling_factor,
+                ref correction_bias,
+            } => sigmoid_group_top_k(
+                logits,
+                experts,
+                k,
+                n_group,
+                topk_group,
+                normalize,
+                routed_scaling_factor,
+                correction_bias.as_ref(),
+                s,
+            ),
             RouterSpec::SoftmaxTopK { k, normalize } => {
                 let gates = ops::softmax(logits, &[-1], true, s)?;
                 let part = ops::argpartition(&gates, -k, -1, s)?;
-                let nd = part.ndim();
-                let mut start = vec![0; nd];
-                start[nd - 1] = experts - k;
-                let stop = part.shape().to_vec();
-                let inds = ops::slice(&part, &start, &stop, &vec![1; nd], s)?;
-                let inds = ops::stop_gradient(&inds, s)?;
+                let inds = ops::stop_gradient(&last_axis_part(&part, k, true, s)?, s)?;
                 let mut scores = ops::take_along_axis(&gates, &inds, -1, s)?;
                 if normalize {
                     let total = ops::sum(&scores, &[-1], true, s)?;
@@ -153,6 +279,11 @@ impl RouterOp for FusedRouter {
     }
 
     fn supports(&self, spec: &RouterSpec, experts: i32, device: mlx::Device) -> Support {
+        if !matches!(spec, RouterSpec::SoftmaxTopK { .. }) {
+            // The CPU kernel has these rules (cpu::Gating) but returns the k sorted, not
+            // in argpartition's order, which the downstream sums depend on bit for bit.
+            return Support::No("only softmax top-k routing is fused so far".into());
+        }
         if device.kind != mlx::DeviceType::Cpu {
             if crate::gpu::backend_for(device).is_none() {
                 return Support::No("no fused kernel for this GPU backend".into());
@@ -183,7 +314,9 @@ impl RouterOp for FusedRouter {
         if !self.supports(spec, experts, s.device()?).is_yes() || logits.dtype() == Dtype::Float64 {
             return ReferenceRouter.route(logits, spec, s);
         }
-        let RouterSpec::SoftmaxTopK { k, normalize } = *spec;
+        let RouterSpec::SoftmaxTopK { k, normalize } = *spec else {
+            return ReferenceRouter.route(logits, spec, s);
+        };
         if let Some(backend) = crate::gpu::backend_for(s.device()?) {
             let (indices, scores) = crate::gpu::route(backend, logits, k, normalize, s)?;
             return Ok(Routing { indices, scores });
