@@ -86,7 +86,13 @@ fn svg(rows: &[Row]) -> String {
             Some(x) => format!("{x:.1}x, fidelity {}", r.verdict),
             None => format!("fidelity {} (no speedup claimed)", r.verdict),
         };
-        let _ = writeln!(s, r##"<text x="10" y="{}">{}</text><text x="10" y="{}" fill="#555">{note}</text>"##, y + 13.0, r.label, y + 2.0 * bar_h + 2.0);
+        let _ = writeln!(
+            s,
+            r##"<text x="10" y="{}">{}</text><text x="10" y="{}" fill="#555">{note}</text>"##,
+            y + 13.0,
+            r.label,
+            y + 2.0 * bar_h + 2.0
+        );
         for (j, (v, color)) in [(r.baseline, "#999"), (r.patched, "#2a6fdb")]
             .iter()
             .enumerate()
