@@ -56,7 +56,12 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn qw(shape: &[i32], spec: QuantSpec, seed: u64, s: StreamOrDevice) -> mlx::Result<QuantizedWeight> {
+fn qw(
+    shape: &[i32],
+    spec: QuantSpec,
+    seed: u64,
+    s: StreamOrDevice,
+) -> mlx::Result<QuantizedWeight> {
     let key = random::key(seed)?;
     let w = random::normal(shape, Dtype::Bfloat16, 0.0, 0.02, Some(&key), s)?;
     let q = quantize(&w, spec, s)?;
@@ -104,7 +109,13 @@ fn block(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Arr
     Ok(y)
 }
 
-fn chain(layers: &[Layer], n: usize, x0: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Array> {
+fn chain(
+    layers: &[Layer],
+    n: usize,
+    x0: &Array,
+    v: Variant,
+    s: StreamOrDevice,
+) -> mlx::Result<Array> {
     let mut x = x0.clone();
     for i in 0..n {
         let y = block(&layers[i % layers.len()], &x, v, s)?;
@@ -170,14 +181,19 @@ fn main() -> mlx::Result<()> {
         let maxr = rv.iter().fold(0f32, |m, x| m.max(x.abs()));
         println!(
             "one block, {}: max |fused - reference| = {maxd:.3e} (max |reference| = {maxr:.3e})",
-            if v == Variant::Fused { "fused" } else { "fused+router" }
+            if v == Variant::Fused {
+                "fused"
+            } else {
+                "fused+router"
+            }
         );
     }
 
     // Bytes one block reads (per token the k experts; tokens may share experts,
     // so this is the floor for distinct experts = tokens * k, capped at E).
     let active = (tokens * TOPK).min(EXPERTS) as f64;
-    let packed = |rows: i32, cols: i32, bits: i32| (rows as f64) * (cols as f64) * bits as f64 / 8.0;
+    let packed =
+        |rows: i32, cols: i32, bits: i32| (rows as f64) * (cols as f64) * bits as f64 / 8.0;
     let groups = |rows: i32, cols: i32| (rows as f64) * (cols as f64) / 64.0 * 2.0 * 2.0;
     let expert_bytes = 3.0 * (packed(INTER, HIDDEN, 4) + groups(INTER, HIDDEN));
     let router_bytes = packed(EXPERTS, HIDDEN, 8) + groups(EXPERTS, HIDDEN);
@@ -221,6 +237,46 @@ fn main() -> mlx::Result<()> {
             floor_us / c
         );
         results.push((label, c));
+    }
+    // The two expert kernels alone on a fixed routing (no router, no residual):
+    // how much of a fused block is kernel time rather than per-op overhead.
+    {
+        let spec = RouterSpec::SoftmaxTopK {
+            k: TOPK,
+            normalize: true,
+        };
+        let routings: Vec<Routing> = layers
+            .iter()
+            .map(|l| ReferenceRouter.route(&quantized_matmul(&x0, &l.router, true, s)?, &spec, s))
+            .collect::<mlx::Result<_>>()?;
+        for r in &routings {
+            mlx::transforms::eval(&[&r.indices, &r.scores])?;
+        }
+        let mut times = Vec::with_capacity(iters);
+        for it in 0..iters + 3 {
+            let t = Instant::now();
+            let mut outs = Vec::with_capacity(n_layers);
+            for i in 0..n_layers {
+                let l = &layers[i % layers.len()];
+                let r = &routings[i % layers.len()];
+                let h = FusedExpertSwiGlu.forward(&x0, &l.gate, &l.up, r, s)?;
+                let input = DownCombineInput {
+                    hidden: &h,
+                    down: &l.down,
+                    routing: r,
+                };
+                outs.push(FusedDownCombine.forward(&input, s)?);
+            }
+            mlx::transforms::eval(&outs.iter().collect::<Vec<_>>())?;
+            mlx::synchronize()?;
+            if it >= 3 {
+                times.push(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64);
+            }
+        }
+        println!(
+            "swiglu+down kernels only: {:8.1} us per block ({n_layers} per eval, median of {iters})",
+            median(&mut times)
+        );
     }
     let r = results[0].1;
     for (label, c) in &results[1..] {

@@ -186,7 +186,10 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
             if crate::gpu::backend_for(device).is_none() {
                 return Support::No("no fused kernel for this GPU backend".into());
             }
-            return match (crate::gpu::weight_support(gate), crate::gpu::weight_support(up)) {
+            return match (
+                crate::gpu::weight_support(gate),
+                crate::gpu::weight_support(up),
+            ) {
                 (Support::Yes, Support::Yes) if gate.quant() == up.quant() => Support::Yes,
                 (Support::Yes, Support::Yes) => {
                     Support::No("gate and up projections differ in layout".into())
@@ -234,8 +237,8 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
             }
             let h = crate::gpu::expert_swiglu(backend, x, &routing.indices, gate, up, s)?;
             return Ok(ExpertHidden {
-                // The reference layout: [..., k, 1, inter] in routing order.
-                h: ops::expand_dims(&h, &[-2], s)?,
+                // Already the reference layout: [..., k, 1, inter] in routing order.
+                h,
                 idx: routing.indices.clone(),
                 inv_order: None,
                 indices_shape: routing.indices.shape().to_vec(),

@@ -14,7 +14,8 @@
 //! are reproduced (see each body's header comment), so outputs differ from the
 //! reference only by the order of fp32 accumulations.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use mlx::kernel::{CustomKernel, KernelBackend, KernelLaunch, KernelSource, TemplateArg};
 use mlx::quantization::{QuantMode, QuantizedWeight};
@@ -31,12 +32,13 @@ pub const MAX_PAIRS: usize = crate::expert_swiglu::SORT_THRESHOLD;
 pub const MAX_ROUTER_EXPERTS: i32 = 512;
 
 /// Whether [`crate::moe_gate::FusedRouter`] uses the GPU router kernel. The kernel
-/// breaks ties between equal gates towards the higher expert index; MLX's CUDA
-/// argpartition (a radix select) places tied elements in an order that
-/// `tests/cuda_vs_reference.rs` probes. Until that order is established the fused
-/// router keeps the reference on GPUs, and the kernel is reachable through
-/// [`route`] (the MoE benchmark times both).
-pub const ROUTER_TIES_MATCH: bool = false;
+/// breaks ties between equal gates towards the higher expert index. MLX's CUDA
+/// argpartition (a radix select) gave the same expert sets on every token probed by
+/// `tests/cuda_vs_reference.rs` on an H100 (MLX 0.32.4): 528 tokens, 120 of them
+/// with tied gates at the top-k boundary, and the same sets run to run (see
+/// notes/cuda-kernels.md). That is evidence, not a proof from MLX's source; set this
+/// to `false` to keep the reference router on GPUs.
+pub const ROUTER_TIES_MATCH: bool = true;
 
 /// The router kernel takes up to this many experts per token.
 pub const MAX_ROUTER_K: i32 = 16;
@@ -184,11 +186,24 @@ fn launch_dims(warps: i64) -> Result<([i32; 3], [i32; 3])> {
     Ok(([threads, 1, 1], [threads.min(256), 1, 1]))
 }
 
-/// The sizes that change between calls, as a small uint32 input: compile-time
-/// constants would compile one variant per batch size.
+/// The sizes that change between calls, as a small uint32 input (compile-time
+/// constants would compile one variant per batch size). Each distinct tuple is
+/// made and evaluated once and kept: a fresh host array per call costs an upload
+/// (and on unified memory a page migration) every decode step.
 fn dims_array(v: &[i32]) -> Result<Array> {
+    static CACHE: OnceLock<Mutex<HashMap<Vec<u32>, Array>>> = OnceLock::new();
     let v: Vec<u32> = v.iter().map(|&d| d as u32).collect();
-    Array::from_slice(&v, &[v.len() as i32])
+    let mut cache = CACHE
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(a) = cache.get(&v) {
+        return Ok(a.clone());
+    }
+    let a = Array::from_slice(&v, &[v.len() as i32])?;
+    a.eval()?;
+    cache.insert(v, a.clone());
+    Ok(a)
 }
 
 fn quantized<'a>(op: &'static str, w: &'a Weight) -> Result<&'a QuantizedWeight> {
@@ -206,7 +221,8 @@ fn biases<'a>(op: &'static str, q: &'a QuantizedWeight) -> Result<&'a Array> {
 }
 
 /// `h = silu(x @ gate[e].T) * (x @ up[e].T)` for every (token, expert) pair:
-/// `x` is `[..., hidden]`, `indices` `[..., k]` uint32; returns `[..., k, inter]`.
+/// `x` is `[..., hidden]`, `indices` `[..., k]` uint32; returns `[..., k, 1, inter]`
+/// (the layout the reference hands to the down projection).
 ///
 /// # Errors
 /// On weights the kernels do not take ([`weight_support`]), a dtype mismatch, or
@@ -259,16 +275,17 @@ pub fn expert_swiglu(
     let lpr = lanes_per_row(hidden * bits / 128);
     let rows = i64::from(pairs) * i64::from(inter);
     let (grid, tg) = launch_dims((rows + i64::from(32 / lpr) - 1) / i64::from(32 / lpr))?;
-    let x2 = ops::reshape(x, &[-1, hidden], s)?;
-    let ids = ops::reshape(indices, &[pairs], s)?;
+    // The kernel indexes flat buffers, so no reshapes (each is a graph node).
+    let mut shape = indices.shape().to_vec();
+    shape.extend_from_slice(&[1, inter]);
     let (gb, ub) = (biases(OP, g)?, biases(OP, u)?);
     let dims = dims_array(&[pairs, k, experts])?;
     let out = kern.call(
         &KernelLaunch {
             inputs: &[
-                &x2, &ids, &dims, &g.weight, &g.scales, gb, &u.weight, &u.scales, ub,
+                x, indices, &dims, &g.weight, &g.scales, gb, &u.weight, &u.scales, ub,
             ],
-            outputs: &[(&[pairs, inter], dtype)],
+            outputs: &[(&shape, dtype)],
             grid,
             threadgroup: tg,
             template_args: &[
@@ -284,13 +301,11 @@ pub fn expert_swiglu(
         },
         s,
     )?;
-    let mut shape = indices.shape().to_vec();
-    shape.push(inter);
-    ops::reshape(&out[0], &shape, s)
+    Ok(out.into_iter().next().expect("one output"))
 }
 
 /// `y[t] = sum_j scores[t, j] * (h[t, j] @ down[e(t, j)].T)`: `h` is
-/// `[..., k, inter]` in routing order, `indices` and `scores` `[..., k]`; returns
+/// `[..., k, (1,) inter]` in routing order, `indices` and `scores` `[..., k]`; returns
 /// `[..., hidden]` in the activation dtype.
 ///
 /// # Errors
@@ -338,14 +353,21 @@ pub fn down_combine(
     )?;
     let lpr = lanes_per_row(inter * bits / 128);
     let (grid, tg) = launch_dims(i64::from(ntok) * i64::from(hidden))?;
-    let h2 = ops::reshape(h, &[pairs, inter], s)?;
-    let ids = ops::reshape(indices, &[pairs], s)?;
-    let sc = ops::reshape(scores, &[pairs], s)?;
+    let mut shape = indices.shape()[..indices.ndim() - 1].to_vec();
+    shape.push(hidden);
     let dims = dims_array(&[ntok, k, experts])?;
     let out = kern.call(
         &KernelLaunch {
-            inputs: &[&h2, &ids, &dims, &sc, &d.weight, &d.scales, biases(OP, d)?],
-            outputs: &[(&[ntok, hidden], dtype)],
+            inputs: &[
+                h,
+                indices,
+                &dims,
+                scores,
+                &d.weight,
+                &d.scales,
+                biases(OP, d)?,
+            ],
+            outputs: &[(&shape, dtype)],
             grid,
             threadgroup: tg,
             template_args: &[
@@ -361,9 +383,7 @@ pub fn down_combine(
         },
         s,
     )?;
-    let mut shape = indices.shape()[..indices.ndim() - 1].to_vec();
-    shape.push(hidden);
-    ops::reshape(&out[0], &shape, s)
+    Ok(out.into_iter().next().expect("one output"))
 }
 
 /// Softmax (precise) over the experts, top-`k`, optional renormalisation: `logits`
@@ -384,7 +404,7 @@ pub fn route(
     const OP: &str = "moe_gate";
     let experts = logits.shape().last().copied().unwrap_or(0);
     let dtype = logits.dtype();
-    if experts > MAX_ROUTER_EXPERTS || k > MAX_ROUTER_K || k < 1 || k > experts {
+    if experts > MAX_ROUTER_EXPERTS || !(1..=MAX_ROUTER_K.min(experts)).contains(&k) {
         return Err(Error::invalid(
             OP,
             format!("{experts} experts, top-{k} (the kernel takes up to 512 and 16)"),
@@ -403,12 +423,13 @@ pub fn route(
         sources(backend).gate,
     )?;
     let (grid, tg) = launch_dims(i64::from(ntok))?;
-    let l2 = ops::reshape(logits, &[ntok, experts], s)?;
+    let mut shape = logits.shape().to_vec();
+    *shape.last_mut().expect("logits have an expert axis") = k;
     let dims = dims_array(&[ntok])?;
     let out = kern.call(
         &KernelLaunch {
-            inputs: &[&l2, &dims],
-            outputs: &[(&[ntok, k], Dtype::Uint32), (&[ntok, k], dtype)],
+            inputs: &[logits, &dims],
+            outputs: &[(&shape, Dtype::Uint32), (&shape, dtype)],
             grid,
             threadgroup: tg,
             template_args: &[

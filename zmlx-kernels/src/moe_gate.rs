@@ -226,7 +226,9 @@ impl RouterOp for ReferenceRouter {
 }
 
 /// Fused router gating: on a CPU stream one kernel computes softmax, top-k and the
-/// renormalisation with mlx-lm's roundings ([`crate::cpu::route`]); elsewhere the
+/// renormalisation with mlx-lm's roundings ([`crate::cpu::route`]); on a CUDA (or
+/// Metal, not yet run on Apple silicon) stream one GPU kernel does
+/// ([`crate::gpu::route`], gated by [`crate::gpu::ROUTER_TIES_MATCH`]); elsewhere the
 /// reference.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FusedRouter;

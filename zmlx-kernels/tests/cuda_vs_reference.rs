@@ -7,13 +7,16 @@
 //! the kernels reproduce every rounding of the reference, so the only difference is
 //! the order of fp32 accumulations inside the dot products and the k-sum, which can
 //! flip a rounding of an intermediate by one ulp of that intermediate.
-//! - expert SwiGLU `h`, bf16/f16: 2 units (a flipped rounding of g or u, plus one of
-//!   the output); f32: 64 units (a different fp32 summation order over a few
+//! - expert SwiGLU `h`, bf16/f16: 4 units (a flipped rounding of g, of u and of
+//!   silu(g), each moving h by up to about one ulp of h, plus the output's own
+//!   rounding); f32: 64 units (a different fp32 summation order over a few
 //!   hundred to a few thousand products, no rounding to hide it).
 //! - down + combine `y`, bf16/f16: 4 units (flipped roundings of the k expert
 //!   outputs and products, each at most one ulp of a term no larger than the
 //!   output's scale, plus the final rounding); f32: 64 units.
-//! - router scores: 2 units; expert sets must match except where the reference's
+//! - router scores: 2 units for bf16/f16, 8 for f32 (the exp and the division of
+//!   the softmax may be computed differently from MLX's, e.g. a reciprocal
+//!   multiply, and f32 output has no coarse rounding to hide that); expert sets must match except where the reference's
 //!   gates tie at the top-k boundary (reported separately).
 
 use mlx::quantization::{quantize, QuantSpec, QuantizedWeight};
@@ -50,7 +53,10 @@ fn ok<T>(r: mlx::Result<T>, what: &str) -> T {
 
 fn host(a: &Array) -> Vec<f32> {
     let s = gpu_stream();
-    ok(ok(ops::astype(a, Dtype::Float32, s), "astype").to_vec::<f32>(), "to_vec")
+    ok(
+        ok(ops::astype(a, Dtype::Float32, s), "astype").to_vec::<f32>(),
+        "to_vec",
+    )
 }
 
 fn eps(dt: Dtype) -> f64 {
@@ -89,7 +95,10 @@ fn name(dt: Dtype) -> &'static str {
 fn qweight(shape: &[i32], dt: Dtype, spec: QuantSpec, seed: u64) -> Weight {
     let s = gpu_stream();
     let key = ok(random::key(seed), "key");
-    let w = ok(random::normal(shape, dt, 0.0, 0.05, Some(&key), s), "normal");
+    let w = ok(
+        random::normal(shape, dt, 0.0, 0.05, Some(&key), s),
+        "normal",
+    );
     let q: QuantizedWeight = ok(quantize(&w, spec, s), "quantize");
     Weight::Quantized(q)
 }
@@ -100,19 +109,23 @@ struct Case {
     experts: i32,
 }
 
+/// Every token count (1, 3, 8), k (1, 4, 8, 16) and expert count of `experts`
+/// appears, in combinations rather than the full product: MLX JIT-compiles its own
+/// kernels per shape on CUDA, which makes each new shape cost a compile.
 fn cases(experts: &[i32]) -> Vec<Case> {
     let mut v = Vec::new();
     for &e in experts {
-        for t in [1, 3, 8] {
-            for k in [1, 4, 8, 16] {
-                if k <= e {
-                    v.push(Case {
-                        tokens: t,
-                        k,
-                        experts: e,
-                    });
-                }
-            }
+        let list: &[(i32, i32)] = match e {
+            8 => &[(1, 1), (3, 4), (8, 8)],
+            128 => &[(1, 8), (3, 8), (8, 4), (1, 16)],
+            _ => &[(8, 16), (3, 1), (1, 8)],
+        };
+        for &(t, k) in list {
+            v.push(Case {
+                tokens: t,
+                k,
+                experts: e,
+            });
         }
     }
     v
@@ -122,8 +135,14 @@ fn routing(c: &Case, dt: Dtype, seed: u64) -> Routing {
     let s = gpu_stream();
     let key = ok(random::key(seed), "key");
     let keys = ok(random::split(&key, 2, s), "split");
-    let k0 = ok(ops::take(&keys, &ok(Array::scalar(0i32), "i"), Some(0), s), "take");
-    let k1 = ok(ops::take(&keys, &ok(Array::scalar(1i32), "i"), Some(0), s), "take");
+    let k0 = ok(
+        ops::take(&keys, &ok(Array::scalar(0i32), "i"), Some(0), s),
+        "take",
+    );
+    let k1 = ok(
+        ops::take(&keys, &ok(Array::scalar(1i32), "i"), Some(0), s),
+        "take",
+    );
     let indices = ok(
         random::randint(0, c.experts, &[c.tokens, c.k], Dtype::Uint32, Some(&k0), s),
         "randint",
@@ -137,7 +156,14 @@ fn routing(c: &Case, dt: Dtype, seed: u64) -> Routing {
 
 /// Runs SwiGLU and down+combine over every case for one (dtype, bits, group) and
 /// returns the max errors in units.
-fn run_class(dt: Dtype, bits: i32, gs: i32, hidden: i32, inter: i32, experts: &[i32]) -> (f64, f64, usize) {
+fn run_class(
+    dt: Dtype,
+    bits: i32,
+    gs: i32,
+    hidden: i32,
+    inter: i32,
+    experts: &[i32],
+) -> (f64, f64, usize) {
     let s = gpu_stream();
     let spec = QuantSpec::affine(gs, bits);
     let (mut e_h, mut e_y, mut n) = (0f64, 0f64, 0usize);
@@ -148,18 +174,36 @@ fn run_class(dt: Dtype, bits: i32, gs: i32, hidden: i32, inter: i32, experts: &[
         let down = qweight(&[e, hidden, inter], dt, spec, seed + 13);
         for (ci, c) in cases(&[e]).iter().enumerate() {
             let key = ok(random::key(seed * 100 + ci as u64), "key");
-            let x = ok(random::normal(&[c.tokens, hidden], dt, 0.0, 1.0, Some(&key), s), "x");
+            let x = ok(
+                random::normal(&[c.tokens, hidden], dt, 0.0, 1.0, Some(&key), s),
+                "x",
+            );
             let r = routing(c, dt, seed * 100 + ci as u64 + 50);
             // SwiGLU: the reference (sorted for >= 64 pairs) back in routing order.
-            let refh = ok(ReferenceExpertSwiGlu.forward(&x, &gate, &up, &r, s), "ref swiglu");
+            let refh = ok(
+                ReferenceExpertSwiGlu.forward(&x, &gate, &up, &r, s),
+                "ref swiglu",
+            );
             let mut hr = refh.h.clone();
             if let Some(inv) = &refh.inv_order {
                 hr = ok(ops::take(&hr, inv, Some(0), s), "unsort");
             }
             let hr = ok(ops::reshape(&hr, &[c.tokens, c.k, inter], s), "reshape");
             let hf = ok(
-                gpu::expert_swiglu(mlx::kernel::KernelBackend::Cuda, &x, &r.indices, &gate, &up, s),
-                &format!("fused swiglu {} {bits}b g{gs} T{} k{} E{e}", name(dt), c.tokens, c.k),
+                gpu::expert_swiglu(
+                    mlx::kernel::KernelBackend::Cuda,
+                    &x,
+                    &r.indices,
+                    &gate,
+                    &up,
+                    s,
+                ),
+                &format!(
+                    "fused swiglu {} {bits}b g{gs} T{} k{} E{e}",
+                    name(dt),
+                    c.tokens,
+                    c.k
+                ),
             );
             let eh = err_units(&host(&hf), &host(&hr), dt);
             // Down + combine on the same activations (routing order, unsorted).
@@ -176,8 +220,20 @@ fn run_class(dt: Dtype, bits: i32, gs: i32, hidden: i32, inter: i32, experts: &[
             };
             let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
             let yf = ok(
-                gpu::down_combine(mlx::kernel::KernelBackend::Cuda, &hr, &r.indices, &r.scores, &down, s),
-                &format!("fused down {} {bits}b g{gs} T{} k{} E{e}", name(dt), c.tokens, c.k),
+                gpu::down_combine(
+                    mlx::kernel::KernelBackend::Cuda,
+                    &hr,
+                    &r.indices,
+                    &r.scores,
+                    &down,
+                    s,
+                ),
+                &format!(
+                    "fused down {} {bits}b g{gs} T{} k{} E{e}",
+                    name(dt),
+                    c.tokens,
+                    c.k
+                ),
             );
             let ey = err_units(&host(&yf), &host(&yr), dt);
             if eh > e_h || ey > e_y {
@@ -196,37 +252,70 @@ fn run_class(dt: Dtype, bits: i32, gs: i32, hidden: i32, inter: i32, experts: &[
     (e_h, e_y, n)
 }
 
-#[test]
-fn expert_kernels_match_reference_on_cuda() {
-    if !cuda() {
-        return;
-    }
+/// dtype, bits, group size, hidden, intermediate, expert counts.
+type Class<'a> = (Dtype, i32, i32, i32, i32, &'a [i32]);
+
+fn check_classes(classes: &[Class<'_>]) {
     let mut failed = Vec::new();
-    let mut report = |label: String, dt: Dtype, (eh, ey, n): (f64, f64, usize)| {
+    for &(dt, bits, gs, hidden, inter, experts) in classes {
         let half = dt != Dtype::Float32;
-        let (th, ty) = if half { (2.0, 4.0) } else { (64.0, 64.0) };
+        let (th, ty) = if half { (4.0, 4.0) } else { (64.0, 64.0) };
+        let t0 = std::time::Instant::now();
+        let (eh, ey, n) = run_class(dt, bits, gs, hidden, inter, experts);
         let pass = eh <= th && ey <= ty;
+        let label = format!(
+            "{} {bits}-bit g{gs} H{hidden} I{inter} E{experts:?}",
+            name(dt)
+        );
         println!(
-            "CLASS {label}: {n} cases, swiglu max {eh:.2} units (tol {th}), down+combine max {ey:.2} units (tol {ty}): {}",
-            if pass { "PASS" } else { "FAIL" }
+            "CLASS {label}: {n} cases, swiglu max {eh:.2} units (tol {th}), down+combine max {ey:.2} units (tol {ty}): {} ({:.1} s)",
+            if pass { "PASS" } else { "FAIL" },
+            t0.elapsed().as_secs_f64()
         );
         if !pass {
             failed.push(label);
         }
-    };
-    for dt in [Dtype::Bfloat16, Dtype::Float16, Dtype::Float32] {
-        for bits in [4, 8] {
-            for gs in [32, 64, 128] {
-                // An odd number of groups in the intermediate size (3 per row).
-                let r = run_class(dt, bits, gs, 256, 3 * gs, &[8, 128, 512]);
-                report(format!("{} {bits}-bit g{gs} H256 I{}", name(dt), 3 * gs), dt, r);
-            }
+    }
+    assert!(failed.is_empty(), "failed classes: {failed:?}");
+}
+
+/// Every bits x group size for one dtype, with an odd number of groups (3) in the
+/// intermediate size.
+fn dtype_classes(dt: Dtype) {
+    if !cuda() {
+        return;
+    }
+    let mut classes = Vec::new();
+    for bits in [4, 8] {
+        for gs in [32, 64, 128] {
+            classes.push((dt, bits, gs, 256, 3 * gs, &[8, 128, 512][..]));
         }
     }
-    // Qwen3-30B-A3B's shapes.
-    let r = run_class(Dtype::Bfloat16, 4, 64, 2048, 768, &[128]);
-    report("bf16 4-bit g64 H2048 I768 (Qwen3-30B-A3B)".into(), Dtype::Bfloat16, r);
-    assert!(failed.is_empty(), "failed classes: {failed:?}");
+    check_classes(&classes);
+}
+
+#[test]
+fn expert_kernels_bf16() {
+    dtype_classes(Dtype::Bfloat16);
+}
+
+#[test]
+fn expert_kernels_f16() {
+    dtype_classes(Dtype::Float16);
+}
+
+#[test]
+fn expert_kernels_f32() {
+    dtype_classes(Dtype::Float32);
+}
+
+/// Qwen3-30B-A3B's shapes: hidden 2048, moe_intermediate 768, 128 experts.
+#[test]
+fn expert_kernels_qwen3_30b_a3b() {
+    if !cuda() {
+        return;
+    }
+    check_classes(&[(Dtype::Bfloat16, 4, 64, 2048, 768, &[128])]);
 }
 
 /// Per token: the reference's and the kernel's expert sets and scores.
@@ -242,6 +331,7 @@ fn router_kernel_matches_reference_on_cuda() {
             let (mut same_sets, mut tie_diff, mut value_diff, mut total) = (0, 0, 0, 0);
             let mut max_err = 0f64;
             let mut ref_nondet = 0;
+            let mut boundary_ties = 0;
             for (ei, e) in [8, 128, 512].into_iter().enumerate() {
                 for k in [1, 4, 8, 16] {
                     if k > e {
@@ -249,7 +339,10 @@ fn router_kernel_matches_reference_on_cuda() {
                     }
                     let t = 8;
                     let key = ok(random::key((ei * 31 + k as usize) as u64), "key");
-                    let mut logits = ok(random::normal(&[t, e], Dtype::Float32, 0.0, 2.0, Some(&key), s), "l");
+                    let mut logits = ok(
+                        random::normal(&[t, e], Dtype::Float32, 0.0, 2.0, Some(&key), s),
+                        "l",
+                    );
                     if tied {
                         // Logits on a coarse grid: many exactly equal gates.
                         let int = ok(ops::astype(&logits, Dtype::Int32, s), "trunc");
@@ -272,12 +365,34 @@ fn router_kernel_matches_reference_on_cuda() {
                     for tok in 0..t as usize {
                         total += 1;
                         let span = tok * k as usize..(tok + 1) * k as usize;
-                        let mut a: Vec<(u32, f32)> = ri[span.clone()].iter().copied().zip(rs[span.clone()].iter().copied()).collect();
-                        let mut b: Vec<(u32, f32)> = fiv[span.clone()].iter().copied().zip(fsv[span.clone()].iter().copied()).collect();
+                        let mut a: Vec<(u32, f32)> = ri[span.clone()]
+                            .iter()
+                            .copied()
+                            .zip(rs[span.clone()].iter().copied())
+                            .collect();
+                        let mut b: Vec<(u32, f32)> = fiv[span.clone()]
+                            .iter()
+                            .copied()
+                            .zip(fsv[span.clone()].iter().copied())
+                            .collect();
                         let mut a2: Vec<u32> = ri2[span.clone()].to_vec();
                         a.sort_by_key(|p| p.0);
                         b.sort_by_key(|p| p.0);
                         a2.sort();
+                        // A tie at the top-k boundary: the smallest selected gate equals
+                        // the largest unselected one, so the order among ties decides.
+                        let g = &gates[tok * e as usize..(tok + 1) * e as usize];
+                        let min_in = a
+                            .iter()
+                            .map(|p| g[p.0 as usize])
+                            .fold(f32::INFINITY, f32::min);
+                        let max_out = (0..e as u32)
+                            .filter(|i| !a.iter().any(|p| p.0 == *i))
+                            .map(|i| g[i as usize])
+                            .fold(f32::NEG_INFINITY, f32::max);
+                        if min_in == max_out {
+                            boundary_ties += 1;
+                        }
                         if a.iter().map(|p| p.0).collect::<Vec<_>>() != a2 {
                             ref_nondet += 1;
                         }
@@ -290,8 +405,16 @@ fn router_kernel_matches_reference_on_cuda() {
                             // Classify: do the experts only one side picked share the
                             // reference's gate value (a tie at the boundary)?
                             let g = &gates[tok * e as usize..(tok + 1) * e as usize];
-                            let only_a: Vec<f32> = a.iter().filter(|p| !b.iter().any(|q| q.0 == p.0)).map(|p| g[p.0 as usize]).collect();
-                            let only_b: Vec<f32> = b.iter().filter(|p| !a.iter().any(|q| q.0 == p.0)).map(|p| g[p.0 as usize]).collect();
+                            let only_a: Vec<f32> = a
+                                .iter()
+                                .filter(|p| !b.iter().any(|q| q.0 == p.0))
+                                .map(|p| g[p.0 as usize])
+                                .collect();
+                            let only_b: Vec<f32> = b
+                                .iter()
+                                .filter(|p| !a.iter().any(|q| q.0 == p.0))
+                                .map(|p| g[p.0 as usize])
+                                .collect();
                             if only_a.iter().chain(&only_b).all(|v| *v == only_a[0]) {
                                 tie_diff += 1;
                             } else {
@@ -301,9 +424,10 @@ fn router_kernel_matches_reference_on_cuda() {
                     }
                 }
             }
-            let pass = value_diff == 0 && max_err <= 2.0 && (tied || tie_diff == 0);
+            let tol = if dt == Dtype::Float32 { 8.0 } else { 2.0 };
+            let pass = value_diff == 0 && max_err <= tol && (tied || tie_diff == 0);
             println!(
-                "CLASS router {} {label}: {total} tokens, same expert sets {same_sets}, differing only by tied gates {tie_diff}, differing otherwise {value_diff}, reference run-to-run set changes {ref_nondet}, score max {max_err:.2} units (tol 2): {}",
+                "CLASS router {} {label}: {total} tokens ({boundary_ties} with tied gates at the top-k boundary), same expert sets {same_sets}, differing only by tied gates {tie_diff}, differing otherwise {value_diff}, reference run-to-run set changes {ref_nondet}, score max {max_err:.2} units (tol {tol}): {}",
                 name(dt),
                 if pass { "PASS" } else { "FAIL" }
             );
