@@ -125,8 +125,12 @@ fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The git commit of the working tree (`-dirty` when it has changes), if any.
+/// The git commit of the working tree (`-dirty` when it has changes), if any;
+/// `ZMLX_GIT_COMMIT` overrides it (for copies of the tree without `.git`).
 pub fn git_commit() -> String {
+    if let Ok(c) = std::env::var("ZMLX_GIT_COMMIT") {
+        return c;
+    }
     let Some(head) = command_output("git", &["rev-parse", "--short=12", "HEAD"]) else {
         return "unknown".into();
     };
