@@ -154,14 +154,17 @@ fn main() {
         rayon::current_num_threads(),
         simd::current_level()
     );
-    let bw1 = {
+    let hot_only = std::env::var("ZMLX_BENCH_HOT_ONLY").is_ok_and(|v| v == "1");
+    let bw1 = if hot_only {
+        1.0
+    } else {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .expect("pool");
         pool.install(|| bandwidth(false))
     };
-    let bw = bandwidth(true);
+    let bw = if hot_only { 1.0 } else { bandwidth(true) };
     println!(
         "read bandwidth: 1 thread {:.2} GB/s, all threads {:.2} GB/s (floors use the latter)",
         bw1 / 1e9,
@@ -191,6 +194,11 @@ fn main() {
             med.as_secs_f64() * 1e3,
             w.matrix_bytes() as f64 / med.as_secs_f64() / 1e9
         );
+    }
+
+    // `ZMLX_BENCH_HOT_ONLY=1`: stop after the hot-cache numbers (quick A/B of kernels).
+    if hot_only {
+        return;
     }
 
     // lm_head: 1 x 2048 @ [151936 x 2048]^T.

@@ -22,7 +22,7 @@
 //! walks one row at a time. Each weight row is read from memory once per call: blocks
 //! of rows stay in L1/L2 while every activation row is run against them.
 
-use super::dtype::Element;
+use super::dtype::{Dtype, Element};
 use super::mlx_math::round_to;
 use super::simd::SimdLevel;
 #[cfg(target_arch = "x86_64")]
@@ -95,6 +95,47 @@ fn scalar_rows<T: Element>(
     }
 }
 
+/// Whether the AVX-512 bf16 kernels may round with `vcvtne2ps2bf16`
+/// (`chain_x86::chain16_bf16`): the CPU has AVX512BW and AVX512_BF16, and the
+/// environment variable `ZMLX_CPU_BF16_HW` is not `0` (for A/B measurements; the
+/// results are the same either way).
+#[cfg(target_arch = "x86_64")]
+fn bf16_hw_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512bf16")
+            && std::env::var("ZMLX_CPU_BF16_HW").map_or(true, |v| v != "0")
+    })
+}
+
+/// bf16 bit pattern of 2^-50, the smallest nonzero magnitude the hardware-rounding
+/// guard admits (see [`tiny`]).
+const GUARD_MIN_BITS: u32 = (127 - 50) << 23;
+
+/// Whether `v` (a widened bf16) is nonzero but below 2^-50 in magnitude: such a value
+/// sends the chain to the integer-rounding kernel.
+///
+/// Why 2^-50 suffices. `vcvtne2ps2bf16` rounds like the integer RNE except that it reads
+/// f32 denormals (0 < |v| < 2^-126) as zero, so it is exact on a chain in which no
+/// intermediate is denormal. Let every x, scale and bias be 0 or at least 2^-50 in
+/// magnitude (inf and NaN allowed: they are not denormal and both roundings treat
+/// them alike). A bf16 of magnitude >= 2^-50 has 8 significant bits, so it is an integer
+/// multiple of 2^-57; q is an integer, so `scale * q` and `T(scale * q) + bias` are
+/// multiples of Q = 2^-57, and `x * w` (two multiples of 2^-57) and every `acc + p`
+/// are multiples of Q = 2^-114. Rounding (to f32 or to bf16) keeps a multiple of a
+/// power of two Q >= 2^-126 a multiple of Q: if the grid spacing at the value is at
+/// least Q the result lies on that grid, and if it is finer the value already lies on
+/// it and rounds to itself. Hence every intermediate is 0 or a nonzero multiple of
+/// 2^-114, i.e. at least 2^-114 > 2^-126 in magnitude: never denormal, on any input of
+/// any of the roundings. The check is two integer compares per value: it runs over x
+/// once per call and over the scales and biases while they are widened per block.
+#[inline]
+fn tiny(v: f32) -> bool {
+    let a = v.to_bits() & 0x7FFF_FFFF;
+    a != 0 && a < GUARD_MIN_BITS
+}
+
 /// Activation rows per vector call for each level (accumulators held in registers).
 #[cfg(target_arch = "x86_64")]
 const fn max_mb(lanes: usize) -> usize {
@@ -129,6 +170,11 @@ fn blocks<T: Element, const L: usize>(
     let mut offsets = [0i32; 16 * MULTI];
     let mut out = [0.0f32; 8 * 16 * MULTI];
     let multi_ok = L == 16 && xs.len() <= 2;
+    // The hardware-rounding guard (see `tiny`): x once here, scales and biases per block.
+    let hw = L == 16
+        && T::DTYPE == Dtype::Bf16
+        && bf16_hw_available()
+        && !xs.iter().any(|x| x.iter().any(|&v| tiny(v)));
     let mut b0 = 0;
     while b0 < nrows {
         let rblocks = if multi_ok && nrows - b0 >= MULTI * L {
@@ -139,6 +185,7 @@ fn blocks<T: Element, const L: usize>(
         let span = L * rblocks;
         let nb = span.min(nrows - b0);
         let first = row0 + b0;
+        let mut block_tiny = false;
         for (l, o) in offsets.iter_mut().enumerate().take(span) {
             let r = l.min(nb - 1);
             // A call spans at most 64 rows of at most K/2 words: fits i32 for any K
@@ -148,10 +195,16 @@ fn blocks<T: Element, const L: usize>(
             let (blk, lane) = (l / L, l % L);
             let sbb = &mut sb[blk * per_block..(blk + 1) * per_block];
             for g in 0..gpr {
-                sbb[g * L + lane] = w.scales[a * w.gpr + g].to_f32();
-                sbb[(gpr + g) * L + lane] = w.biases[a * w.gpr + g].to_f32();
+                let (sv, bv) = (
+                    w.scales[a * w.gpr + g].to_f32(),
+                    w.biases[a * w.gpr + g].to_f32(),
+                );
+                block_tiny |= tiny(sv) | tiny(bv);
+                sbb[g * L + lane] = sv;
+                sbb[(gpr + g) * L + lane] = bv;
             }
         }
+        let fast = hw && !block_tiny;
         // The last lane's row ends inside the buffer: every gathered word is in bounds.
         let last = (first + nb) * w.wpr;
         assert!(last <= w.packed.len(), "chain: block outside the weights");
@@ -171,7 +224,7 @@ fn blocks<T: Element, const L: usize>(
             unsafe {
                 call::<T, L>(
                     level,
-                    (w.spec.bits(), mb, rblocks),
+                    (w.spec.bits(), mb, rblocks, fast),
                     base,
                     &offsets[..span],
                     &sb,
@@ -193,13 +246,17 @@ fn blocks<T: Element, const L: usize>(
 
 /// Dispatches to the kernel instantiated for (level, bits, activation rows, blocks).
 ///
+/// `fast`: take `chain16_bf16` (bf16 with AVX-512 only), which the caller allows only
+/// when the CPU has the instructions and the denormal guard passed.
+///
 /// # Safety
-/// As `chain_x86::chain16` / `chain8`; `offsets` has `L * rblocks` entries.
+/// As `chain_x86::chain16` / `chain8`; `offsets` has `L * rblocks` entries; `fast`
+/// only when AVX512BW and AVX512_BF16 are available.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn call<T: Element, const L: usize>(
     level: SimdLevel,
-    (bits, mb, rblocks): (u32, usize, usize),
+    (bits, mb, rblocks, fast): (u32, usize, usize, bool),
     base: *const u32,
     offsets: &[i32],
     sb: &[f32],
@@ -209,7 +266,28 @@ unsafe fn call<T: Element, const L: usize>(
 ) {
     macro_rules! per_bits {
         ($b:literal) => {
-            if level == Avx512 {
+            if fast {
+                match (mb, rblocks) {
+                    (1, 1) => {
+                        chain_x86::chain16_bf16::<$b, 1, 1>(base, offsets, sb, groups, gs, xs, out)
+                    }
+                    (1, _) => chain_x86::chain16_bf16::<$b, 1, MULTI>(
+                        base, offsets, sb, groups, gs, xs, out,
+                    ),
+                    (2, 1) => {
+                        chain_x86::chain16_bf16::<$b, 2, 1>(base, offsets, sb, groups, gs, xs, out)
+                    }
+                    (2, _) => chain_x86::chain16_bf16::<$b, 2, MULTI>(
+                        base, offsets, sb, groups, gs, xs, out,
+                    ),
+                    (4, _) => {
+                        chain_x86::chain16_bf16::<$b, 4, 1>(base, offsets, sb, groups, gs, xs, out)
+                    }
+                    _ => {
+                        chain_x86::chain16_bf16::<$b, 8, 1>(base, offsets, sb, groups, gs, xs, out)
+                    }
+                }
+            } else if level == Avx512 {
                 match (mb, rblocks) {
                     (1, 1) => {
                         chain_x86::chain16::<T, $b, 1, 1>(base, offsets, sb, groups, gs, xs, out)
