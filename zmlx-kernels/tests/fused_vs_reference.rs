@@ -417,3 +417,84 @@ fn multi_block_shapes() {
         .run();
     }
 }
+
+/// A 4-bit group-64 `[n, k]` weight of standard deviation `std` whose scales and
+/// biases in rows `tiny_rows` are multiplied by 2^-100 (exact in bf16: they land near
+/// 2^-107, below the guard's 2^-50; MLX's `quantize` itself never makes scales that
+/// small, it clamps them to 1e-7). In f16 they underflow to 0, which is fine: only bf16
+/// takes the guarded path.
+fn qweight_tiny_rows(
+    seed: u64,
+    (n, k): (i32, i32),
+    std: f32,
+    tiny_rows: std::ops::Range<i32>,
+    dtype: Dtype,
+) -> Weight {
+    let w = normal(seed, &[n, k], std, dtype);
+    let mut q = quantize(&w, QuantSpec::affine(64, 4), cpu()).unwrap();
+    let factor: Vec<f32> = (0..n)
+        .map(|r| {
+            if tiny_rows.contains(&r) {
+                2f32.powi(-100)
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let factor = ops::astype(&Array::from_slice(&factor, &[n, 1]).unwrap(), dtype, cpu()).unwrap();
+    q.scales = ops::multiply(&q.scales, &factor, cpu()).unwrap();
+    q.biases = q.biases.map(|b| ops::multiply(&b, &factor, cpu()).unwrap());
+    q.weight.eval().unwrap();
+    q.scales.eval().unwrap();
+    if let Some(b) = &q.biases {
+        b.eval().unwrap();
+    }
+    Weight::Quantized(q)
+}
+
+/// The bf16 kernels round with `vcvtne2ps2bf16` (which reads f32 denormals as zero)
+/// only when every activation, scale and bias is 0 or at least 2^-50 in magnitude, so
+/// that no intermediate of the chain can be denormal (`cpu/chain.rs`). Both sides of
+/// that guard against MLX, bitwise, for every dtype (f16/f32 take neither path but get
+/// the same inputs), with N large enough for the four-block decode kernel:
+/// - plain and small-but-admitted values (x ~ 2^-45, weights ~ 2^-40): the fast path;
+/// - tiny activations (x ~ 2^-120, bf16 denormals among them: products and sums are
+///   denormal), so the whole call must fall back;
+/// - tiny scales and biases in every row (x ~ 2^-20: denormal products);
+/// - tiny scales and biases in rows 300..340 only: those row blocks fall back, the
+///   others stay on the fast path.
+///
+/// Without the guard the three tiny cases differ from MLX (checked by disabling it).
+#[test]
+fn bf16_denormal_guard() {
+    let (n, k) = (1040, 256);
+    let cases: [(&str, f32, f32, std::ops::Range<i32>); 5] = [
+        (
+            "admitted small values",
+            2f32.powi(-45),
+            2f32.powi(-40),
+            0..0,
+        ),
+        ("plain values", 1.0, 0.05, 0..0),
+        ("tiny activations", 2f32.powi(-120), 0.05, 0..0),
+        ("tiny scales everywhere", 2f32.powi(-20), 0.05, 0..n),
+        (
+            "tiny scales in rows 300..340",
+            2f32.powi(-20),
+            0.05,
+            300..340,
+        ),
+    ];
+    for (i, (what, x_std, w_std, tiny_rows)) in cases.into_iter().enumerate() {
+        for dtype in DTYPES {
+            let seed = 900 + 10 * i as u64;
+            let w = qweight_tiny_rows(seed, (n, k), w_std, tiny_rows.clone(), dtype);
+            for m in [1, 2, 3] {
+                let x = normal(seed + 5 + m as u64, &[m, k], x_std, dtype);
+                let r = ReferenceLinear.forward(&x, &w, cpu()).unwrap();
+                let f = FusedLinear.forward(&x, &w, cpu()).unwrap();
+                assert_same(&format!("guard: {what}, {dtype:?}, m={m}"), &r, &f);
+            }
+        }
+    }
+}
