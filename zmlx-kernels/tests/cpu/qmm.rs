@@ -126,3 +126,68 @@ fn empty_shapes() {
     run_float(2, 3, 0, 8);
     run_float(3, 2, 4, 0);
 }
+
+/// Values around the bf16 hardware-rounding guard (`cpu/chain.rs`: the AVX-512 bf16
+/// kernel rounds with `vcvtne2ps2bf16` only if no activation, scale or bias is nonzero
+/// below 2^-50), bit for bit at every level, with N large enough for the four-block
+/// decode kernel: x and the scales/biases multiplied by `2^ex` / `2^es` (tiny values
+/// make denormal products and sums, which must take the integer-rounding fallback),
+/// some rows only, and an infinite activation (inf and NaN go through either path).
+#[test]
+fn guard_edges() {
+    let (n, k, bits, gs) = (1040usize, 128usize, 4u32, 64usize);
+    let cases: [(i32, i32, Option<std::ops::Range<usize>>, bool); 7] = [
+        (0, 0, None, false),
+        (-45, -40, None, false),
+        (-49, -42, None, false),
+        (-120, 0, None, false),
+        (-20, -100, None, false),
+        (-20, -100, Some(300..340), false),
+        (0, 0, None, true),
+    ];
+    let mut rng = Rng::new(77);
+    for (ex, es, rows, inf) in cases {
+        let dtype = Dtype::Bf16;
+        let mut q = quant_data(&mut rng, dtype, n, k, bits, gs);
+        let gpr = k / gs;
+        let fs = 2f32.powi(es);
+        for (i, (s, b)) in q.scales.iter_mut().zip(q.biases.iter_mut()).enumerate() {
+            if rows.as_ref().is_none_or(|r| r.contains(&(i / gpr))) {
+                // Exact: a power of two, and the products stay in bf16's normal range.
+                *s *= fs;
+                *b *= fs;
+            }
+        }
+        let mut x = values(&mut rng, dtype, 2 * k, -1.0, 1.0);
+        for v in &mut x {
+            *v = half::bf16::from_f32(*v * 2f32.powi(ex)).to_f32();
+        }
+        if inf {
+            x[5] = f32::INFINITY;
+        }
+        let w = naive::mlx::dequantize(dtype, &q.packed, &q.scales, &q.biases, n, k, bits, gs);
+        let (sb, bb) = (
+            Buf::from_f32(dtype, &q.scales),
+            Buf::from_f32(dtype, &q.biases),
+        );
+        let spec = QuantSpec::new(bits, gs).unwrap();
+        let wt = Weights::quantized(
+            &q.packed,
+            sb.floats(),
+            bb.floats(),
+            WeightShape::matrix(n, k),
+            spec,
+        )
+        .unwrap();
+        for m in [1, 2] {
+            let xb = Buf::from_f32(dtype, &x[..m * k]);
+            for level in simd::available_levels() {
+                let mut y = Buf::zeros(dtype, m * n);
+                simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
+                    .unwrap()
+                    .unwrap();
+                check_exact(dtype, &x[..m * k], &w, m, n, k, &y.to_f32());
+            }
+        }
+    }
+}
