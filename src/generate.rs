@@ -101,7 +101,9 @@ impl Sampler {
                 seed,
                 ..
             } => {
-                if !(*temperature > 0.0) || !(*top_p > 0.0 && *top_p <= 1.0) {
+                // Written so that NaN settings are rejected too.
+                let valid = *temperature > 0.0 && *top_p > 0.0 && *top_p <= 1.0;
+                if !valid {
                     return Err(Error::InvalidArgument(format!(
                         "sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature} and {top_p}"
                     )));
