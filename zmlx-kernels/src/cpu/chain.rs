@@ -205,7 +205,7 @@ fn blocks<T: Element, const L: usize>(
             }
         }
         let fast = hw && !block_tiny;
-        // The last lane's row ends inside the buffer: every gathered word is in bounds.
+        // The last lane's row ends inside the buffer: every word read is in bounds.
         let last = (first + nb) * w.wpr;
         assert!(last <= w.packed.len(), "chain: block outside the weights");
         let base = w.packed[first * w.wpr..].as_ptr();
@@ -218,7 +218,7 @@ fn blocks<T: Element, const L: usize>(
                 .unwrap_or(1);
             let chunk = &xs[m0..m0 + mb];
             // SAFETY: level available (callers only pass detected levels); offsets and
-            // the weight row length keep every gather in bounds (asserted above);
+            // the weight row length keep every load and gather in bounds (asserted above);
             // `sb` has `rblocks * 2 * gpr * L` values; every x row has gpr * gs values
             // (asserted in `chain_rows`); `out` holds 8 * 16 * MULTI values.
             unsafe {

@@ -2,9 +2,13 @@
 //!
 //! The chain of one output is sequential in k, so the vector lanes run different
 //! output rows side by side: lane `l` owns weight row `row0 + l` and walks k in order.
-//! The words of all lanes at one k are fetched with one gather (the rows are `wpr`
-//! words apart); scales and biases come pre-widened in lane-major order. Every
-//! intermediate is rounded to the activation dtype `T` exactly where MLX rounds it.
+//! AVX-512: the words of 16 rows come 16 per row at a time (one 64-byte load per row)
+//! and are transposed in registers so that one vector holds word `w` of every row; AVX2
+//! fetches the words of all lanes at one k with one gather (the rows are `wpr` words
+//! apart). Scales and biases come pre-widened in lane-major order. Every intermediate
+//! is rounded to the activation dtype `T` exactly where MLX rounds it; for bf16 with
+//! AVX512_BF16 the rounding is the hardware's (`chain16_bf16`) when the caller's
+//! denormal guard allows it, the integer form otherwise.
 //!
 //! Callers (`cpu/chain.rs`) guarantee the CPU features, that every lane offset plus
 //! `groups * gs / (32 / BITS)` words stays inside the packed buffer, and that every
@@ -261,8 +265,12 @@ const WIDEN: [[u16; 32]; 2] = {
 /// `vcvtne2ps2bf16` rounds to nearest even like the integer form in [`round16`] for
 /// every input except f32 denormals, which it reads as zero (measured: 0x00018000 ->
 /// 0x0000 where MLX gives 0x0002). Callers only use it where no denormal can occur (the
-/// guard in `cpu/chain.rs`). NaN: both forms keep the sign and the top payload bits of
-/// a quiet NaN, which is all the chain can produce from bf16 inputs.
+/// guard in `cpu/chain.rs`). Infinities and overflow to infinity round alike. NaN: the
+/// hardware keeps the sign and top 16 bits (quieted); the integer form gives the same
+/// bits whenever the low 16 bits are zero, which holds for every NaN the chain can make
+/// from bf16, f32-widened inputs (input NaNs propagate with their zero low half, new
+/// ones are the default 0xFFC00000). Both differ from MLX's canonical 0x7FC0 the same
+/// way (`notes/cpu-kernels.md`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn round_bf16_hw(v: &mut [__m512], widen: [__m512i; 2]) {
