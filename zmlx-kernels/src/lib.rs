@@ -8,6 +8,7 @@
 //! - [`moe_gate`]: router gating;
 //! - [`expert_swiglu`]: gather + gate/up matmuls + SwiGLU;
 //! - [`down_combine`]: down projection + weighted sum over experts;
+//! - [`dispatch`]: token-to-expert ordering for prefill and its inverse;
 //! - [`quant_linear`]: `x @ w.T` for quantized or float `w`;
 //! - [`norm`]: RMS norm;
 //! - [`cpu`]: the CPU kernels in Rust, over plain slices;
@@ -15,6 +16,7 @@
 
 pub mod contract;
 pub mod cpu;
+pub mod dispatch;
 mod cpu_glue;
 pub mod down_combine;
 pub mod expert_swiglu;
