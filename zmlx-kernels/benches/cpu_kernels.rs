@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use half::bf16;
+use half::{bf16, f16};
 use rayon::prelude::*;
 use zmlx_kernels::cpu::{
     expert_down_combine, expert_swiglu, qmm, simd, Floats, FloatsMut, QuantSpec, WeightShape,
@@ -193,6 +193,57 @@ fn main() {
             "hot-cache qmm 1x2048 @ 4096x2048, {threads} thread(s): {:.3} ms = {:.2} GB/s of weights",
             med.as_secs_f64() * 1e3,
             w.matrix_bytes() as f64 / med.as_secs_f64() / 1e9
+        );
+    }
+
+    // The same hot-cache qmm with f16 and f32 activations/scales (1 thread): the other
+    // exact chains, which must not get slower when the bf16 path changes.
+    {
+        let w = QWeight::random(&mut rng, 1, 4096, HIDDEN);
+        let spec = QuantSpec::new(BITS, GS).expect("valid spec");
+        let xb: Vec<f32> = (0..HIDDEN).map(|_| rng.f(-1.0, 1.0)).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        let widen = |v: &[bf16]| v.iter().map(|s| s.to_f32()).collect::<Vec<f32>>();
+        let (s32, b32) = (widen(&w.scales), widen(&w.biases));
+        let (s16, b16): (Vec<f16>, Vec<f16>) = (
+            s32.iter().map(|&v| f16::from_f32(v)).collect(),
+            b32.iter().map(|&v| f16::from_f32(v)).collect(),
+        );
+        let x16: Vec<f16> = xb.iter().map(|&v| f16::from_f32(v)).collect();
+        let (mut y32, mut y16) = (vec![0.0f32; 4096], vec![f16::ZERO; 4096]);
+        let w32 = Weights::quantized(
+            &w.packed,
+            Floats::F32(&s32),
+            Floats::F32(&b32),
+            w.shape,
+            spec,
+        )
+        .expect("valid weights");
+        let w16 = Weights::quantized(
+            &w.packed,
+            Floats::F16(&s16),
+            Floats::F16(&b16),
+            w.shape,
+            spec,
+        )
+        .expect("valid weights");
+        let (m32, _) = pool.install(|| {
+            time(100, |_| {
+                qmm(Floats::F32(&xb), 1, &w32, FloatsMut::F32(&mut y32)).expect("qmm");
+            })
+        });
+        let (m16, _) = pool.install(|| {
+            time(100, |_| {
+                qmm(Floats::F16(&x16), 1, &w16, FloatsMut::F16(&mut y16)).expect("qmm");
+            })
+        });
+        println!(
+            "hot-cache qmm 1x2048 @ 4096x2048, 1 thread: f32 {:.3} ms, f16 {:.3} ms",
+            m32.as_secs_f64() * 1e3,
+            m16.as_secs_f64() * 1e3
         );
     }
 
