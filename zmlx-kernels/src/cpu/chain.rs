@@ -174,7 +174,11 @@ fn blocks<T: Element, const L: usize>(
     let hw = L == 16
         && T::DTYPE == Dtype::Bf16
         && bf16_hw_available()
-        && !xs.iter().any(|x| x.iter().any(|&v| tiny(v)));
+        // A fold without early exit, so that it vectorises (this runs once per call,
+        // and SwiGLU makes a call per 64-row slice).
+        && !xs
+            .iter()
+            .any(|x| x.iter().fold(false, |t, &v| t | tiny(v)));
     let mut b0 = 0;
     while b0 < nrows {
         let rblocks = if multi_ok && nrows - b0 >= MULTI * L {
