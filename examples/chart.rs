@@ -48,7 +48,7 @@ fn read_rows(path: &str) -> Result<Vec<Row>, String> {
 }
 
 fn svg(rows: &[Row]) -> String {
-    let (w, bar_h, gap, left) = (900.0, 18.0, 22.0, 330.0);
+    let (w, bar_h, gap, left) = (1000.0, 18.0, 22.0, 430.0);
     let h = 70.0 + rows.len() as f64 * (2.0 * bar_h + gap);
     let max = rows
         .iter()
