@@ -16,8 +16,8 @@
 
 pub mod contract;
 pub mod cpu;
-pub mod dispatch;
 mod cpu_glue;
+pub mod dispatch;
 pub mod down_combine;
 pub mod expert_swiglu;
 pub mod gpu;
