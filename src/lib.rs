@@ -1,8 +1,17 @@
 //! zmlx: fused Mixture-of-Experts kernels for MLX models.
 //!
-//! The pure-Rust parts of the root crate: the Qwen3-MoE [`config`], untrusted
-//! [`checkpoint`] validation, deterministic [`synthetic`] checkpoints and the
-//! crate's [`error`] type.
+//! The models and everything around them:
+//! - [`models::qwen3_moe`]: Qwen3-MoE computing what mlx-lm computes, its MoE, linear
+//!   and norm ops called through a slot table that `zmlx_patch::patch` can swap;
+//! - [`config`] and [`checkpoint`]: `config.json` parsing, untrusted safetensors checks
+//!   and loading (one file or shards, mlx-community or Hugging Face layouts);
+//! - [`generate`]: chunked prefill, pipelined decode, sampling, speed figures;
+//! - [`fidelity`] and [`autopatch`]: patched vs unpatched comparisons and measured
+//!   patching;
+//! - [`synthetic`]: deterministic synthetic checkpoints; [`records`]: benchmark rows
+//!   and repro capsules; [`tokenizer`]: `tokenizer.json` support;
+//! - [`error`]: the crate's [`Error`].
+#![warn(missing_docs)]
 
 pub mod autopatch;
 pub mod checkpoint;

@@ -13,6 +13,7 @@
 //! - [`norm`]: RMS norm;
 //! - [`cpu`]: the CPU kernels in Rust, over plain slices;
 //! - [`gpu`]: the CUDA kernels (and the Metal ones, not yet run on Apple silicon).
+#![warn(missing_docs)]
 
 pub mod contract;
 pub mod cpu;

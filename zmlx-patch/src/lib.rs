@@ -7,6 +7,7 @@
 //! entry naming the recorded run behind it), and returns a [`PatchReport`]: what was
 //! patched, on how many modules, and which modules fell back to the reference and
 //! why. [`unpatch`] restores the references.
+#![warn(missing_docs)]
 
 pub mod patch;
 pub mod preset;
