@@ -34,15 +34,6 @@ fn quantized(shape: &[i32], key: u64) -> Weight {
     Weight::Quantized(quantize(&w, QuantSpec::affine(64, 4), ()).unwrap())
 }
 
-fn weight_bytes(w: &Weight) -> usize {
-    match w {
-        Weight::Float(a) => a.nbytes(),
-        Weight::Quantized(q) => {
-            q.weight.nbytes() + q.scales.nbytes() + q.biases.as_ref().map_or(0, |b| b.nbytes())
-        }
-    }
-}
-
 /// Median seconds of `f` over `reps` runs (after one warm-up).
 fn time(reps: usize, mut f: impl FnMut() -> Array) -> f64 {
     f().eval().unwrap();
@@ -118,7 +109,7 @@ fn main() {
     let down = quantized(&[EXPERTS, HIDDEN, INTER], 3);
     let router_w = quantized(&[EXPERTS, HIDDEN], 4);
     let lm_head = quantized(&[VOCAB, HIDDEN], 5);
-    let expert_matrix = weight_bytes(&gate) / EXPERTS as usize;
+    let expert_matrix = gate.nbytes() / EXPERTS as usize;
     mlx::eval(&[]).unwrap();
     let spec = RouterSpec::SoftmaxTopK {
         k: TOP_K,
@@ -190,7 +181,7 @@ fn main() {
             tokens: t,
             reference_ms: Some(dc(&ReferenceDownCombine, ref_reps)),
             fused_ms: dc(&FusedDownCombine, reps),
-            floor_ms: (distinct * weight_bytes(&down) / EXPERTS as usize) as f64 / bandwidth * 1e3,
+            floor_ms: (distinct * down.nbytes() / EXPERTS as usize) as f64 / bandwidth * 1e3,
         });
 
         let lin =
@@ -212,7 +203,7 @@ fn main() {
             tokens: t,
             reference_ms: ref_lm,
             fused_ms: lin(&FusedLinear, reps),
-            floor_ms: weight_bytes(&lm_head) as f64 / bandwidth * 1e3,
+            floor_ms: lm_head.nbytes() as f64 / bandwidth * 1e3,
         });
     }
     println!(

@@ -369,11 +369,11 @@ impl Qwen3Moe {
 
     /// Every parameter array (for evaluation and byte counts).
     pub fn parameters(&self) -> Vec<&Array> {
-        let mut out = weight_arrays(&self.embed_tokens.weight);
+        let mut out = self.embed_tokens.weight.arrays();
         for l in &self.layers {
             let a = &l.self_attn;
             for lin in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
-                out.extend(weight_arrays(&lin.weight));
+                out.extend(lin.weight.arrays());
             }
             out.extend([&a.q_norm.weight, &a.k_norm.weight]);
             out.extend([
@@ -387,33 +387,22 @@ impl Qwen3Moe {
                     down_proj,
                 } => {
                     for lin in [gate_proj, up_proj, down_proj] {
-                        out.extend(weight_arrays(&lin.weight));
+                        out.extend(lin.weight.arrays());
                     }
                 }
                 Mlp::Moe(m) => {
-                    out.extend(weight_arrays(&m.gate.weight));
+                    out.extend(m.gate.weight.arrays());
                     for w in [&m.gate_proj, &m.up_proj, &m.down_proj] {
-                        out.extend(weight_arrays(w));
+                        out.extend(w.arrays());
                     }
                 }
             }
         }
         out.push(&self.norm.weight);
         if let Some(h) = &self.lm_head {
-            out.extend(weight_arrays(&h.weight));
+            out.extend(h.weight.arrays());
         }
         out
-    }
-}
-
-/// The arrays a weight is made of.
-fn weight_arrays(w: &Weight) -> Vec<&Array> {
-    match w {
-        Weight::Float(a) => vec![a],
-        Weight::Quantized(q) => [Some(&q.weight), Some(&q.scales), q.biases.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect(),
     }
 }
 

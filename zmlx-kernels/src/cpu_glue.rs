@@ -2,7 +2,7 @@
 
 use mlx::primitive::{Input, KernelError as PrimError, Output};
 use mlx::quantization::QuantMode;
-use mlx::{Array, Dtype};
+use mlx::Dtype;
 
 use crate::contract::Support;
 use crate::cpu::{self, Floats, FloatsMut, WeightShape, Weights};
@@ -101,18 +101,6 @@ impl WeightLayout {
             )?,
             None => Weights::float(floats(&inputs[0])?, self.shape)?,
         })
-    }
-}
-
-/// The arrays of a weight, in the order [`WeightLayout::view`] reads them.
-pub(crate) fn weight_arrays(w: &Weight) -> Vec<&Array> {
-    match w {
-        Weight::Float(a) => vec![a],
-        Weight::Quantized(q) => {
-            let mut v = vec![&q.weight, &q.scales];
-            v.extend(q.biases.as_ref());
-            v
-        }
     }
 }
 

@@ -175,7 +175,7 @@ impl DownCombineOp for FusedDownCombine {
         let mut y_shape = hid.indices_shape[..hid.indices_shape.len() - 1].to_vec();
         y_shape.push(input.down.out_features());
         let mut inputs = vec![&h, indices, &input.routing.scores];
-        inputs.extend(crate::cpu_glue::weight_arrays(input.down));
+        inputs.extend(input.down.arrays());
         let kernel = DownKernel {
             layout,
             k: k as usize,

@@ -251,8 +251,8 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
         let mut h_shape = indices_shape.clone();
         h_shape.push(gate.out_features());
         let mut inputs = vec![x, &routing.indices];
-        inputs.extend(crate::cpu_glue::weight_arrays(gate));
-        inputs.extend(crate::cpu_glue::weight_arrays(up));
+        inputs.extend(gate.arrays());
+        inputs.extend(up.arrays());
         let kernel = SwiGluKernel {
             layout,
             k: k as usize,

@@ -98,7 +98,7 @@ impl LinearOp for FusedLinear {
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("x has a feature axis") = w.out_features();
         let mut inputs = vec![x];
-        inputs.extend(crate::cpu_glue::weight_arrays(w));
+        inputs.extend(w.arrays());
         let outs = mlx::primitive::cpu_primitive(
             std::sync::Arc::new(QmmKernel { layout }),
             &inputs,

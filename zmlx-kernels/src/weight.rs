@@ -44,6 +44,23 @@ impl Weight {
         }
     }
 
+    /// The arrays the weight is made of: the float weight, or the packed values, the
+    /// scales and (affine) the biases, in that order.
+    pub fn arrays(&self) -> Vec<&Array> {
+        match self {
+            Weight::Float(a) => vec![a],
+            Weight::Quantized(q) => [Some(&q.weight), Some(&q.scales), q.biases.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        }
+    }
+
+    /// The bytes of all its arrays (what reading it once costs).
+    pub fn nbytes(&self) -> usize {
+        self.arrays().iter().map(|a| a.nbytes()).sum()
+    }
+
     /// The quantization settings, if quantized.
     pub fn quant(&self) -> Option<QuantSpec> {
         match self {
