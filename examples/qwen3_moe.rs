@@ -38,6 +38,8 @@ usage: qwen3_moe [options]
   --device cpu|gpu      where MLX runs (default cpu)
   --slots a,b           patch only these slots (router, expert_swiglu, down_combine, linear)
   --exclude a,b         leave these slots unpatched
+  --ignore-exclusions   also patch slots the preset's exclude lists leave out
+                        (to re-measure an exclusion)
   --auto                keep only slots measured faster here with identical tokens
   --baseline-only       run only the unpatched model (speed runs, no fidelity)
   --json                print one JSON object as the last line
@@ -59,6 +61,7 @@ struct Args {
     device: mlx::Device,
     only: Option<Vec<SlotName>>,
     exclude: Vec<SlotName>,
+    ignore_exclusions: bool,
     json: bool,
     record: bool,
     baseline_only: bool,
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
         device: mlx::Device::cpu(),
         only: None,
         exclude: Vec::new(),
+        ignore_exclusions: false,
         json: false,
         record: false,
         baseline_only: false,
@@ -124,6 +128,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--auto" => {
                 a.auto = true;
+                continue;
+            }
+            "--ignore-exclusions" => {
+                a.ignore_exclusions = true;
                 continue;
             }
             _ => {}
@@ -253,7 +261,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             &PatchOptions {
                 only: args.only.clone(),
                 exclude: args.exclude.clone(),
-                ignore_exclusions: false,
+                ignore_exclusions: args.ignore_exclusions,
             },
         )?;
         (m, r)

@@ -13,8 +13,9 @@ status=0
 check() { # name, type, template lines, signature
   local name=$1 ty=$2 consts=$3 sig=$4 body=$here/cuda/$1.cu
   {
+    echo '#define ZMLX_SYNTAX_ONLY'
     echo '#include "cuda_mock.h"'
-    cat "$here/cuda/prelude.cuh"
+    cat "$here/cuda/prelude.cuh" "$here/cuda/mma.cuh"
     echo "namespace mlx::core::cu {"
     echo "__global__ void custom_kernel_${name}(${sig//T/$ty}) {"
     echo "  using T = $ty;"
@@ -30,13 +31,17 @@ check() { # name, type, template lines, signature
     status=1
   fi
 }
+for ty in __half __nv_bfloat16; do
+  for bits in 4 8; do
+    check expert_swiglu "$ty" \
+      "constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 0;" \
+      "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out"
+    check down_combine "$ty" \
+      "constexpr int BITS = $bits; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 1; constexpr int SUMV = 1;" \
+      "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, T* y_out"
+  done
+done
 for ty in float __half __nv_bfloat16; do
-  check expert_swiglu "$ty" \
-    "constexpr int BITS = 4; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int LPR = 32;" \
-    "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out"
-  check down_combine "$ty" \
-    "constexpr int BITS = 8; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int LPR = 16;" \
-    "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, T* y_out"
   check moe_gate "$ty" \
     "constexpr int EXPERTS = 128; constexpr int TOPK = 8; constexpr int EPL = 4; constexpr bool NORM = true;" \
     "const T* logits_in, const uint32_t* dims_in, uint32_t* ids_out, T* scores_out"

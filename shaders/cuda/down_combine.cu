@@ -1,18 +1,23 @@
-// zmlx fused down projection + weighted combine (body for MLX's fast::cuda_kernel).
+// zmlx fused down projection + weighted combine (body for MLX's fast::cuda_kernel;
+// helpers in prelude.cuh and mma.cuh).
 //
-// y[t, o] = sum_j round(round(h[t, j] . down[e(t, j), o]) * score[t, j]) for each
-// token t and output feature o, summed over the TOPK experts in fp32 and rounded
-// once. This emulates the reference: gather_qmm writes each expert's output in T,
-// `y * scores` rounds each product to T, and `sum(-2)` accumulates those in fp32
-// and rounds once (the fp32 summation order differs, which moves the result by at
-// most one rounding of T).
+// y[t, o] = sum_j T(T(h[t, j] . down[e(t, j), o]) * score[t, j]) over the TOPK
+// experts of token t, bit for bit what MLX's CUDA backend gives for mlx-lm's
+// `(gather_qmm(h, down) * scores[..., None]).sum(-2)`: the projection as qmm_sm80
+// computes it (mma.cuh), each product rounded to T by MLX's Multiply functor, and
+// the k products summed as col_reduce_small does: sequentially in j order from 0,
+// in the accumulator type SUMV selects: 0 = T (what MLX 0.32.2's source says for
+// f16/bf16 sums), 1 = fp32 rounded to T once at the end (kept selectable until a
+// device run shows which one MLX 0.32.4 uses; see notes/cuda-kernels.md).
 //
-// Work split: one warp per (t, o); groups of LPR lanes each take one expert j at a
-// time (32 / LPR experts in flight) and stride over its packed row with 16-byte
-// loads; the group's leader applies the roundings and the warp sums the k terms.
+// Work split: one warp per (token, 8 consecutive output features). The k experts'
+// projections are independent mma chains; JB = 4 of them run interleaved so their
+// latencies overlap, and lanes 0..3 fold each finished expert into the sum in j
+// order.
 //
-// Template arguments: T, BITS, GROUP, HID (output features), INTER (input
-// features of down), LPR. Runtime sizes in dims_in (uint32 [NTOK, TOPK, EXPERTS]).
+// Template arguments: T (f16 or bf16), BITS, GROUP, HID (output features, a
+// multiple of 8), INTER (input features of down, a multiple of max(64, GROUP)),
+// DEQ (see mma.cuh), SUMV (above). Runtime sizes in dims_in (uint32 [NTOK, TOPK, EXPERTS]).
 // Inputs: h_in [NTOK, TOPK, INTER] T, expert_ids [NTOK, TOPK] uint32, dims_in,
 // gate_scores [NTOK, TOPK] T, w_down [EXPERTS, HID, INTER * BITS / 32] uint32,
 // s_down/b_down [EXPERTS, HID, INTER / GROUP] T. Output: y_out [NTOK, HID] T.
@@ -21,61 +26,90 @@ const int NTOK = static_cast<int>(dims_in[0]);
 const int TOPK = static_cast<int>(dims_in[1]);
 const int EXPERTS = static_cast<int>(dims_in[2]);
 constexpr int VALS = 128 / BITS;
-constexpr int NV = INTER / VALS;
-constexpr int CPL = (NV + LPR - 1) / LPR;
+constexpr int NCH = INTER / VALS;
+constexpr int KPC = VALS / 16;
 constexpr int GPR = INTER / GROUP;
-constexpr int RPW = 32 / LPR;
 constexpr int WPR = INTER * BITS / 32;
+constexpr int TILES = HID / 8;
+constexpr int JB = 4;
 
 const int lane = threadIdx.x & 31;
 const long long warp_id =
     (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-const int sub = lane / LPR;
-const int sl = lane % LPR;
-const bool valid = warp_id < static_cast<long long>(NTOK) * HID;
-const long long tok = valid ? warp_id / HID : 0;
-const int o = valid ? static_cast<int>(warp_id % HID) : 0;
+if (warp_id >= static_cast<long long>(NTOK) * TILES) {
+  return;
+}
+const long long tok = warp_id / TILES;
+const int o0 = static_cast<int>(warp_id % TILES) * 8;
+const int g = lane >> 2;
+const int t = lane & 3;
 const bool vec_w = zmlx::aligned16(w_down);
-const bool vec_h = zmlx::aligned16(h_in);
 
-float total = 0.f;
+T total[2] = {zmlx::from_float<T>(0.f), zmlx::from_float<T>(0.f)};
+float total32[2] = {0.f, 0.f};
 #pragma unroll 1
-for (int j0 = 0; j0 < TOPK; j0 += RPW) {
-  const int j = j0 + sub;
-  bool on = valid && j < TOPK;
-  uint32_t e = 0;
-  if (on) {
-    e = expert_ids[tok * TOPK + j];
-    on = e < static_cast<uint32_t>(EXPERTS);
-  }
-  float acc = 0.f;
-  if (on) {
-    const long long wrow = static_cast<long long>(e) * HID + o;
-    const uint32_t* dw = w_down + wrow * WPR;
-    const T* ds = s_down + wrow * GPR;
-    const T* db = b_down + wrow * GPR;
-    const T* hr = h_in + (tok * TOPK + j) * INTER;
+for (int j0 = 0; j0 < TOPK; j0 += JB) {
+  float c[JB][4];
+  bool on[JB];
+  const uint32_t* dw[JB];
+  const T* ds[JB];
+  const T* db[JB];
+  const T* hr[JB];
 #pragma unroll
-    for (int c = 0; c < CPL; ++c) {
-      const int ch = sl + c * LPR;
-      if (ch < NV) {
-        const uint4 w = zmlx::load_packed(dw + ch * 4, vec_w);
-        float a[VALS];
-        zmlx::load_acts<T, VALS>(hr + ch * VALS, vec_h, a);
-        const int grp = ch * VALS / GROUP;
-        acc += zmlx::to_float(ds[grp]) * zmlx::packed_dot<BITS>(w, a) +
-            zmlx::to_float(db[grp]) * zmlx::sum_vals<VALS>(a);
+  for (int b = 0; b < JB; ++b) {
+    const int j = j0 + b;
+    c[b][0] = c[b][1] = c[b][2] = c[b][3] = 0.f;
+    uint32_t e = 0;
+    on[b] = j < TOPK;
+    if (on[b]) {
+      e = expert_ids[tok * TOPK + j];
+      on[b] = e < static_cast<uint32_t>(EXPERTS);
+    }
+    // Pointers of an idle chain stay at expert 0 (never dereferenced).
+    const long long wrow = static_cast<long long>(on[b] ? e : 0u) * HID + o0 + g;
+    dw[b] = w_down + wrow * WPR;
+    ds[b] = s_down + wrow * GPR;
+    db[b] = b_down + wrow * GPR;
+    hr[b] = h_in + (tok * TOPK + (on[b] ? j : 0)) * INTER;
+  }
+#pragma unroll 2
+  for (int ch = 0; ch < NCH; ++ch) {
+    const int grp = ch * VALS / GROUP;
+#pragma unroll
+    for (int b = 0; b < JB; ++b) {
+      // Warp-uniform (the same j and expert for all lanes).
+      if (on[b]) {
+        const uint4 w = zmlx::load_packed(dw[b] + ch * 4, vec_w);
+        uint32_t a[2 * KPC];
+        zmlx::a_chunk<T, BITS>(hr[b] + ch * VALS, g, t, a);
+        zmlx::mma_chunk<T, BITS, DEQ>(w, a, t, zmlx::to_float(ds[b][grp]),
+                                      zmlx::to_float(db[b][grp]), c[b]);
       }
     }
   }
-  acc = zmlx::group_sum<LPR>(acc);
-  if (on && sl == 0) {
-    const float yj = zmlx::round_to<T>(acc);
-    const float sc = zmlx::to_float(gate_scores[tok * TOPK + j]);
-    total += zmlx::round_to<T>(yj * sc);
+  if (g == 0) {
+#pragma unroll
+    for (int b = 0; b < JB; ++b) {
+      const int j = j0 + b;
+      if (j < TOPK) {
+        // An out-of-range expert contributes T(0) * score, as zeros would.
+        const T sc = gate_scores[tok * TOPK + j];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const T y = zmlx::from_float<T>(c[b][i]);
+          const T p = mlx::core::cu::Multiply{}(y, sc);
+          if (SUMV == 0) {
+            total[i] = mlx::core::cu::Add{}(total[i], p);
+          } else {
+            total32[i] += zmlx::to_float(p);
+          }
+        }
+      }
+    }
   }
 }
-total = zmlx::warp_sum(total);
-if (valid && lane == 0) {
-  y_out[warp_id] = zmlx::from_float<T>(total);
+if (g == 0) {
+  T* out = y_out + tok * HID + o0 + 2 * t;
+  out[0] = SUMV == 0 ? total[0] : zmlx::from_float<T>(total32[0]);
+  out[1] = SUMV == 0 ? total[1] : zmlx::from_float<T>(total32[1]);
 }

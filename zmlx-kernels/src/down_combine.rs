@@ -115,7 +115,13 @@ impl DownCombineOp for FusedDownCombine {
             if crate::gpu::backend_for(device).is_none() {
                 return Support::No("no fused kernel for this GPU backend".into());
             }
-            return crate::gpu::weight_support(down);
+            if let Support::No(why) = crate::gpu::weight_support(down) {
+                return Support::No(why);
+            }
+            if crate::gpu::backend_for(device) == Some(mlx::kernel::KernelBackend::Cuda) {
+                return crate::gpu::cuda_shape_support(down);
+            }
+            return Support::Yes;
         }
         crate::cpu_glue::cpu_support(down)
     }
@@ -133,7 +139,12 @@ impl DownCombineOp for FusedDownCombine {
         if let Some(backend) = crate::gpu::backend_for(device) {
             // Prefill-sized batches (and activations the reference sorted) keep the
             // reference: sorted pairs and MLX's GEMM.
-            if hid.inv_order.is_some() || input.routing.indices.size() >= crate::gpu::MAX_PAIRS {
+            // On CUDA, batches under MIN_EXACT_PAIRS take MLX's gather_qmv, whose
+            // accumulation the kernel does not reproduce.
+            let pairs = input.routing.indices.size();
+            let too_few =
+                backend == mlx::kernel::KernelBackend::Cuda && pairs < crate::gpu::MIN_EXACT_PAIRS;
+            if hid.inv_order.is_some() || pairs >= crate::gpu::MAX_PAIRS || too_few {
                 return ReferenceDownCombine.forward(input, s);
             }
             let inter = hid.h.shape().last().copied().unwrap_or(0);

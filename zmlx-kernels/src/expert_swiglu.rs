@@ -186,16 +186,21 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
             if crate::gpu::backend_for(device).is_none() {
                 return Support::No("no fused kernel for this GPU backend".into());
             }
-            return match (
-                crate::gpu::weight_support(gate),
-                crate::gpu::weight_support(up),
-            ) {
-                (Support::Yes, Support::Yes) if gate.quant() == up.quant() => Support::Yes,
-                (Support::Yes, Support::Yes) => {
-                    Support::No("gate and up projections differ in layout".into())
+            let on_cuda = crate::gpu::backend_for(device) == Some(mlx::kernel::KernelBackend::Cuda);
+            for w in [gate, up] {
+                if let Support::No(why) = crate::gpu::weight_support(w) {
+                    return Support::No(why);
                 }
-                (Support::No(e), _) | (_, Support::No(e)) => Support::No(e),
-            };
+                if on_cuda {
+                    if let Support::No(why) = crate::gpu::cuda_shape_support(w) {
+                        return Support::No(why);
+                    }
+                }
+            }
+            if gate.quant() != up.quant() {
+                return Support::No("gate and up projections differ in layout".into());
+            }
+            return Support::Yes;
         }
         for w in [gate, up] {
             if let Support::No(why) = crate::cpu_glue::cpu_support(w) {
@@ -232,7 +237,12 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
         if let Some(backend) = crate::gpu::backend_for(device) {
             // Prefill-sized batches: the reference sorts pairs by expert and runs
             // MLX's GEMM, which beats a per-row kernel there.
-            if routing.indices.size() >= crate::gpu::MAX_PAIRS {
+            // and on CUDA batches under MIN_EXACT_PAIRS take MLX's gather_qmv, whose
+            // accumulation the kernel does not reproduce.
+            let pairs = routing.indices.size();
+            let too_few =
+                backend == mlx::kernel::KernelBackend::Cuda && pairs < crate::gpu::MIN_EXACT_PAIRS;
+            if pairs >= crate::gpu::MAX_PAIRS || too_few {
                 return ReferenceExpertSwiGlu.forward(x, gate, up, routing, s);
             }
             let h = crate::gpu::expert_swiglu(backend, x, &routing.indices, gate, up, s)?;

@@ -1,18 +1,21 @@
 //! GPU backends of the fused MoE kernels: CUDA (run and measured on an NVIDIA H100)
 //! and Metal (not yet run on Apple silicon; compile-checked against a mock header).
 //!
-//! Both backends share one algorithm and one launch path: kernel bodies live in
-//! `shaders/cuda/*.cu` and `shaders/metal/*.metal`, a small per-backend prelude maps
-//! element conversions and warp/SIMD-group reductions, and MLX (`fast::cuda_kernel`,
-//! `fast::metal_kernel`) writes the signatures and compiles each body on first use
-//! per set of template arguments. The kernels serve decode-sized batches: fewer
-//! than [`MAX_PAIRS`] (token, expert) pairs; larger batches go to the reference,
-//! which sorts the pairs by expert and uses MLX's GEMM.
+//! Kernel bodies live in `shaders/cuda/*.cu` and `shaders/metal/*.metal`; MLX
+//! (`fast::cuda_kernel`, `fast::metal_kernel`) writes the signatures and compiles each
+//! body on first use per set of template arguments. The kernels serve decode-sized
+//! batches: fewer than [`MAX_PAIRS`] (token, expert) pairs; larger batches go to the
+//! reference, which sorts the pairs by expert and uses MLX's GEMM.
 //!
-//! The kernels take affine 4- and 8-bit weights with group sizes 32, 64 and 128 and
-//! activations (and scales) in f32, f16 or bf16. Per-op roundings of the reference
-//! are reproduced (see each body's header comment), so outputs differ from the
-//! reference only by the order of fp32 accumulations.
+//! CUDA: the expert kernels reproduce MLX's own CUDA arithmetic bit for bit
+//! (`shaders/cuda/mma.cuh`: the same dequantization and the same `mma.sync` blocks in
+//! the same order as MLX's `qmm_sm80`, MLX's element-wise functors for the rest).
+//! That kernel is what MLX runs for f16/bf16 activations, 4/8-bit affine weights,
+//! `N % 128 == 0`, `K % max(64, group) == 0` and at least [`MIN_EXACT_PAIRS`] pairs;
+//! [`cuda_shape_support`] and the callers keep the reference everywhere else.
+//!
+//! Metal: the first-generation algorithm (fp32 dot products, MLX's per-op roundings
+//! of the results), which is close to but not bit-identical with MLX's output.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -27,6 +30,56 @@ use crate::weight::Weight;
 /// The GPU kernels take fewer (token, expert) pairs than this; mlx-lm sorts pairs
 /// by expert from this many on, and so does the reference this falls back to.
 pub const MAX_PAIRS: usize = crate::expert_swiglu::SORT_THRESHOLD;
+
+/// On CUDA the expert kernels take at least this many (token, expert) pairs: below
+/// it MLX's `gather_qmm` runs `gather_qmv`, whose accumulation the kernels do not
+/// reproduce, so smaller batches keep the reference.
+pub const MIN_EXACT_PAIRS: usize = 8;
+
+/// Whether MLX's CUDA `gather_qmm` takes its `qmm_sm80` path for a weight of `n`
+/// output and `k` input features (the arithmetic the CUDA expert kernels
+/// reproduce): f16/bf16 activations, `n % 128 == 0`, `k % max(64, group) == 0`.
+pub fn cuda_shape_support(w: &Weight) -> Support {
+    let Weight::Quantized(q) = w else {
+        return Support::No("float weights (the GPU kernels take affine 4/8-bit)".into());
+    };
+    if !matches!(q.scales.dtype(), Dtype::Float16 | Dtype::Bfloat16) {
+        return Support::No(format!(
+            "{:?} activations (the CUDA kernels reproduce MLX's f16/bf16 path only)",
+            q.scales.dtype()
+        ));
+    }
+    let (n, k) = (w.out_features(), w.in_features());
+    let kt = q.spec.group_size.max(64);
+    if n % 128 != 0 || k % kt != 0 {
+        return Support::No(format!(
+            "a {n} x {k} weight (MLX's CUDA qmm_sm80, which the kernels reproduce, needs \
+             out features % 128 == 0 and in features % {kt} == 0)"
+        ));
+    }
+    Support::Yes
+}
+
+/// How the CUDA kernels dequantize (`DEQ` in shaders/cuda/mma.cuh): 1 = one fused
+/// rounding of `q * scale + bias` (the default: bit-identical to MLX 0.32.4 on an
+/// H100, notes/cuda-kernels.md), 0 = a rounding after the product and after the sum.
+/// `ZMLX_CUDA_DEQ=0` selects the latter, for re-checking against another MLX.
+fn cuda_deq_variant() -> i32 {
+    match std::env::var("ZMLX_CUDA_DEQ").as_deref() {
+        Ok("0") => 0,
+        _ => 1,
+    }
+}
+
+/// The accumulator of the combine's k-sum (`SUMV` in shaders/cuda/down_combine.cu):
+/// 1 = fp32 rounded once (the default), 0 = the activation dtype. `ZMLX_CUDA_SUM=0`
+/// selects the latter, for re-checking against another MLX.
+fn cuda_sum_variant() -> i32 {
+    match std::env::var("ZMLX_CUDA_SUM").as_deref() {
+        Ok("0") => 0,
+        _ => 1,
+    }
+}
 
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
 pub const MAX_ROUTER_EXPERTS: i32 = 512;
@@ -51,7 +104,10 @@ struct Sources {
 }
 
 const CUDA: Sources = Sources {
-    prelude: include_str!("../../shaders/cuda/prelude.cuh"),
+    prelude: concat!(
+        include_str!("../../shaders/cuda/prelude.cuh"),
+        include_str!("../../shaders/cuda/mma.cuh")
+    ),
     swiglu: include_str!("../../shaders/cuda/expert_swiglu.cu"),
     down: include_str!("../../shaders/cuda/down_combine.cu"),
     gate: include_str!("../../shaders/cuda/moe_gate.cu"),
@@ -180,6 +236,32 @@ fn lanes_per_row(words: i32) -> i32 {
 }
 
 /// Threads for `warps` warps, and a threadgroup of up to 256 threads.
+/// The last template argument of the expert kernels: `DEQ` on CUDA, the lanes per
+/// row on Metal.
+fn layout_arg(backend: KernelBackend, lpr: i32) -> (&'static str, TemplateArg) {
+    match backend {
+        KernelBackend::Cuda => ("DEQ", TemplateArg::Int(cuda_deq_variant())),
+        KernelBackend::Metal => ("LPR", TemplateArg::Int(lpr)),
+    }
+}
+
+/// Refuses, on CUDA, calls outside what the kernels reproduce exactly (see the
+/// module docs); the fused ops check the same before calling.
+fn check_cuda_shape(op: &'static str, w: &Weight, pairs: i32) -> Result<()> {
+    if let Support::No(why) = cuda_shape_support(w) {
+        return Err(Error::invalid(op, why));
+    }
+    if (pairs as usize) < MIN_EXACT_PAIRS {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{pairs} (token, expert) pairs (the CUDA kernels take {MIN_EXACT_PAIRS} or more)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn launch_dims(warps: i64) -> Result<([i32; 3], [i32; 3])> {
     let threads = i32::try_from(warps.max(1) * 32)
         .map_err(|_| Error::invalid("gpu", "launch larger than 2^31 threads"))?;
@@ -225,8 +307,9 @@ fn biases<'a>(op: &'static str, q: &'a QuantizedWeight) -> Result<&'a Array> {
 /// (the layout the reference hands to the down projection).
 ///
 /// # Errors
-/// On weights the kernels do not take ([`weight_support`]), a dtype mismatch, or
-/// when MLX fails to build or queue the kernel.
+/// On weights the kernels do not take ([`weight_support`]; on CUDA also
+/// [`cuda_shape_support`] and fewer than [`MIN_EXACT_PAIRS`] pairs), a dtype
+/// mismatch, or when MLX fails to build or queue the kernel.
 pub fn expert_swiglu(
     backend: KernelBackend,
     x: &Array,
@@ -272,9 +355,19 @@ pub fn expert_swiglu(
         &["h_out"],
         sources(backend).swiglu,
     )?;
+    // CUDA: one warp per (pair, 8 rows); Metal: groups of `lpr` lanes per row.
     let lpr = lanes_per_row(hidden * bits / 128);
-    let rows = i64::from(pairs) * i64::from(inter);
-    let (grid, tg) = launch_dims((rows + i64::from(32 / lpr) - 1) / i64::from(32 / lpr))?;
+    let (grid, tg) = match backend {
+        KernelBackend::Cuda => {
+            check_cuda_shape(OP, gate, pairs)?;
+            launch_dims(i64::from(pairs) * i64::from(inter / 8))?
+        }
+        KernelBackend::Metal => {
+            let rows = i64::from(pairs) * i64::from(inter);
+            launch_dims((rows + i64::from(32 / lpr) - 1) / i64::from(32 / lpr))?
+        }
+    };
+    let last = layout_arg(backend, lpr);
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
     let mut shape = indices.shape().to_vec();
     shape.extend_from_slice(&[1, inter]);
@@ -294,7 +387,7 @@ pub fn expert_swiglu(
                 ("GROUP", TemplateArg::Int(g.spec.group_size)),
                 ("HID", TemplateArg::Int(hidden)),
                 ("INTER", TemplateArg::Int(inter)),
-                ("LPR", TemplateArg::Int(lpr)),
+                last,
             ],
             init_value: None,
             verbose: false,
@@ -351,8 +444,26 @@ pub fn down_combine(
         &["y_out"],
         sources(backend).down,
     )?;
+    // CUDA: one warp per (token, 8 outputs); Metal: one warp per (token, output).
     let lpr = lanes_per_row(inter * bits / 128);
-    let (grid, tg) = launch_dims(i64::from(ntok) * i64::from(hidden))?;
+    let (grid, tg) = match backend {
+        KernelBackend::Cuda => {
+            check_cuda_shape(OP, down, pairs)?;
+            launch_dims(i64::from(ntok) * i64::from(hidden / 8))?
+        }
+        KernelBackend::Metal => launch_dims(i64::from(ntok) * i64::from(hidden))?,
+    };
+    let mut targs = vec![
+        ("T", TemplateArg::Dtype(dtype)),
+        ("BITS", TemplateArg::Int(bits)),
+        ("GROUP", TemplateArg::Int(d.spec.group_size)),
+        ("HID", TemplateArg::Int(hidden)),
+        ("INTER", TemplateArg::Int(inter)),
+        layout_arg(backend, lpr),
+    ];
+    if backend == KernelBackend::Cuda {
+        targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
+    }
     let mut shape = indices.shape()[..indices.ndim() - 1].to_vec();
     shape.push(hidden);
     let dims = dims_array(&[ntok, k, experts])?;
@@ -370,14 +481,7 @@ pub fn down_combine(
             outputs: &[(&shape, dtype)],
             grid,
             threadgroup: tg,
-            template_args: &[
-                ("T", TemplateArg::Dtype(dtype)),
-                ("BITS", TemplateArg::Int(bits)),
-                ("GROUP", TemplateArg::Int(d.spec.group_size)),
-                ("HID", TemplateArg::Int(hidden)),
-                ("INTER", TemplateArg::Int(inter)),
-                ("LPR", TemplateArg::Int(lpr)),
-            ],
+            template_args: &targs,
             init_value: None,
             verbose: false,
         },

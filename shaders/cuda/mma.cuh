@@ -1,0 +1,164 @@
+// zmlx CUDA prelude, part 2: what the expert kernels need to reproduce MLX's CUDA
+// `gather_qmm` bit for bit. gpu.rs appends this text to prelude.cuh.
+//
+// Which MLX kernel is reproduced. For f16/bf16 activations, 4/8-bit affine weights,
+// N % 128 == 0 and K % max(64, group) == 0, MLX 0.32's GatherQMM::eval_gpu takes
+// `qmm_sm80` whenever M * B >= 8 (decode with top-8 has M = 1, B = 8 pairs; the
+// sorted prefill path has B >= 64). That kernel dequantizes each weight to the
+// activation type with ONE rounding, `w = T(q * scale + bias)` (a fused multiply-add
+// on f16/bf16 pairs: measured, device run 1 of notes/cuda-kernels.md: rounding the
+// product first, as cutlass's scalar operators would, matches ~20% of outputs; one
+// rounding matches all of them), and multiplies
+// with `mma.sync.m16n8k16` (fp32 accumulation) over K in 16-wide blocks, in order,
+// one accumulator chain per output, then rounds once to T. The result of one MMA
+// depends only on its own operands, and the hardware's internal summation of a
+// block is the same whichever kernel issues it, so issuing the same instruction on
+// the same values, block by block in the same order, gives the same bits. Smaller
+// batches (M * B < 8) take MLX's `gather_qmv`, which accumulates differently: the
+// Rust side keeps the reference there (gpu::MIN_EXACT_PAIRS).
+//
+// Fragment layout of mma.m16n8k16 (PTX ISA): lane = 4 * g + t. A (16 x 16, row
+// major): register 0 holds row g, columns 2t and 2t + 1; register 2 holds row g,
+// columns 2t + 8 and 2t + 9 (registers 1 and 3: row g + 8). B (16 x 8, column
+// major): register 0 holds rows 2t, 2t + 1 of column g, register 1 rows 2t + 8,
+// 2t + 9. C: c0, c1 = row g, columns 2t, 2t + 1 (c2, c3: row g + 8). The kernels
+// put the one activation row in A's row 0 (the other rows are zero: each output
+// depends only on its own row), eight weight rows in B's columns, and read the
+// results from lanes 0..3.
+
+#include "mlx/backend/cuda/device/binary_ops.cuh"
+#include "mlx/backend/cuda/device/unary_ops.cuh"
+
+namespace zmlx {
+
+template <typename T>
+struct Mma;
+
+// D = A * B + D for one 16-wide K block (bf16 inputs, fp32 accumulators).
+template <>
+struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float* c, uint32_t a0, uint32_t a2, uint32_t b0,
+                                             uint32_t b1) {
+#ifndef ZMLX_SYNTAX_ONLY
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+#endif
+  }
+};
+
+// The same for f16 inputs.
+template <>
+struct Mma<__half> {
+  static __device__ __forceinline__ void run(float* c, uint32_t a0, uint32_t a2, uint32_t b0,
+                                             uint32_t b1) {
+#ifndef ZMLX_SYNTAX_ONLY
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+#endif
+  }
+};
+
+__device__ __forceinline__ uint32_t bits16(__half v) {
+  return *reinterpret_cast<const unsigned short*>(&v);
+}
+__device__ __forceinline__ uint32_t bits16(__nv_bfloat16 v) {
+  return *reinterpret_cast<const unsigned short*>(&v);
+}
+
+// One dequantized weight as qmm_sm80 makes it. DEQ 1 (the default): one fused
+// rounding, which matches MLX 0.32.4; DEQ 0: the product and the sum each rounded
+// to T (kept for re-checking another MLX version: gpu.rs, ZMLX_CUDA_DEQ).
+template <typename T, int DEQ>
+__device__ __forceinline__ uint32_t dequant(uint32_t q, float s, float z) {
+  if (DEQ == 0) {
+    const float p = round_to<T>(static_cast<float>(q) * s);
+    return bits16(from_float<T>(p + z));
+  }
+  return bits16(from_float<T>(fmaf(static_cast<float>(q), s, z)));
+}
+
+// The B registers of lane t for one 16-wide K block of the lane's weight row:
+// values 2t, 2t + 1 (register 0) and 2t + 8, 2t + 9 (register 1) of the block.
+// `lo` and `hi` are the block's two halves (k 0..7 and 8..15) as packed words:
+// for 4 bits one uint32 each, for 8 bits two (given as lo0/lo1, hi0/hi1).
+template <typename T, int BITS, int DEQ>
+struct BFrag;
+
+template <typename T, int DEQ>
+struct BFrag<T, 4, DEQ> {
+  static __device__ __forceinline__ void make(uint32_t lo, uint32_t hi, int t, float s,
+                                              float z, uint32_t& b0, uint32_t& b1) {
+    const uint32_t bl = (lo >> (8 * t)) & 0xffu;
+    const uint32_t bh = (hi >> (8 * t)) & 0xffu;
+    b0 = dequant<T, DEQ>(bl & 0xfu, s, z) | (dequant<T, DEQ>(bl >> 4, s, z) << 16);
+    b1 = dequant<T, DEQ>(bh & 0xfu, s, z) | (dequant<T, DEQ>(bh >> 4, s, z) << 16);
+  }
+};
+
+template <typename T, int DEQ>
+struct BFrag<T, 8, DEQ> {
+  // lo = word holding k 2t, 2t + 1 (word t / 2 of the block), hi = the word holding
+  // k 2t + 8, 2t + 9 (word 2 + t / 2).
+  static __device__ __forceinline__ void make(uint32_t lo, uint32_t hi, int t, float s,
+                                              float z, uint32_t& b0, uint32_t& b1) {
+    const int sh = 16 * (t & 1);
+    const uint32_t hl = (lo >> sh) & 0xffffu;
+    const uint32_t hh = (hi >> sh) & 0xffffu;
+    b0 = dequant<T, DEQ>(hl & 0xffu, s, z) | (dequant<T, DEQ>(hl >> 8, s, z) << 16);
+    b1 = dequant<T, DEQ>(hh & 0xffu, s, z) | (dequant<T, DEQ>(hh >> 8, s, z) << 16);
+  }
+};
+
+// One 128-bit chunk of a weight row (32 4-bit or 16 8-bit values, inside one
+// quantization group) multiplied into the accumulators c: KPC = 2 or 1 blocks.
+// `a` holds the A registers of the chunk's blocks (a[2 * i], a[2 * i + 1] for
+// block i; zero on lanes that do not carry the activation row).
+template <typename T, int BITS, int DEQ>
+__device__ __forceinline__ void mma_chunk(uint4 w, const uint32_t* a, int t, float s, float z,
+                                          float* c) {
+  uint32_t b0, b1;
+  if (BITS == 4) {
+    BFrag<T, 4, DEQ>::make(w.x, w.y, t, s, z, b0, b1);
+    Mma<T>::run(c, a[0], a[1], b0, b1);
+    BFrag<T, 4, DEQ>::make(w.z, w.w, t, s, z, b0, b1);
+    Mma<T>::run(c, a[2], a[3], b0, b1);
+  } else {
+    const uint32_t lo = (t < 2) ? w.x : w.y;
+    const uint32_t hi = (t < 2) ? w.z : w.w;
+    BFrag<T, 8, DEQ>::make(lo, hi, t, s, z, b0, b1);
+    Mma<T>::run(c, a[0], a[1], b0, b1);
+  }
+}
+
+// The A registers for one chunk of the activation row `x` (starting at the chunk's
+// first value): lanes 0..3 (g = 0) load, the others hold zeros.
+template <typename T, int BITS>
+__device__ __forceinline__ void a_chunk(const T* x, int g, int t, uint32_t* a) {
+  constexpr int KPC = 128 / BITS / 16;
+#pragma unroll
+  for (int i = 0; i < KPC; ++i) {
+    if (g == 0) {
+      const uint32_t* p = reinterpret_cast<const uint32_t*>(x + 16 * i);
+      a[2 * i] = p[t];
+      a[2 * i + 1] = p[t + 4];
+    } else {
+      a[2 * i] = 0u;
+      a[2 * i + 1] = 0u;
+    }
+  }
+}
+
+// mlx-lm's swiglu on MLX's CUDA backend (a compiled element-wise kernel: each op
+// computes in T with MLX's own functors): silu(g) * u with silu(g) = g * sigmoid(g).
+template <typename T>
+__device__ __forceinline__ T mlx_swiglu(T g, T u) {
+  const T sig = mlx::core::cu::Sigmoid{}(g);
+  const T silu = mlx::core::cu::Multiply{}(g, sig);
+  return mlx::core::cu::Multiply{}(silu, u);
+}
+
+}  // namespace zmlx
