@@ -72,30 +72,12 @@ pub struct Qwen3MoeConfig {
     pub quantization: Option<QuantizationConfig>,
 }
 
-/// Quantization mode, as MLX names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QuantMode {
-    /// `w = scale * q + bias` per group, scales and biases in the float dtype.
-    Affine,
-    /// OCP MX FP4 (group 32, E8M0 scales).
-    Mxfp4,
-    /// OCP MX FP8 (group 32, E8M0 scales).
-    Mxfp8,
-    /// NVIDIA FP4 (group 16, FP8 scales).
-    Nvfp4,
-}
+/// Quantization mode: MLX's own type (one definition for the loader and MLX); in
+/// `config.json` it is the lowercase name MLX uses.
+pub use mlx::quantization::QuantMode;
 
-impl QuantMode {
-    /// The name used in `config.json`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QuantMode::Affine => "affine",
-            QuantMode::Mxfp4 => "mxfp4",
-            QuantMode::Mxfp8 => "mxfp8",
-            QuantMode::Nvfp4 => "nvfp4",
-        }
-    }
+fn serialize_mode<S: Serializer>(m: &QuantMode, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
 }
 
 /// How one module is quantized.
@@ -106,6 +88,7 @@ pub struct QuantSpec {
     /// Bits per weight.
     pub bits: usize,
     /// The quantization mode.
+    #[serde(serialize_with = "serialize_mode")]
     pub mode: QuantMode,
 }
 
@@ -253,20 +236,12 @@ fn spec_from_object(
     let bits = req_usize(obj, field, "bits")?;
     let mode = match obj.get("mode") {
         None | Some(Value::Null) => default_mode,
-        Some(Value::String(s)) => match s.as_str() {
-            "affine" => QuantMode::Affine,
-            "mxfp4" => QuantMode::Mxfp4,
-            "mxfp8" => QuantMode::Mxfp8,
-            "nvfp4" => QuantMode::Nvfp4,
-            other => {
-                return Err(Error::config(
-                    format!("{field}.mode"),
-                    format!(
-                    "unknown quantization mode `{other}` (expected affine, mxfp4, mxfp8 or nvfp4)"
-                ),
-                ))
-            }
-        },
+        Some(Value::String(s)) => QuantMode::parse(s).map_err(|_| {
+            Error::config(
+                format!("{field}.mode"),
+                format!("unknown quantization mode `{s}` (expected affine, mxfp4, mxfp8 or nvfp4)"),
+            )
+        })?,
         Some(other) => {
             return Err(Error::config(
                 format!("{field}.mode"),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mlx::fast::{rope, scaled_dot_product_attention, AttentionMask};
-use mlx::quantization::{QuantMode, QuantSpec as MlxQuantSpec, QuantizedWeight};
+use mlx::quantization::{QuantSpec as MlxQuantSpec, QuantizedWeight};
 use mlx::{ops, Array, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::DownCombineInput;
 use zmlx_kernels::expert_swiglu::swiglu;
@@ -20,7 +20,7 @@ use zmlx_kernels::Weight;
 use zmlx_patch::Slots;
 
 use crate::checkpoint::load::{eval_with_progress, load_tensors};
-use crate::config::{QuantMode as CfgQuantMode, Qwen3MoeConfig};
+use crate::config::Qwen3MoeConfig;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::nn::{Embedding, Linear, RmsNorm};
@@ -560,12 +560,7 @@ impl<'a> Taker<'a> {
             self.tensors.remove(&name);
             return Weight::Float(Self::placeholder());
         };
-        let mode = match spec.mode {
-            CfgQuantMode::Affine => QuantMode::Affine,
-            CfgQuantMode::Mxfp4 => QuantMode::Mxfp4,
-            CfgQuantMode::Mxfp8 => QuantMode::Mxfp8,
-            CfgQuantMode::Nvfp4 => QuantMode::Nvfp4,
-        };
+        let mode = spec.mode;
         let spec = MlxQuantSpec {
             group_size: spec.group_size as i32,
             bits: spec.bits as i32,
