@@ -148,3 +148,35 @@ __device__ __forceinline__ float swiglu_as(float g, float u) {
 }
 
 }  // namespace zmlx
+
+// ---- Router (moe_gate.cu) helpers: MLX CUDA router arithmetic ------------------
+// Used by shaders/cuda/moe_gate.cu only; see that file for what each step mirrors.
+namespace zmlx {
+
+// The sum over the 32 lanes of n * e as MLX's softmax computes it: a
+// cooperative_groups reduce over a 32-thread tile (xor butterfly, offsets 16 .. 1,
+// out = out + shfl_xor(out, offset)) of the products, the value lane 0 ends with,
+// broadcast. `fused` = the compiler's contraction of the product into the first
+// butterfly addition (fma(n, e, partner's rounded product)); see moe_gate.cu.
+__device__ __forceinline__ float router_tile_sum_lane0(float n, float e, bool fused) {
+  const float p = __fmul_rn(n, e);
+  const float other = __shfl_xor_sync(0xffffffffu, p, 16);
+  float out = fused ? __fmaf_rn(n, e, other) : __fadd_rn(p, other);
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) {
+    out = __fadd_rn(out, __shfl_xor_sync(0xffffffffu, out, o));
+  }
+  return __shfl_sync(0xffffffffu, out, 0);
+}
+
+// Max over the 32 lanes (exact whatever the order).
+__device__ __forceinline__ float router_tile_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  }
+  return v;
+}
+
+}  // namespace zmlx
+// ---- end of router helpers -----------------------------------------------------

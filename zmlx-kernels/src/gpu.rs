@@ -84,13 +84,13 @@ fn cuda_sum_variant() -> i32 {
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
 pub const MAX_ROUTER_EXPERTS: i32 = 512;
 
-/// Whether [`crate::moe_gate::FusedRouter`] uses the GPU router kernel. The kernel
-/// breaks ties between equal gates towards the higher expert index. MLX's CUDA
-/// argpartition (a radix select) gave the same expert sets on every token probed by
-/// `tests/cuda_vs_reference.rs` on an H100 (MLX 0.32.4): 528 tokens, 120 of them
-/// with tied gates at the top-k boundary, and the same sets run to run (see
-/// notes/cuda-kernels.md). That is evidence, not a proof from MLX's source; set this
-/// to `false` to keep the reference router on GPUs.
+/// Whether [`crate::moe_gate::FusedRouter`] uses the GPU router kernel. On CUDA,
+/// MLX's argpartition (0.32.x, mlx/backend/cuda/sort.cu) is a stable ascending
+/// merge sort of the whole row, so its top k and their order are fixed, ties
+/// included (larger expert index ranks higher among equal gates); the kernel
+/// reproduces that order, and `tests/cuda_vs_reference.rs` checks ids in order on
+/// integer logits full of ties. Set this to `false` to keep the reference router on
+/// GPUs.
 pub const ROUTER_TIES_MATCH: bool = true;
 
 /// The router kernel takes up to this many experts per token.
@@ -490,8 +490,25 @@ pub fn down_combine(
     Ok(out.into_iter().next().expect("one output"))
 }
 
+/// How the CUDA router reproduces one step of MLX's softmax that MLX leaves to the
+/// compiler (`VARIANT` in shaders/cuda/moe_gate.cu): 1 = the per-warp product
+/// contracted into the first butterfly addition (an fma, the default), 0 = rounded
+/// product then addition. It changes results only above 16 * (16 / itemsize)
+/// experts (more than 128 for bf16/f16, 64 for f32). `ZMLX_ROUTER_VARIANT=0`
+/// selects the latter; tests/cuda_vs_reference.rs tries both.
+fn router_variant() -> i32 {
+    match std::env::var("ZMLX_ROUTER_VARIANT").as_deref() {
+        Ok("0") => 0,
+        _ => 1,
+    }
+}
+
 /// Softmax (precise) over the experts, top-`k`, optional renormalisation: `logits`
-/// is `[..., experts]`; returns indices (uint32) and scores, `[..., k]`, experts in
+/// is `[..., experts]`; returns indices (uint32) and scores, `[..., k]`. On CUDA
+/// both are bit for bit what MLX's CUDA backend gives for mlx-lm's
+/// `softmax(precise) -> argpartition(-k)[..., -k:] -> take_along_axis -> / sum`,
+/// in its order: ascending gate, ties in ascending expert index (MLX's
+/// argpartition is a stable sort there). On Metal (not yet run) experts come in
 /// descending gate order.
 ///
 /// # Errors
@@ -502,6 +519,23 @@ pub fn route(
     logits: &Array,
     k: i32,
     normalize: bool,
+    s: StreamOrDevice,
+) -> Result<(Array, Array)> {
+    route_variant(backend, logits, k, normalize, router_variant(), s)
+}
+
+/// [`route`] with the CUDA kernel's `VARIANT` given (0 or 1, see `router_variant`
+/// in this module's source and shaders/cuda/moe_gate.cu); for tests that find which
+/// one MLX's build matches. Metal ignores it.
+///
+/// # Errors
+/// As [`route`]; also on a variant other than 0 or 1.
+pub fn route_variant(
+    backend: KernelBackend,
+    logits: &Array,
+    k: i32,
+    normalize: bool,
+    variant: i32,
     s: StreamOrDevice,
 ) -> Result<(Array, Array)> {
     static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
@@ -517,7 +551,17 @@ pub fn route(
     if !matches!(dtype, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16) {
         return Err(Error::invalid(OP, format!("logits of dtype {dtype:?}")));
     }
+    if !(0..=1).contains(&variant) {
+        return Err(Error::invalid(OP, format!("router variant {variant}")));
+    }
     let ntok = (logits.size() / experts as usize) as i32;
+    // The chunk of scores one thread of MLX's sum folds: 16 bytes a thread in its
+    // row reduce ([..., k] scores), 8 values in its all-reduce (1-D scores).
+    let chunk = if logits.ndim() == 1 {
+        8
+    } else {
+        16 / dtype.size() as i32
+    };
     let kern = kernel(
         &SLOTS[slot_index(backend)],
         backend,
@@ -529,7 +573,7 @@ pub fn route(
     let (grid, tg) = launch_dims(i64::from(ntok))?;
     let mut shape = logits.shape().to_vec();
     *shape.last_mut().expect("logits have an expert axis") = k;
-    let dims = dims_array(&[ntok])?;
+    let dims = dims_array(&[ntok, variant, chunk])?;
     let out = kern.call(
         &KernelLaunch {
             inputs: &[logits, &dims],

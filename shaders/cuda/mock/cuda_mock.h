@@ -43,3 +43,17 @@ namespace std {
 using ::std::numeric_limits;
 }
 }  // namespace cuda
+
+// ---- Router (moe_gate.cu) names ------------------------------------------------
+float __expf(float);
+float __fadd_rn(float, float);
+float __fsub_rn(float, float);
+float __fmul_rn(float, float);
+float __fmaf_rn(float, float, float);
+float __frcp_rn(float);
+float __shfl_sync(unsigned int, float, int);
+__half operator+(const __half&, const __half&);
+__half operator/(const __half&, const __half&);
+__nv_bfloat16 operator+(const __nv_bfloat16&, const __nv_bfloat16&);
+__nv_bfloat16 operator/(const __nv_bfloat16&, const __nv_bfloat16&);
+// ---- end of router names -------------------------------------------------------
