@@ -153,6 +153,25 @@ fn main() {
             fused_ms: routing_ms(&FusedRouter),
             floor_ms: logits.nbytes() as f64 / bandwidth * 1e3,
         });
+        // Mixtral's rule (top-k of the logits, softmax over the k) at Mixtral's shape
+        // (8 experts, top-2) and at 128 experts, top-8, on bf16 logits.
+        for (experts, k) in [(8, 2), (EXPERTS, TOP_K)] {
+            let key = random::key(200 + t as u64).unwrap();
+            let logits =
+                random::normal(&[1, t, experts], Dtype::Bfloat16, 0.0, 1.0, Some(&key), ())
+                    .unwrap();
+            logits.eval().unwrap();
+            let spec = RouterSpec::TopKSoftmax { k };
+            let ms =
+                |r: &dyn RouterOp| time(reps, || r.route(&logits, &spec, s).unwrap().scores) * 1e3;
+            lines.push(Line {
+                op: format!("router (top-{k} of {experts}, softmax)"),
+                tokens: t,
+                reference_ms: Some(ms(&ReferenceRouter)),
+                fused_ms: ms(&FusedRouter),
+                floor_ms: logits.nbytes() as f64 / bandwidth * 1e3,
+            });
+        }
 
         let sw = |op: &dyn ExpertSwiGluOp, n: usize| {
             time(n, || op.forward(&x, &gate, &up, &routing, s).unwrap().h) * 1e3

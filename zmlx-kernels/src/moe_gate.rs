@@ -31,7 +31,10 @@ pub enum RouterSpec {
         /// Divide the k weights by their sum.
         normalize: bool,
     },
-    /// top-k of the logits, softmax over the k (Mixtral, GPT-OSS).
+    /// top-k of the logits, softmax over the k (Mixtral, GPT-OSS), as mlx-lm's
+    /// Mixtral computes it: `argpartition(-logits, kth=k-1)[..., :k]`. (mlx-lm's
+    /// GPT-OSS selects with `argpartition(logits, kth=-k)[..., -k:]`, which picks the
+    /// same experts except among ties and NaN, but in a different order.)
     TopKSoftmax {
         /// Experts per token.
         k: i32,
@@ -140,7 +143,8 @@ fn sigmoid_group_top_k(
 pub struct Routing {
     /// Expert indices, `[..., k]`, uint32.
     pub indices: Array,
-    /// Expert weights, `[..., k]`, in the logits' dtype.
+    /// Expert weights, `[..., k]`, in the logits' dtype (f32 for
+    /// [`RouterSpec::SigmoidGroupTopK`], which mlx-lm computes in f32).
     pub scores: Array,
 }
 
@@ -225,17 +229,35 @@ impl RouterOp for ReferenceRouter {
     }
 }
 
-/// Fused router gating: on a CPU stream one kernel computes softmax, top-k and the
-/// renormalisation with mlx-lm's roundings ([`crate::cpu::route`]); on a CUDA (or
-/// Metal, not yet run on Apple silicon) stream one GPU kernel does
-/// ([`crate::gpu::route`], gated by [`crate::gpu::ROUTER_TIES_MATCH`]); elsewhere the
-/// reference.
+/// Fused router gating: on a CPU stream one kernel computes the whole routing of
+/// every [`RouterSpec`] (softmax, top-k and the renormalisation; top-k and the softmax
+/// over the k; sigmoid, group-limited top-k and scaling) with mlx-lm's roundings and
+/// MLX's argpartition order ([`crate::cpu::route`]); on a CUDA (or Metal, not yet run on Apple silicon) stream
+/// one GPU kernel does softmax top-k only ([`crate::gpu::route`], gated by
+/// [`crate::gpu::ROUTER_TIES_MATCH`]); elsewhere the reference.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FusedRouter;
 
+/// The gating rules the CPU kernel reproduces bit for bit.
+#[derive(Clone, Copy)]
+enum CpuRule {
+    SoftmaxTopK {
+        normalize: bool,
+    },
+    TopKSoftmax,
+    /// The correction bias, when present, is the kernel's second input.
+    SigmoidGroupTopK {
+        n_group: usize,
+        topk_group: usize,
+        normalize: bool,
+        scale: f32,
+        bias: bool,
+    },
+}
+
 struct RouteKernel {
     k: usize,
-    normalize: bool,
+    rule: CpuRule,
     experts: usize,
 }
 
@@ -247,7 +269,25 @@ impl mlx::primitive::CpuKernel for RouteKernel {
     fn params(&self) -> Vec<u8> {
         let mut p = (self.k as u64).to_le_bytes().to_vec();
         p.extend_from_slice(&(self.experts as u64).to_le_bytes());
-        p.push(self.normalize as u8);
+        // The params are the primitive's identity: the rule must be part of them.
+        match self.rule {
+            CpuRule::SoftmaxTopK { normalize } => p.push(normalize as u8),
+            CpuRule::TopKSoftmax => p.push(2),
+            CpuRule::SigmoidGroupTopK {
+                n_group,
+                topk_group,
+                normalize,
+                scale,
+                bias,
+            } => {
+                p.push(3);
+                p.extend_from_slice(&(n_group as u64).to_le_bytes());
+                p.extend_from_slice(&(topk_group as u64).to_le_bytes());
+                p.extend_from_slice(&scale.to_bits().to_le_bytes());
+                p.push(normalize as u8);
+                p.push(bias as u8);
+            }
+        }
         p
     }
 
@@ -259,9 +299,29 @@ impl mlx::primitive::CpuKernel for RouteKernel {
         let logits = crate::cpu_glue::floats(&inputs[0])?;
         let tokens = logits.len() / self.experts.max(1);
         let (idx, scores) = outputs.split_at_mut(1);
-        let gating = crate::cpu::Gating::SoftmaxTopK {
-            top_k: self.k,
-            renormalize: self.normalize,
+        let gating = match self.rule {
+            CpuRule::SoftmaxTopK { normalize } => crate::cpu::Gating::SoftmaxTopK {
+                top_k: self.k,
+                renormalize: normalize,
+            },
+            CpuRule::TopKSoftmax => crate::cpu::Gating::TopKSoftmax { top_k: self.k },
+            CpuRule::SigmoidGroupTopK {
+                n_group,
+                topk_group,
+                normalize,
+                scale,
+                bias,
+            } => crate::cpu::Gating::SigmoidGroupTopK {
+                top_k: self.k,
+                n_group,
+                topk_group,
+                renormalize: normalize,
+                routed_scaling_factor: scale,
+                correction_bias: match bias {
+                    true => Some(crate::cpu_glue::floats(&inputs[1])?),
+                    false => None,
+                },
+            },
         };
         crate::cpu::route(
             logits,
@@ -281,12 +341,10 @@ impl RouterOp for FusedRouter {
     }
 
     fn supports(&self, spec: &RouterSpec, experts: i32, device: mlx::Device) -> Support {
-        if !matches!(spec, RouterSpec::SoftmaxTopK { .. }) {
-            // The CPU kernel has these rules (cpu::Gating) but returns the k sorted, not
-            // in argpartition's order, which the downstream sums depend on bit for bit.
-            return Support::No("only softmax top-k routing is fused so far".into());
-        }
         if device.kind != mlx::DeviceType::Cpu {
+            if !matches!(spec, RouterSpec::SoftmaxTopK { .. }) {
+                return Support::No("the GPU router kernel only does softmax top-k routing".into());
+            }
             if crate::gpu::backend_for(device).is_none() {
                 return Support::No("no fused kernel for this GPU backend".into());
             }
@@ -308,6 +366,35 @@ impl RouterOp for FusedRouter {
         if experts > 512 {
             return Support::No(format!("{experts} experts (the kernel takes up to 512)"));
         }
+        if let RouterSpec::SigmoidGroupTopK {
+            n_group,
+            topk_group,
+            ref correction_bias,
+            ..
+        } = *spec
+        {
+            // Invalid configurations go to the reference, which reports them as MLX does.
+            if n_group < 1
+                || experts % n_group != 0
+                || (n_group > 1 && experts / n_group < 2)
+                || topk_group < 1
+                || topk_group > n_group
+            {
+                return Support::No(format!(
+                    "group configuration n_group = {n_group}, topk_group = {topk_group} \
+                     for {experts} experts"
+                ));
+            }
+            if let Some(b) = correction_bias {
+                if b.shape() != [experts] || !b.dtype().is_float() || b.dtype() == Dtype::Float64 {
+                    return Support::No(format!(
+                        "correction bias {:?} {:?} (the kernel takes a float [{experts}])",
+                        b.dtype(),
+                        b.shape()
+                    ));
+                }
+            }
+        }
         Support::Yes
     }
 
@@ -316,10 +403,36 @@ impl RouterOp for FusedRouter {
         if !self.supports(spec, experts, s.device()?).is_yes() || logits.dtype() == Dtype::Float64 {
             return ReferenceRouter.route(logits, spec, s);
         }
-        let RouterSpec::SoftmaxTopK { k, normalize } = *spec else {
-            return ReferenceRouter.route(logits, spec, s);
+        let mut inputs = vec![logits];
+        // mlx-lm's DeepSeek router works in f32 whatever the logits dtype.
+        let mut score_dtype = logits.dtype();
+        let (k, rule) = match *spec {
+            RouterSpec::SoftmaxTopK { k, normalize } => (k, CpuRule::SoftmaxTopK { normalize }),
+            RouterSpec::TopKSoftmax { k } => (k, CpuRule::TopKSoftmax),
+            RouterSpec::SigmoidGroupTopK {
+                k,
+                n_group,
+                topk_group,
+                normalize,
+                routed_scaling_factor,
+                ref correction_bias,
+            } => {
+                inputs.extend(correction_bias.as_ref());
+                score_dtype = Dtype::Float32;
+                let rule = CpuRule::SigmoidGroupTopK {
+                    n_group: n_group as usize,
+                    topk_group: topk_group as usize,
+                    normalize,
+                    scale: routed_scaling_factor,
+                    bias: correction_bias.is_some(),
+                };
+                (k, rule)
+            }
         };
         if let Some(backend) = crate::gpu::backend_for(s.device()?) {
+            let CpuRule::SoftmaxTopK { normalize } = rule else {
+                return ReferenceRouter.route(logits, spec, s);
+            };
             let (indices, scores) = crate::gpu::route(backend, logits, k, normalize, s)?;
             return Ok(Routing { indices, scores });
         }
@@ -327,15 +440,15 @@ impl RouterOp for FusedRouter {
         *shape.last_mut().expect("logits have an expert axis") = k;
         let kernel = RouteKernel {
             k: k as usize,
-            normalize,
+            rule,
             experts: experts as usize,
         };
         let mut outs = mlx::primitive::cpu_primitive(
             std::sync::Arc::new(kernel),
-            &[logits],
+            &inputs,
             &[
                 mlx::primitive::OutputSpec::new(&shape, Dtype::Uint32),
-                mlx::primitive::OutputSpec::new(&shape, logits.dtype()),
+                mlx::primitive::OutputSpec::new(&shape, score_dtype),
             ],
             s,
         )?

@@ -15,7 +15,7 @@ use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDo
 use zmlx_kernels::expert_swiglu::{
     ExpertHidden, FusedExpertSwiGlu, ReferenceExpertSwiGlu, SORT_THRESHOLD,
 };
-use zmlx_kernels::moe_gate::{FusedRouter, ReferenceRouter, RouterSpec, Routing};
+use zmlx_kernels::moe_gate::{FusedRouter, ReferenceRouter, RouterSpec};
 use zmlx_kernels::quant_linear::{FusedLinear, ReferenceLinear};
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, LinearOp, RouterOp, Weight};
 
@@ -143,34 +143,55 @@ fn linear_batched() {
     }
 }
 
-fn route_pair(logits: &Array, k: i32, normalize: bool) -> (Routing, Routing) {
-    let spec = RouterSpec::SoftmaxTopK { k, normalize };
-    let r = ReferenceRouter.route(logits, &spec, cpu()).unwrap();
-    let f = FusedRouter.route(logits, &spec, cpu()).unwrap();
-    (r, f)
+/// Routes `logits` with the reference and the fused router and requires the same
+/// experts in the same order (so also the same sets) and the same score bits. The
+/// fused router must actually take the spec (a fallback to the reference would pass
+/// trivially).
+fn check_route(what: &str, logits: &Array, spec: &RouterSpec) {
+    let experts = *logits.shape().last().unwrap();
+    assert!(
+        FusedRouter.supports(spec, experts, Device::cpu()).is_yes(),
+        "{what}: the fused router declines {spec:?}"
+    );
+    let r = ReferenceRouter.route(logits, spec, cpu()).unwrap();
+    let f = FusedRouter.route(logits, spec, cpu()).unwrap();
+    assert_same(&format!("{what} indices"), &r.indices, &f.indices);
+    assert_same(&format!("{what} scores"), &r.scores, &f.scores);
+}
+
+/// Router logits `[tokens, experts]`; with `ties`, few distinct values (multiples of
+/// 1/2), so many exact ties for the top-k to break.
+fn router_logits(seed: u64, dtype: Dtype, tokens: i32, experts: i32, ties: bool) -> Array {
+    let logits = normal(seed, &[tokens, experts], 2.0, dtype);
+    if !ties {
+        return logits;
+    }
+    let two = Array::scalar_as(2.0, dtype).unwrap();
+    ops::divide(
+        &ops::floor(&ops::multiply(&logits, &two, cpu()).unwrap(), cpu()).unwrap(),
+        &two,
+        cpu(),
+    )
+    .unwrap()
 }
 
 fn check_router(seed: u64, dtype: Dtype, tokens: i32, experts: i32, k: i32, ties: bool) {
-    let mut logits = normal(seed, &[tokens, experts], 2.0, dtype);
-    if ties {
-        // Few distinct values: many exact ties for the top-k to break.
-        let two = Array::scalar_as(2.0, dtype).unwrap();
-        logits = ops::divide(
-            &ops::floor(&ops::multiply(&logits, &two, cpu()).unwrap(), cpu()).unwrap(),
-            &two,
-            cpu(),
-        )
-        .unwrap();
-    }
+    let logits = router_logits(seed, dtype, tokens, experts, ties);
     for normalize in [true, false] {
-        let (r, f) = route_pair(&logits, k, normalize);
         let what = format!(
             "router {dtype:?} tokens={tokens} experts={experts} k={k} ties={ties} norm={normalize}"
         );
-        // Same experts in the same order (so also the same sets), same scores.
-        assert_same(&format!("{what} indices"), &r.indices, &f.indices);
-        assert_same(&format!("{what} scores"), &r.scores, &f.scores);
+        check_route(&what, &logits, &RouterSpec::SoftmaxTopK { k, normalize });
     }
+}
+
+/// Mixtral's top-k-then-softmax router, fused vs reference.
+fn check_topk_softmax(seed: u64, dtype: Dtype, tokens: i32, experts: i32, k: i32, ties: bool) {
+    let logits = router_logits(seed, dtype, tokens, experts, ties);
+    let what = format!(
+        "top-k softmax router {dtype:?} tokens={tokens} experts={experts} k={k} ties={ties}"
+    );
+    check_route(&what, &logits, &RouterSpec::TopKSoftmax { k });
 }
 
 #[test]
@@ -194,6 +215,256 @@ fn router_grid() {
             }
         }
     }
+}
+
+/// DeepSeek-V3's rule (sigmoid, correction bias, group-limited top-k, scaling), fused
+/// vs reference, with and without the bias and the renormalisation.
+#[allow(clippy::too_many_arguments)]
+fn check_sigmoid_group(
+    seed: u64,
+    dtype: Dtype,
+    tokens: i32,
+    experts: i32,
+    k: i32,
+    n_group: i32,
+    topk_group: i32,
+    ties: bool,
+) {
+    let logits = router_logits(seed, dtype, tokens, experts, ties);
+    // A coarse bias also ties selection scores; f32 as in DeepSeek-V3 checkpoints, and
+    // bf16 for the promotion in the bias add.
+    let bias = ops::divide(
+        &ops::floor(&normal(seed + 1, &[experts], 4.0, Dtype::Float32), cpu()).unwrap(),
+        &Array::scalar_as(8.0, Dtype::Float32).unwrap(),
+        cpu(),
+    )
+    .unwrap();
+    let bias16 = ops::astype(&bias, Dtype::Bfloat16, cpu()).unwrap();
+    for (b, bias) in [None, Some(bias), Some(bias16)].into_iter().enumerate() {
+        for normalize in [true, false] {
+            let spec = RouterSpec::SigmoidGroupTopK {
+                k,
+                n_group,
+                topk_group,
+                normalize,
+                routed_scaling_factor: 2.5,
+                correction_bias: bias.clone(),
+            };
+            let what = format!(
+                "sigmoid group router {dtype:?} tokens={tokens} experts={experts} k={k} \
+                 groups={n_group}/{topk_group} ties={ties} bias={b} norm={normalize}"
+            );
+            check_route(&what, &logits, &spec);
+        }
+    }
+}
+
+/// DeepSeek's rule over dtypes and shapes: V3's 256 experts in 8 groups keeping 4,
+/// top-8; no group limit; expert counts that are not multiples of 16; k up to 16.
+#[test]
+fn router_sigmoid_group_grid() {
+    let mut seed = 900;
+    for dtype in DTYPES {
+        for (experts, k, n_group, topk_group) in [
+            (256, 8, 8, 4),
+            (256, 8, 1, 1),
+            (64, 6, 8, 3),
+            (160, 6, 1, 1),
+            (72, 16, 4, 2),
+            (8, 2, 4, 4),
+            (20, 1, 2, 1),
+            (512, 16, 16, 5),
+        ] {
+            for ties in [false, true] {
+                for tokens in [1, 33] {
+                    seed += 1;
+                    check_sigmoid_group(seed, dtype, tokens, experts, k, n_group, topk_group, ties);
+                }
+            }
+        }
+    }
+}
+
+/// Mixtral's rule over dtypes, expert counts (multiples of 16 and not), k from 1 to
+/// 16 (and k = E), tied and untied logits, 1 and many tokens.
+#[test]
+fn router_topk_softmax_grid() {
+    let mut seed = 300;
+    for dtype in DTYPES {
+        for (experts, k) in [
+            (8, 1),
+            (8, 2),
+            (8, 8),
+            (12, 3),
+            (16, 4),
+            (60, 4),
+            (64, 8),
+            (100, 7),
+            (128, 8),
+            (128, 16),
+            (250, 12),
+            (256, 8),
+            (512, 16),
+        ] {
+            for ties in [false, true] {
+                for tokens in [1, 33] {
+                    seed += 1;
+                    check_topk_softmax(seed, dtype, tokens, experts, k, ties);
+                }
+            }
+        }
+    }
+}
+
+/// Every k from 1 to 16 on Mixtral's 8 experts and Qwen3's 128, with ties.
+#[test]
+fn router_topk_softmax_every_k() {
+    for dtype in DTYPES {
+        for experts in [8, 128] {
+            for k in 1..=16.min(experts) {
+                check_topk_softmax(400 + k as u64, dtype, 17, experts, k, true);
+                check_topk_softmax(500 + k as u64, dtype, 17, experts, k, false);
+            }
+        }
+    }
+}
+
+/// Logits that are not row-contiguous (transposed, a column slice) and batched
+/// `[batch, seq, experts]` logits, for both fused rules.
+#[test]
+fn router_strided_and_batched_logits() {
+    for dtype in DTYPES {
+        for (experts, k) in [(8, 2), (60, 4), (128, 8)] {
+            for how in 1..3u8 {
+                let logits = strided(700 + how as u64, 21, experts, dtype, how);
+                let what = format!("strided({how}) {dtype:?} experts={experts} k={k}");
+                check_route(&what, &logits, &RouterSpec::TopKSoftmax { k });
+                check_route(
+                    &what,
+                    &logits,
+                    &RouterSpec::SoftmaxTopK { k, normalize: true },
+                );
+            }
+            let logits = router_logits(710, dtype, 3 * 5, experts, true);
+            let logits = ops::reshape(&logits, &[3, 5, experts], cpu()).unwrap();
+            let what = format!("batched {dtype:?} experts={experts} k={k}");
+            check_route(&what, &logits, &RouterSpec::TopKSoftmax { k });
+            check_route(
+                &what,
+                &logits,
+                &RouterSpec::SoftmaxTopK {
+                    k,
+                    normalize: false,
+                },
+            );
+        }
+    }
+}
+
+/// Signed zeros, infinities and NaN logits: negated NaN is still NaN and MLX's
+/// argpartition puts it after every number, so Mixtral's rule skips NaN experts while
+/// k numbers remain. Rows where the k picked include a NaN or an infinity give NaN
+/// scores, whose payload is not emulated: those rows are checked for indices only.
+#[test]
+fn router_topk_softmax_special_values() {
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    let rows: [[f32; 8]; 6] = [
+        [nan, 1.0, -1.0, nan, 0.5, 0.5, 2.0, -3.0],
+        [0.0, -0.0, 0.0, -0.0, -1.0, -0.0, 0.0, -2.0],
+        [-inf, 1.0, -inf, 1.0, 1.0, -2.0, 1.0, 0.25],
+        [nan, nan, nan, nan, nan, 1.0, 2.0, 3.0],
+        [inf, 1.0, 2.0, 3.0, -inf, 0.0, nan, 1.0],
+        [0.5; 8],
+    ];
+    let finite_scores = [true, true, true, false, false, true];
+    for dtype in DTYPES {
+        for k in [1, 2, 3, 5] {
+            for (r, row) in rows.iter().enumerate() {
+                let logits = Array::from_slice(row, &[1, 8]).unwrap();
+                let logits = ops::astype(&logits, dtype, cpu()).unwrap();
+                let spec = RouterSpec::TopKSoftmax { k };
+                let what = format!("special row {r} {dtype:?} k={k}");
+                if finite_scores[r] || (r == 3 && k <= 3) {
+                    check_route(&what, &logits, &spec);
+                } else {
+                    let re = ReferenceRouter.route(&logits, &spec, cpu()).unwrap();
+                    let fu = FusedRouter.route(&logits, &spec, cpu()).unwrap();
+                    assert_same(&format!("{what} indices"), &re.indices, &fu.indices);
+                }
+            }
+        }
+    }
+}
+
+/// DeepSeek's rule on signed zeros, infinities and NaN logits (sigmoid(NaN) is NaN:
+/// it ranks highest in a group's top-2 and last in the final selection). Indices are
+/// compared always, scores where the reference's are all finite (NaN payloads are not
+/// emulated).
+#[test]
+fn router_sigmoid_group_special_values() {
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    let rows: [[f32; 8]; 5] = [
+        [nan, 1.0, -1.0, nan, 0.5, 0.5, 2.0, -3.0],
+        [0.0, -0.0, 0.0, -0.0, -1.0, -0.0, 0.0, -2.0],
+        [-inf, 1.0, -inf, 1.0, 1.0, -2.0, 1.0, 0.25],
+        [nan, nan, nan, nan, nan, 1.0, 2.0, 3.0],
+        [inf, 1.0, 2.0, 3.0, -inf, 0.0, nan, 1.0],
+    ];
+    for dtype in DTYPES {
+        for (n_group, topk_group) in [(1, 1), (4, 2), (4, 1), (2, 1)] {
+            for k in [1, 2, 3, 5] {
+                for (r, row) in rows.iter().enumerate() {
+                    let logits = Array::from_slice(row, &[1, 8]).unwrap();
+                    let logits = ops::astype(&logits, dtype, cpu()).unwrap();
+                    let spec = RouterSpec::SigmoidGroupTopK {
+                        k,
+                        n_group,
+                        topk_group,
+                        normalize: true,
+                        routed_scaling_factor: 2.5,
+                        correction_bias: None,
+                    };
+                    let what =
+                        format!("special row {r} {dtype:?} groups {n_group}/{topk_group} k={k}");
+                    let re = ReferenceRouter.route(&logits, &spec, cpu()).unwrap();
+                    if re
+                        .scores
+                        .to_vec::<f32>()
+                        .unwrap()
+                        .iter()
+                        .all(|v| v.is_finite())
+                    {
+                        check_route(&what, &logits, &spec);
+                    } else {
+                        let fu = FusedRouter.route(&logits, &spec, cpu()).unwrap();
+                        assert_same(&format!("{what} indices"), &re.indices, &fu.indices);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The GPU router kernel does softmax top-k only; the CPU kernel every rule.
+#[test]
+fn router_support_by_rule_and_device() {
+    let mixtral = RouterSpec::TopKSoftmax { k: 2 };
+    assert!(FusedRouter.supports(&mixtral, 8, Device::cpu()).is_yes());
+    assert!(FusedRouter.supports(&mixtral, 512, Device::cpu()).is_yes());
+    assert!(!FusedRouter.supports(&mixtral, 513, Device::cpu()).is_yes());
+    assert!(!FusedRouter.supports(&mixtral, 8, Device::gpu()).is_yes());
+    let deepseek = RouterSpec::SigmoidGroupTopK {
+        k: 8,
+        n_group: 8,
+        topk_group: 4,
+        normalize: true,
+        routed_scaling_factor: 2.5,
+        correction_bias: None,
+    };
+    assert!(FusedRouter.supports(&deepseek, 256, Device::cpu()).is_yes());
+    assert!(!FusedRouter.supports(&deepseek, 256, Device::gpu()).is_yes());
+    // Groups of one expert (MLX's topk(2) fails) go to the reference.
+    assert!(!FusedRouter.supports(&deepseek, 8, Device::cpu()).is_yes());
 }
 
 /// The reference's activations in routing order `[..., k, 1, inter]` (undoing the
@@ -379,6 +650,22 @@ proptest! {
     fn router_random(seed in 0u64..1 << 40, dtype in dtype_strategy(), experts in 8i32..200,
                      k in 1i32..17, tokens in 1i32..80, ties: bool) {
         check_router(seed, dtype, tokens, experts, k.min(experts), ties);
+    }
+
+    #[test]
+    fn router_topk_softmax_random(seed in 0u64..1 << 40, dtype in dtype_strategy(),
+                                  experts in 8i32..=512, k in 1i32..17, tokens in 1i32..80,
+                                  ties: bool) {
+        check_topk_softmax(seed, dtype, tokens, experts, k.min(experts), ties);
+    }
+
+    #[test]
+    fn router_sigmoid_group_random(seed in 0u64..1 << 40, dtype in dtype_strategy(),
+                                   group_size in 2i32..40, n_group in prop_oneof![Just(1i32), 2i32..=16],
+                                   k in 1i32..17, tokens in 1i32..40, ties: bool, keep in 0.0f64..1.0) {
+        let experts = (group_size * n_group).min(512 / n_group * n_group);
+        let topk_group = 1 + ((n_group - 1) as f64 * keep) as i32;
+        check_sigmoid_group(seed, dtype, tokens, experts, k.min(experts), n_group, topk_group, ties);
     }
 
     #[test]

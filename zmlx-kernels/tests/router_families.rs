@@ -122,8 +122,24 @@ fn sigmoid_with_bias_and_groups() {
         got.sort();
         assert_eq!(got, want, "row {row}");
     }
-    // The fused router declines this family (reported, not silent).
-    assert!(!FusedRouter
+    // The fused CPU router takes this family and gives the reference's bits (the
+    // full comparison is in fused_vs_reference.rs).
+    assert!(FusedRouter
         .supports(&spec, e as i32, Device::cpu())
         .is_yes());
+    let f = FusedRouter
+        .route(&logits, &spec, Device::cpu().into())
+        .unwrap();
+    assert_eq!(
+        f.indices.to_vec::<u32>().unwrap(),
+        r.indices.to_vec::<u32>().unwrap()
+    );
+    let bits = |a: &Array| -> Vec<u32> {
+        a.to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    assert_eq!(bits(&f.scores), bits(&r.scores));
 }

@@ -7,8 +7,13 @@
 //! "(value, index) ascending, NaN last"; [`nth_element`] reproduces that algorithm
 //! step by step, so the set AND the order match. The order matters for bit-exactness:
 //! the renormalising sum and the down+combine sum run over the k in this order.
-//! The other rules write the k sorted by score, highest first (ties to the higher
-//! index, NaN first), which selects the same set but not MLX's order.
+//! [`Gating::TopKSoftmax`] writes them in the order of mlx-lm's Mixtral router on the
+//! CPU, `argpartition(-logits, kth=k-1)[..., :k]`: the same `nth_element`, over the
+//! NEGATED logits and with `nth = k - 1`, so among equal logits the LOWER index is
+//! selected, and a NaN logit (still NaN when negated, so ordered after every number)
+//! is selected only when fewer than k logits are numbers.
+//! [`Gating::SigmoidGroupTopK`] likewise follows mlx-lm's DeepSeek-V3
+//! `argpartition(-scores, kth=k-1)[..., :k]` on its selection scores.
 //!
 //! Weights are written in the dtype of the `weights` buffer, which must be the logits
 //! dtype or f32; every rounding listed below is to that dtype (the identity for f32).
@@ -20,15 +25,20 @@
 //!   order); top-k on the rounded `p` in argpartition order (above); with
 //!   renormalisation `s = round(sum_f32(p_j))` summed sequentially in that order,
 //!   `w_j = round(p_j / s)`.
-//! - [`Gating::TopKSoftmax`] (Mixtral): top-k on the logits, then
-//!   `w_j = round(exp(l_j - max) * (1 / sum))` over the k in f32 (MLX's `exp`).
-//! - [`Gating::SigmoidGroupTopK`] (DeepSeek-V3): the reference works in f32:
-//!   `s = sigmoid(l)`; selection scores `s + bias`; with `n_group > 1` each group of
-//!   `E / n_group` experts is scored by the sum of its two largest selection scores,
-//!   the `topk_group` best groups are kept and the others' selection scores are set
-//!   to 0.0 (as mlx-lm and the Hugging Face reference do, not -inf); top-k on the
-//!   selection scores; weights from the unbiased `s`; if `top_k > 1` and
-//!   `renormalize`, divided by their sum; times `routed_scaling_factor`; rounded once.
+//! - [`Gating::TopKSoftmax`] (Mixtral), bit-exact with MLX's CPU backend: the k
+//!   logits in argpartition order (above), then MLX's `softmax(precise=True)` over
+//!   them: `w_j = round(exp(l_j - max) * (1 / sum))` in f32 (MLX's `exp`, the sum
+//!   sequential in that order).
+//! - [`Gating::SigmoidGroupTopK`] (DeepSeek-V3), bit-exact with MLX's CPU backend
+//!   for an f32 `weights` buffer (mlx-lm returns f32 weights): all in f32,
+//!   `s = sigmoid(l)` (MLX's sigmoid and `exp`); selection scores `s + bias`; with
+//!   `n_group > 1` each group of `E / n_group` experts is scored by the sum of its two
+//!   largest selection scores, the `n_group - topk_group` lowest groups by (score,
+//!   index) get selection scores 0.0 (as mlx-lm and the Hugging Face reference do,
+//!   not -inf); top-k on the selection scores in argpartition order (above); weights
+//!   from the unbiased `s`; if `top_k > 1` and `renormalize`, divided by their
+//!   sequential f32 sum in that order; times `routed_scaling_factor`; rounded once
+//!   (to a 16-bit `weights` dtype, which mlx-lm does not do).
 
 use rayon::prelude::*;
 
@@ -138,14 +148,17 @@ pub fn route(
         .enumerate()
         .with_min_len(16)
         .for_each_init(
-            || (vec![0.0f32; experts], vec![0.0f32; experts], Vec::new()),
-            |(row, scratch, perm), (t, (idx, w))| {
+            || {
+                let scratch = || vec![0.0f32; experts];
+                (scratch(), scratch(), scratch(), Vec::new())
+            },
+            |(row, scratch, neg, perm), (t, (idx, w))| {
                 widen_row(logits, t * experts, row);
                 match *gating {
                     Gating::SoftmaxTopK { renormalize, .. } => {
                         softmax_top_k(row, perm, renormalize, round, idx, w)
                     }
-                    Gating::TopKSoftmax { .. } => top_k_softmax(row, round, idx, w),
+                    Gating::TopKSoftmax { .. } => top_k_softmax(row, neg, perm, round, idx, w),
                     Gating::SigmoidGroupTopK {
                         n_group,
                         topk_group,
@@ -155,6 +168,8 @@ pub fn route(
                     } => sigmoid_group(
                         row,
                         scratch,
+                        neg,
+                        perm,
                         &bias,
                         (n_group, topk_group),
                         renormalize,
@@ -293,18 +308,39 @@ fn softmax_top_k(
     }
 }
 
-fn top_k_softmax(row: &[f32], round: fn(f32) -> f32, idx: &mut [u32], w: &mut [f32]) {
-    top_k_indices(row, idx);
+/// mlx-lm's Mixtral router: `argpartition(-logits, kth=k-1)[..., :k]`, the logits at
+/// those indices, `softmax(precise=True)` over them. `neg` is scratch of the row's
+/// length.
+fn top_k_softmax(
+    row: &[f32],
+    neg: &mut [f32],
+    perm: &mut Vec<u32>,
+    round: fn(f32) -> f32,
+    idx: &mut [u32],
+    w: &mut [f32],
+) {
+    // MLX negates the logits in their own dtype first; negation is exact in every
+    // float format, so negating the widened f32 values gives the same numbers, and the
+    // comparator then sees exactly what MLX's sees (NaN stays NaN and sorts last).
+    for (n, &x) in neg.iter_mut().zip(row) {
+        *n = -x;
+    }
+    argpartition_bottom(neg, perm, idx);
     for (w, &i) in w.iter_mut().zip(idx.iter()) {
         *w = row[i as usize];
     }
     softmax_in_place(w, round);
 }
 
+/// mlx-lm's DeepSeek-V3 `group_expert_select`, op by op as MLX's CPU backend runs
+/// it (all in f32): `row` becomes the unbiased sigmoid, `select` the selection
+/// scores, `neg` scratch; all three of the row's length.
 #[allow(clippy::too_many_arguments)]
 fn sigmoid_group(
     row: &mut [f32],
     select: &mut [f32],
+    neg: &mut [f32],
+    perm: &mut Vec<u32>,
     bias: &[f32],
     (n_group, topk_group): (usize, usize),
     renormalize: bool,
@@ -314,32 +350,51 @@ fn sigmoid_group(
     w: &mut [f32],
 ) {
     for (i, x) in row.iter_mut().enumerate() {
-        *x = 1.0 / (1.0 + (-*x).exp());
-        select[i] = *x + bias.get(i).copied().unwrap_or(0.0);
+        // `sigmoid(gates.astype(float32))`: MLX's sigmoid in f32 (its own `exp`).
+        *x = mlx_math::sigmoid::<f32>(*x);
+        // Without a bias the scores are the sigmoid itself (nothing is added).
+        select[i] = match bias.get(i) {
+            Some(&b) => *x + b,
+            None => *x,
+        };
     }
-    if n_group > 1 {
+    let drop = n_group - topk_group;
+    if n_group > 1 && drop > 0 {
         let gsize = row.len() / n_group;
         let mut gscore = vec![0.0f32; n_group];
         let mut top2 = [0u32; 2];
         for (g, s) in gscore.iter_mut().enumerate() {
             let grp = &select[g * gsize..(g + 1) * gsize];
+            // `topk(scores, 2).sum(-1)`: which two VALUES topk returns is fixed (NaN
+            // ranks highest, as in MLX's order); a sum of two from 0 does not depend
+            // on their order.
             top_k_indices(grp, &mut top2);
-            *s = grp[top2[0] as usize] + grp[top2[1] as usize];
+            *s = 0.0 + grp[top2[0] as usize] + grp[top2[1] as usize];
         }
-        let mut keep = vec![0u32; topk_group];
-        top_k_indices(&gscore, &mut keep);
-        for g in 0..n_group {
-            if !keep.contains(&(g as u32)) {
-                select[g * gsize..(g + 1) * gsize].fill(0.0);
-            }
+        // `argpartition(group_scores, kth=drop-1, axis=-2)[..., :drop, :]`: the groups
+        // zeroed are the `drop` lowest by (value, index), NaN last; only the set
+        // matters, and MLX's own selection gives it.
+        let mut dropped = vec![0u32; drop];
+        argpartition_bottom(&gscore, perm, &mut dropped);
+        for &g in &dropped {
+            // `put_along_axis(..., mx.array(0.0))`: +0.0, not -inf.
+            select[g as usize * gsize..(g as usize + 1) * gsize].fill(0.0);
         }
     }
-    top_k_indices(select, idx);
+    // `argpartition(-scores, kth=k-1)[..., :k]`, in MLX's order.
+    for (n, &x) in neg.iter_mut().zip(select.iter()) {
+        *n = -x;
+    }
+    argpartition_bottom(neg, perm, idx);
     for (w, &i) in w.iter_mut().zip(idx.iter()) {
         *w = row[i as usize];
     }
     if renormalize && w.len() > 1 {
-        let s: f32 = w.iter().sum();
+        // `scores.sum(-1)`: a sequential f32 sum from 0 in the k's order.
+        let mut s = 0.0f32;
+        for &v in w.iter() {
+            s += v;
+        }
         for w in w.iter_mut() {
             *w /= s;
         }
@@ -374,6 +429,19 @@ pub(crate) fn argpartition_top(vals: &[f32], perm: &mut Vec<u32>, idx: &mut [u32
     }
     nth_element(perm, n - k, |a, b| mlx_less(vals, a, b));
     idx.copy_from_slice(&perm[n - k..]);
+}
+
+/// Writes `argpartition(vals, kth=k-1)[:k]` as MLX's CPU backend computes it
+/// (`k = idx.len()`, at least 1 and at most `vals.len()`), using `perm` as scratch.
+pub(crate) fn argpartition_bottom(vals: &[f32], perm: &mut Vec<u32>, idx: &mut [u32]) {
+    let k = idx.len();
+    perm.clear();
+    perm.extend(0..vals.len() as u32);
+    if k == 0 {
+        return;
+    }
+    nth_element(perm, k - 1, |a, b| mlx_less(vals, a, b));
+    idx.copy_from_slice(&perm[..k]);
 }
 
 /// `std::nth_element` as libstdc++ implements it (introselect: median-of-three pivot

@@ -30,6 +30,22 @@ fn select(vals: &[f32], k: usize) -> Vec<u32> {
     order[..k].iter().map(|&i| i as u32).collect()
 }
 
+/// Indices of the k smallest by (value, index), NaN after every number (full sort):
+/// the set `argpartition(vals, kth=k-1)[:k]` holds on MLX's CPU.
+fn select_low(vals: &[f32], k: usize) -> Vec<u32> {
+    let key = |v: f32| if v.is_nan() { f32::INFINITY } else { v };
+    let mut order: Vec<usize> = (0..vals.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (vals[a], vals[b]);
+        // NaN after +inf, then by index.
+        (x.is_nan(), key(x))
+            .partial_cmp(&(y.is_nan(), key(y)))
+            .expect("keys are not NaN")
+            .then(a.cmp(&b))
+    });
+    order[..k].iter().map(|&i| i as u32).collect()
+}
+
 fn softmax(v: &[f32], out: Dtype) -> Vec<f32> {
     crate::naive::mlx::softmax(v, out)
 }
@@ -76,12 +92,26 @@ fn reference(
             (idx, w)
         }
         1 => {
-            let idx = select(row, k);
-            let sel: Vec<f32> = idx.iter().map(|&i| row[i as usize]).collect();
-            (idx, softmax(&sel, out))
+            // mlx-lm's Mixtral: `argpartition(-logits, kth=k-1)[..., :k]`. The set is
+            // the k smallest negated logits by (value, index), NaN last; the order is
+            // MLX's argpartition order, checked against MLX in
+            // tests/fused_vs_reference.rs and on known values below. Here the kernel's
+            // order is taken as given and the softmax sum runs in it, as MLX's does.
+            let neg: Vec<f32> = row.iter().map(|&l| -l).collect();
+            let mut want = select_low(&neg, k);
+            let mut got = order.to_vec();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "TopKSoftmax selected set");
+            let sel: Vec<f32> = order.iter().map(|&i| row[i as usize]).collect();
+            (order.to_vec(), softmax(&sel, out))
         }
         _ => {
-            let sig: Vec<f32> = row.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+            // mlx-lm's DeepSeek-V3, in f32 with MLX's sigmoid.
+            let sig: Vec<f32> = row
+                .iter()
+                .map(|&l| crate::naive::mlx::sigmoid(Dtype::F32, l))
+                .collect();
             let mut s: Vec<f32> = sig.iter().zip(&grp.bias).map(|(a, b)| a + b).collect();
             if grp.n_group > 1 {
                 let gsz = row.len() / grp.n_group;
@@ -99,10 +129,22 @@ fn reference(
                     }
                 }
             }
-            let idx = select(&s, k);
+            // `argpartition(-s, kth=k-1)[..., :k]`: the set is the k smallest negated
+            // scores by (value, index); the order is the kernel's (checked against MLX
+            // in tests/fused_vs_reference.rs), and the sum runs in it.
+            let neg: Vec<f32> = s.iter().map(|&v| -v).collect();
+            let mut want = select_low(&neg, k);
+            let mut got = order.to_vec();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "SigmoidGroupTopK selected set");
+            let idx = order.to_vec();
             let mut w: Vec<f32> = idx.iter().map(|&i| sig[i as usize]).collect();
             if renorm && k > 1 {
-                let sum: f32 = w.iter().sum();
+                let mut sum = 0.0f32;
+                for &v in &w {
+                    sum += v;
+                }
                 w.iter_mut().for_each(|v| *v /= sum);
             }
             w.iter_mut().for_each(|v| *v = round(out, *v * grp.scaling));
@@ -254,20 +296,38 @@ fn ties_pick_highest_index() {
     }
 }
 
-/// NaN logits rank above every number (MLX's CPU order puts NaN last, i.e. largest).
-#[test]
-fn nan_ranks_first() {
-    let logits = [f32::NAN, 1.0, -1.0, f32::NAN];
-    let mut idx = [0u32; 2];
-    let mut w = [0.0f32; 2];
+fn top_k_softmax_indices(logits: &[f32], k: usize) -> Vec<u32> {
+    let mut idx = vec![0u32; k];
+    let mut w = vec![0.0f32; k];
     route(
-        (&logits[..]).into(),
+        logits.into(),
         1,
-        4,
-        &Gating::TopKSoftmax { top_k: 2 },
+        logits.len(),
+        &Gating::TopKSoftmax { top_k: k },
         &mut idx,
         (&mut w[..]).into(),
     )
     .unwrap();
-    assert_eq!(idx, [3, 0]);
+    idx
+}
+
+/// Known values for Mixtral's rule, as MLX 0.32.4's CPU backend gives them:
+/// `mx.argpartition(-x, kth=k-1)[:k]`. Negating turns ties towards the LOWER index,
+/// and a NaN (negated, still NaN) sorts after every number, so it is picked last.
+#[test]
+fn top_k_softmax_mlx_order() {
+    assert_eq!(top_k_softmax_indices(&[0.5; 8], 3), [1, 0, 2]);
+    assert_eq!(top_k_softmax_indices(&[1.0, 2.0, 2.0, 0.0, 2.0], 2), [1, 2]);
+    assert_eq!(top_k_softmax_indices(&[0.0, -0.0, 0.0, -0.0], 2), [0, 1]);
+    let nan = [f32::NAN, 1.0, -1.0, f32::NAN];
+    assert_eq!(top_k_softmax_indices(&nan, 2), [1, 2]);
+    assert_eq!(top_k_softmax_indices(&nan, 4), [2, 1, 0, 3]);
+    // x_i = ((37 i) mod 23) / 4 - 2, i < 20.
+    let x: Vec<f32> = (0..20)
+        .map(|i| ((i * 37) % 23) as f32 * 0.25 - 2.0)
+        .collect();
+    assert_eq!(top_k_softmax_indices(&x, 1), [18]);
+    assert_eq!(top_k_softmax_indices(&x, 3), [13, 18, 8]);
+    assert_eq!(top_k_softmax_indices(&x, 5), [13, 18, 8, 3, 16]);
+    assert_eq!(top_k_softmax_indices(&x, 8), [16, 8, 18, 3, 13, 6, 11, 1]);
 }
