@@ -5,10 +5,12 @@
 // experts of token t, bit for bit what MLX's CUDA backend gives for mlx-lm's
 // `(gather_qmm(h, down) * scores[..., None]).sum(-2)`: the projection as qmm_sm80
 // computes it (mma.cuh), each product rounded to T by MLX's Multiply functor, and
-// the k products summed as col_reduce_small does: sequentially in j order from 0,
-// in the accumulator type SUMV selects: 0 = T (what MLX 0.32.2's source says for
-// f16/bf16 sums), 1 = fp32 rounded to T once at the end (kept selectable until a
-// device run shows which one MLX 0.32.4 uses; see notes/cuda-kernels.md).
+// the k products summed by MLX's column reduction. Which order and accumulator
+// that is, is being established on the device (notes/cuda-kernels.md), so SUMV
+// selects among the candidates (zmlx::ksum in mma.cuh): 0/1 sequential in j from 0
+// (col_reduce_small) in T / fp32; 2/3 a 32-lane xor butterfly with offsets 16..1
+// over lanes holding the k products and zeros (col_reduce_looped's cg::reduce) in
+// T / fp32; 4/5 the same butterfly with offsets 1..16. fp32 sums round once.
 //
 // Work split: one warp per (token, 8 consecutive output features). The k experts'
 // projections are independent mma chains; JB = 4 of them run interleaved so their
@@ -45,8 +47,9 @@ const int g = lane >> 2;
 const int t = lane & 3;
 const bool vec_w = zmlx::aligned16(w_down);
 
-T total[2] = {zmlx::from_float<T>(0.f), zmlx::from_float<T>(0.f)};
-float total32[2] = {0.f, 0.f};
+// Each lane of g == 0 keeps its two outputs' k products (TOPK <= MAX_K).
+constexpr int MAX_K = 32;
+T prod[2][MAX_K];
 #pragma unroll 1
 for (int j0 = 0; j0 < TOPK; j0 += JB) {
   float c[JB][4];
@@ -97,12 +100,7 @@ for (int j0 = 0; j0 < TOPK; j0 += JB) {
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
           const T y = zmlx::from_float<T>(c[b][i]);
-          const T p = mlx::core::cu::Multiply{}(y, sc);
-          if (SUMV == 0) {
-            total[i] = mlx::core::cu::Add{}(total[i], p);
-          } else {
-            total32[i] += zmlx::to_float(p);
-          }
+          prod[i][j] = mlx::core::cu::Multiply{}(y, sc);
         }
       }
     }
@@ -110,6 +108,6 @@ for (int j0 = 0; j0 < TOPK; j0 += JB) {
 }
 if (g == 0) {
   T* out = y_out + tok * HID + o0 + 2 * t;
-  out[0] = SUMV == 0 ? total[0] : zmlx::from_float<T>(total32[0]);
-  out[1] = SUMV == 0 ? total[1] : zmlx::from_float<T>(total32[1]);
+  out[0] = zmlx::ksum<T, SUMV>(prod[0], TOPK);
+  out[1] = zmlx::ksum<T, SUMV>(prod[1], TOPK);
 }

@@ -161,4 +161,43 @@ __device__ __forceinline__ T mlx_swiglu(T g, T u) {
   return mlx::core::cu::Multiply{}(silu, u);
 }
 
+// The sum of k values v[0..k) (k <= 32) in one of the candidate orders of MLX's
+// column reduction (see down_combine.cu for the list): sequential, or a 32-lane
+// butterfly in which lane j < k starts with v[j] and the other lanes with 0, each
+// step adding the lane at distance `o` (descending 16..1 or ascending 1..16);
+// lane 0's result. A = T accumulates in T (each add rounded), A = float rounds once.
+template <typename T, typename A>
+__device__ __forceinline__ A ksum_acc(const T* v, int k, int variant) {
+  if (variant / 2 == 0) {
+    A acc = static_cast<A>(from_float<A>(0.f));
+    for (int j = 0; j < k; ++j) {
+      acc = mlx::core::cu::Add{}(acc, static_cast<A>(from_float<A>(to_float(v[j]))));
+    }
+    return acc;
+  }
+  A w[32];
+  for (int i = 0; i < 32; ++i) {
+    w[i] = from_float<A>(i < k ? to_float(v[i]) : 0.f);
+  }
+  for (int s = 0; s < 5; ++s) {
+    const int o = variant / 2 == 1 ? (16 >> s) : (1 << s);
+    A nw[32];
+    for (int i = 0; i < 32; ++i) {
+      nw[i] = mlx::core::cu::Add{}(w[i], w[i ^ o]);
+    }
+    for (int i = 0; i < 32; ++i) {
+      w[i] = nw[i];
+    }
+  }
+  return w[0];
+}
+
+template <typename T, int SUMV>
+__device__ __forceinline__ T ksum(const T* v, int k) {
+  if (SUMV % 2 == 0) {
+    return ksum_acc<T, T>(v, k, SUMV);
+  }
+  return from_float<T>(ksum_acc<T, float>(v, k, SUMV));
+}
+
 }  // namespace zmlx

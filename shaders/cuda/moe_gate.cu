@@ -24,10 +24,11 @@
 //   rows; 8 when the scores are 1-D (MLX's all_reduce). Then score / total with T's
 //   operator/ (MLX's Divide functor is `x / y`).
 //
-// VARIANT (dims_in[1]): 1 = the per-warp product n_t * e_t contracted into the
-// first butterfly addition (fma), 0 = rounded product then addition. MLX's
-// softmax.cu leaves this to the compiler; it only matters when more than 16 lanes
-// of a warp hold logits (E > 16 * NR). tests/cuda_vs_reference.rs tries both.
+// VARIANT (dims_in[1]): 0 = rounded product then addition (the default: the one
+// that matched MLX 0.32.4 on an H100 for every dtype), 1 = the per-warp product
+// n_t * e_t contracted into the first butterfly addition (fma). MLX's softmax.cu
+// leaves this to the compiler; it only matters when more than 16 lanes of a warp
+// hold logits (E > 16 * NR). tests/cuda_vs_reference.rs tries both.
 //
 // Template arguments: T, EXPERTS (<= 512), TOPK (<= 16), NORM (bool); EPL is passed
 // for the Metal mirror and unused here. dims_in = [NTOK, VARIANT, CHUNK] (uint32).

@@ -71,14 +71,15 @@ fn cuda_deq_variant() -> i32 {
     }
 }
 
-/// The accumulator of the combine's k-sum (`SUMV` in shaders/cuda/down_combine.cu):
-/// 1 = fp32 rounded once (the default), 0 = the activation dtype. `ZMLX_CUDA_SUM=0`
-/// selects the latter, for re-checking against another MLX.
+/// The order and accumulator of the combine's k-sum (`SUMV` in
+/// shaders/cuda/down_combine.cu, 0..=5; default 2). `ZMLX_CUDA_SUM=n` selects
+/// another, for checking against MLX on a device.
 fn cuda_sum_variant() -> i32 {
-    match std::env::var("ZMLX_CUDA_SUM").as_deref() {
-        Ok("0") => 0,
-        _ => 1,
-    }
+    std::env::var("ZMLX_CUDA_SUM")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|v| (0..=5).contains(v))
+        .unwrap_or(2)
 }
 
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
@@ -491,15 +492,17 @@ pub fn down_combine(
 }
 
 /// How the CUDA router reproduces one step of MLX's softmax that MLX leaves to the
-/// compiler (`VARIANT` in shaders/cuda/moe_gate.cu): 1 = the per-warp product
-/// contracted into the first butterfly addition (an fma, the default), 0 = rounded
-/// product then addition. It changes results only above 16 * (16 / itemsize)
-/// experts (more than 128 for bf16/f16, 64 for f32). `ZMLX_ROUTER_VARIANT=0`
-/// selects the latter; tests/cuda_vs_reference.rs tries both.
+/// compiler (`VARIANT` in shaders/cuda/moe_gate.cu): 0 = rounded product then
+/// addition (the default: bit-identical to MLX 0.32.4 on an H100 for f32, bf16 and
+/// f16, notes/cuda-kernels.md device run 2), 1 = the per-warp product contracted
+/// into the first butterfly addition (an fma: 15-17 f32 score elements differed).
+/// It changes results only above 16 * (16 / itemsize) experts (more than 128 for
+/// bf16/f16, 64 for f32). `ZMLX_ROUTER_VARIANT=1` selects the latter;
+/// tests/cuda_vs_reference.rs tries both.
 fn router_variant() -> i32 {
     match std::env::var("ZMLX_ROUTER_VARIANT").as_deref() {
-        Ok("0") => 0,
-        _ => 1,
+        Ok("1") => 1,
+        _ => 0,
     }
 }
 
