@@ -6,17 +6,20 @@
 // bit what MLX's CUDA backend gives for mlx-lm's op sequence (two gather_qmm calls
 // through qmm_sm80, then the compiled swiglu): see mma.cuh for the arithmetic.
 //
-// Work split: one warp per (pair, 8 consecutive rows n). Lane 4g + t dequantizes
-// row n0 + g of gate and of up (its B fragment values) and lanes 0..3 carry the
-// activations; per 16 values of K one mma for gate and one for up, in K order.
-// The 8 results of each projection land in lanes 0..3 (two each), which round them
-// to T and apply MLX's swiglu functors.
+// Work split: one block of two warps per (pair, 8 consecutive rows n); warp 0 runs
+// the gate projection, warp 1 the up projection. In a warp, lane 4g + t dequantizes
+// row n0 + g (its B fragment values) and lanes 0..3 carry the activations; one mma
+// per 16 values of K, in K order. A chain is serial in K, so each warp keeps PF
+// chunks of weights and activations in flight. The 8 results land in lanes 0..3
+// (two each), are rounded to T and meet in shared memory, where warp 0 applies
+// MLX's swiglu functors.
 //
 // Template arguments (constexpr lines MLX writes above this body):
 //   T (f16 or bf16), BITS (4 or 8), GROUP (32, 64, 128), HID (input features, a
-//   multiple of max(64, GROUP)), INTER (rows per expert, a multiple of 8), DEQ (0 or
-//   1: how weights are dequantized, see mma.cuh).
+//   multiple of max(64, GROUP)), INTER (rows per expert, a multiple of 8), DEQ (see
+//   mma.cuh).
 // Sizes that change between calls travel in dims_in (uint32 [PAIRS, TOPK, EXPERTS]).
+// Launch: 64 threads per block, one block per (pair, 8-row tile).
 // Inputs: x_in [tokens, HID], expert_ids [PAIRS] uint32, dims_in, w_gate/w_up
 // [EXPERTS, INTER, HID * BITS / 32] uint32, s_gate/b_gate/s_up/b_up
 // [EXPERTS, INTER, HID / GROUP] T. Output: h_out [PAIRS, INTER] T.
@@ -30,55 +33,76 @@ constexpr int KPC = VALS / 16;            // 16-wide K blocks per chunk
 constexpr int GPR = HID / GROUP;          // groups per weight row
 constexpr int WPR = HID * BITS / 32;      // uint32 per weight row
 constexpr int TILES = INTER / 8;          // 8-row tiles per expert
+constexpr int PF = NCH < 8 ? NCH : 8;     // chunks in flight per warp
 
+__shared__ T up_tile[8];
 const int lane = threadIdx.x & 31;
-const long long warp_id =
-    (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-// Warp-uniform: a whole warp leaves together, so every mma has all 32 lanes.
-if (warp_id >= static_cast<long long>(PAIRS) * TILES) {
+const int proj = threadIdx.x >> 5;        // 0: gate, 1: up
+const long long tile = blockIdx.x;
+// Block-uniform: a whole block leaves together.
+if (tile >= static_cast<long long>(PAIRS) * TILES) {
   return;
 }
-const long long pair = warp_id / TILES;
-const int n0 = static_cast<int>(warp_id % TILES) * 8;
+const long long pair = tile / TILES;
+const int n0 = static_cast<int>(tile % TILES) * 8;
 const int g = lane >> 2;
 const int t = lane & 3;
 const long long tok = pair / TOPK;
 const uint32_t e = expert_ids[pair];
 
-float cg[4] = {0.f, 0.f, 0.f, 0.f};
-float cu[4] = {0.f, 0.f, 0.f, 0.f};
+float c[4] = {0.f, 0.f, 0.f, 0.f};
 // An out-of-range expert id (a bad routing) yields zeros rather than a stray read.
 const bool valid = e < static_cast<uint32_t>(EXPERTS);
 if (valid) {
   const long long wrow = static_cast<long long>(e) * INTER + n0 + g;
-  const uint32_t* gw = w_gate + wrow * WPR;
-  const uint32_t* uw = w_up + wrow * WPR;
-  const T* gs = s_gate + wrow * GPR;
-  const T* gb = b_gate + wrow * GPR;
-  const T* us = s_up + wrow * GPR;
-  const T* ub = b_up + wrow * GPR;
+  const uint32_t* w = (proj == 0 ? w_gate : w_up) + wrow * WPR;
+  const T* sc = (proj == 0 ? s_gate : s_up) + wrow * GPR;
+  const T* bi = (proj == 0 ? b_gate : b_up) + wrow * GPR;
   const T* xr = x_in + tok * HID;
   const bool vec_w = zmlx::aligned16(w_gate) && zmlx::aligned16(w_up);
-#pragma unroll 4
-  for (int ch = 0; ch < NCH; ++ch) {
-    const uint4 wg = zmlx::load_packed(gw + ch * 4, vec_w);
-    const uint4 wu = zmlx::load_packed(uw + ch * 4, vec_w);
-    uint32_t a[2 * KPC];
-    zmlx::a_chunk<T, BITS>(xr + ch * VALS, g, t, a);
-    const int grp = ch * VALS / GROUP;
-    zmlx::mma_chunk<T, BITS, DEQ>(wg, a, t, zmlx::to_float(gs[grp]), zmlx::to_float(gb[grp]),
-                                  cg);
-    zmlx::mma_chunk<T, BITS, DEQ>(wu, a, t, zmlx::to_float(us[grp]), zmlx::to_float(ub[grp]),
-                                  cu);
+  uint4 rw[PF];
+  uint32_t ra[PF][2 * KPC];
+#pragma unroll
+  for (int i = 0; i < PF; ++i) {
+    rw[i] = zmlx::load_packed(w + i * 4, vec_w);
+    zmlx::a_chunk<T, BITS>(xr + i * VALS, g, t, ra[i]);
+  }
+  for (int base = 0; base < NCH; base += PF) {
+#pragma unroll
+    for (int i = 0; i < PF; ++i) {
+      const int ch = base + i;
+      if (ch < NCH) {
+        const uint4 wc = rw[i];
+        uint32_t a[2 * KPC];
+#pragma unroll
+        for (int r = 0; r < 2 * KPC; ++r) {
+          a[r] = ra[i][r];
+        }
+        const int nx = ch + PF;
+        if (nx < NCH) {
+          rw[i] = zmlx::load_packed(w + nx * 4, vec_w);
+          zmlx::a_chunk<T, BITS>(xr + nx * VALS, g, t, ra[i]);
+        }
+        const int grp = ch * VALS / GROUP;
+        zmlx::mma_chunk<T, BITS, DEQ>(wc, a, t, zmlx::to_float(sc[grp]),
+                                      zmlx::to_float(bi[grp]), c);
+      }
+    }
   }
 }
-if (g == 0) {
+// gather_qmm writes each projection in T.
+if (proj == 1 && g == 0) {
+  up_tile[2 * t] = zmlx::from_float<T>(c[0]);
+  up_tile[2 * t + 1] = zmlx::from_float<T>(c[1]);
+}
+__syncthreads();
+if (proj == 0 && g == 0) {
   T* out = h_out + pair * INTER + n0 + 2 * t;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     T h = zmlx::from_float<T>(0.f);
     if (valid) {
-      h = zmlx::mlx_swiglu<T>(zmlx::from_float<T>(cg[i]), zmlx::from_float<T>(cu[i]));
+      h = zmlx::mlx_swiglu<T>(zmlx::from_float<T>(c[i]), up_tile[2 * t + i]);
     }
     out[i] = h;
   }

@@ -72,14 +72,16 @@ fn cuda_deq_variant() -> i32 {
 }
 
 /// The order and accumulator of the combine's k-sum (`SUMV` in
-/// shaders/cuda/down_combine.cu, 0..=5; default 2). `ZMLX_CUDA_SUM=n` selects
-/// another, for checking against MLX on a device.
+/// shaders/cuda/down_combine.cu, 0..=5). The default, 0 (sequential in the
+/// activation dtype), is bit-identical to MLX 0.32.4 at Qwen3-30B-A3B's shapes on an
+/// H100 (notes/cuda-kernels.md, device run 3). `ZMLX_CUDA_SUM=n` selects another,
+/// for checking against MLX on a device.
 fn cuda_sum_variant() -> i32 {
     std::env::var("ZMLX_CUDA_SUM")
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
         .filter(|v| (0..=5).contains(v))
-        .unwrap_or(2)
+        .unwrap_or(0)
 }
 
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
@@ -263,6 +265,14 @@ fn check_cuda_shape(op: &'static str, w: &Weight, pairs: i32) -> Result<()> {
     Ok(())
 }
 
+/// `blocks` blocks of `threads` threads, as MLX's launch arguments (the grid counts
+/// threads).
+fn block_dims(blocks: i64, threads: i32) -> Result<([i32; 3], [i32; 3])> {
+    let total = i32::try_from(blocks.max(1) * i64::from(threads))
+        .map_err(|_| Error::invalid("gpu", "launch larger than 2^31 threads"))?;
+    Ok(([total, 1, 1], [threads, 1, 1]))
+}
+
 fn launch_dims(warps: i64) -> Result<([i32; 3], [i32; 3])> {
     let threads = i32::try_from(warps.max(1) * 32)
         .map_err(|_| Error::invalid("gpu", "launch larger than 2^31 threads"))?;
@@ -361,7 +371,8 @@ pub fn expert_swiglu(
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, gate, pairs)?;
-            launch_dims(i64::from(pairs) * i64::from(inter / 8))?
+            // Blocks of two warps (gate, up) per (pair, 8 rows).
+            block_dims(i64::from(pairs) * i64::from(inter / 8), 64)?
         }
         KernelBackend::Metal => {
             let rows = i64::from(pairs) * i64::from(inter);
@@ -450,7 +461,14 @@ pub fn down_combine(
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, down, pairs)?;
-            launch_dims(i64::from(ntok) * i64::from(hidden / 8))?
+            if !(1..=32).contains(&k) {
+                return Err(Error::invalid(
+                    OP,
+                    format!("top-{k} (the CUDA kernel takes 1 to 32 experts per token)"),
+                ));
+            }
+            // Blocks of k warps (one per expert) per (token, 8 outputs).
+            block_dims(i64::from(ntok) * i64::from(hidden / 8), 32 * k)?
         }
         KernelBackend::Metal => launch_dims(i64::from(ntok) * i64::from(hidden))?,
     };

@@ -555,3 +555,68 @@ fn router_kernel_matches_reference_on_cuda() {
     println!("ROUTER variants exact on every class: {exact:?}");
     assert!(failed.is_empty(), "failed classes: {failed:?}");
 }
+
+/// Which order MLX's column reduction sums the combine's k products in depends on
+/// the shape (device run 2: sequential in T matched at hidden 2048, not at 256).
+/// Reports every candidate order (`ZMLX_CUDA_SUM` 0..=5) per hidden size, and
+/// asserts the default at hidden 2048, the shape it is established on.
+#[test]
+fn down_combine_sum_order_by_hidden_size() {
+    if !cuda() {
+        return;
+    }
+    let s = gpu_stream();
+    let dt = Dtype::Bfloat16;
+    let spec = QuantSpec::affine(64, 4);
+    let inter = 768;
+    let mut default_exact_2048 = true;
+    for hidden in [256, 512, 1024, 2048, 4096] {
+        let down = qweight(&[128, hidden, inter], dt, spec, 77);
+        let cases = [(1, 8), (3, 8), (1, 16)];
+        let mut line = format!("SUMORDER hidden {hidden}:");
+        for v in 0..=5 {
+            std::env::set_var("ZMLX_CUDA_SUM", v.to_string());
+            let mut d = Diff::default();
+            for (ci, &(tokens, k)) in cases.iter().enumerate() {
+                let c = Case {
+                    tokens,
+                    k,
+                    experts: 128,
+                };
+                let r = routing(&c, dt, 500 + ci as u64);
+                let key = ok(random::key(600 + ci as u64), "key");
+                let h = ok(
+                    random::normal(&[tokens, k, inter], dt, 0.0, 1.0, Some(&key), s),
+                    "h",
+                );
+                let hid = ExpertHidden {
+                    h: ok(ops::expand_dims(&h, &[-2], s), "expand"),
+                    idx: r.indices.clone(),
+                    inv_order: None,
+                    indices_shape: vec![tokens, k],
+                };
+                let input = DownCombineInput {
+                    hidden: &hid,
+                    down: &down,
+                    routing: &r,
+                };
+                let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
+                let yf = ok(
+                    gpu::down_combine(KernelBackend::Cuda, &h, &r.indices, &r.scores, &down, s),
+                    "fused down",
+                );
+                d.add(Diff::of(&yf, &yr, dt));
+            }
+            line += &format!(" SUM={v} {}/{}", d.mismatched, d.elems);
+            if hidden == 2048 && v == 0 && d.mismatched != 0 {
+                default_exact_2048 = false;
+            }
+        }
+        std::env::remove_var("ZMLX_CUDA_SUM");
+        println!("{line}");
+    }
+    assert!(
+        default_exact_2048,
+        "the default k-sum order is not exact at hidden 2048"
+    );
+}
