@@ -9,15 +9,17 @@
 // (zmlx::ksum in mma.cuh; 0, sequential in j in T, is what MLX 0.32.4 does at
 // Qwen3-30B-A3B's shapes, notes/cuda-kernels.md).
 //
-// Work split: one block of TOPK warps per (token, 8 consecutive output features);
-// warp j runs expert j's mma chain (PF chunks in flight, as in expert_swiglu.cu),
-// lanes 0..3 put the rounded products into shared memory, and after a barrier warp
-// 0 sums each output's k products in order.
+// Work split: one block of WPB = min(TOPK, 8) warps per (token, 8 consecutive
+// output features); warp w runs the mma chains of experts w, w + WPB, ... (PF chunks
+// in flight, as in expert_swiglu.cu; more warps per block would exceed the
+// register file at 16 experts), lanes 0..3 put the rounded products into shared
+// memory, and after a barrier warp 0 sums each output's k products in order.
 //
 // Template arguments: T (f16 or bf16), BITS, GROUP, HID (output features, a
 // multiple of 8), INTER (input features of down, a multiple of max(64, GROUP)),
 // DEQ (see mma.cuh), SUMV (above). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
-// EXPERTS]); TOPK <= 32. Launch: 32 * TOPK threads per block, one block per tile.
+// EXPERTS]); TOPK <= 32. Launch: 32 * min(TOPK, 8) threads per block, one block
+// per tile.
 // Inputs: h_in [NTOK, TOPK, INTER] T, expert_ids [NTOK, TOPK] uint32, dims_in,
 // gate_scores [NTOK, TOPK] T, w_down [EXPERTS, HID, INTER * BITS / 32] uint32,
 // s_down/b_down [EXPERTS, HID, INTER / GROUP] T. Output: y_out [NTOK, HID] T.
@@ -36,7 +38,8 @@ constexpr int MAX_K = 32;
 
 __shared__ T prod[8][MAX_K];
 const int lane = threadIdx.x & 31;
-const int j = threadIdx.x >> 5;
+const int warp = threadIdx.x >> 5;
+const int WPB = static_cast<int>(blockDim.x >> 5);
 const long long tile = blockIdx.x;
 if (tile >= static_cast<long long>(NTOK) * TILES) {
   return;
@@ -47,54 +50,56 @@ const int g = lane >> 2;
 const int t = lane & 3;
 const bool vec_w = zmlx::aligned16(w_down);
 
-float c[4] = {0.f, 0.f, 0.f, 0.f};
-const uint32_t e = expert_ids[tok * TOPK + j];
-// An out-of-range expert contributes T(0) * score, as zeros would.
-if (e < static_cast<uint32_t>(EXPERTS)) {
-  const long long wrow = static_cast<long long>(e) * HID + o0 + g;
-  const uint32_t* w = w_down + wrow * WPR;
-  const T* sc = s_down + wrow * GPR;
-  const T* bi = b_down + wrow * GPR;
-  const T* hr = h_in + (tok * TOPK + j) * INTER;
-  uint4 rw[PF];
-  uint32_t ra[PF][2 * KPC];
-#pragma unroll
-  for (int i = 0; i < PF; ++i) {
-    rw[i] = zmlx::load_packed(w + i * 4, vec_w);
-    zmlx::a_chunk<T, BITS>(hr + i * VALS, g, t, ra[i]);
-  }
-  for (int base = 0; base < NCH; base += PF) {
+for (int j = warp; j < TOPK; j += WPB) {
+  float c[4] = {0.f, 0.f, 0.f, 0.f};
+  const uint32_t e = expert_ids[tok * TOPK + j];
+  // An out-of-range expert contributes T(0) * score, as zeros would.
+  if (e < static_cast<uint32_t>(EXPERTS)) {
+    const long long wrow = static_cast<long long>(e) * HID + o0 + g;
+    const uint32_t* w = w_down + wrow * WPR;
+    const T* sc = s_down + wrow * GPR;
+    const T* bi = b_down + wrow * GPR;
+    const T* hr = h_in + (tok * TOPK + j) * INTER;
+    uint4 rw[PF];
+    uint32_t ra[PF][2 * KPC];
 #pragma unroll
     for (int i = 0; i < PF; ++i) {
-      const int ch = base + i;
-      if (ch < NCH) {
-        const uint4 wc = rw[i];
-        uint32_t a[2 * KPC];
+      rw[i] = zmlx::load_packed(w + i * 4, vec_w);
+      zmlx::a_chunk<T, BITS>(hr + i * VALS, g, t, ra[i]);
+    }
+    for (int base = 0; base < NCH; base += PF) {
 #pragma unroll
-        for (int r = 0; r < 2 * KPC; ++r) {
-          a[r] = ra[i][r];
+      for (int i = 0; i < PF; ++i) {
+        const int ch = base + i;
+        if (ch < NCH) {
+          const uint4 wc = rw[i];
+          uint32_t a[2 * KPC];
+#pragma unroll
+          for (int r = 0; r < 2 * KPC; ++r) {
+            a[r] = ra[i][r];
+          }
+          const int nx = ch + PF;
+          if (nx < NCH) {
+            rw[i] = zmlx::load_packed(w + nx * 4, vec_w);
+            zmlx::a_chunk<T, BITS>(hr + nx * VALS, g, t, ra[i]);
+          }
+          const int grp = ch * VALS / GROUP;
+          zmlx::mma_chunk<T, BITS, DEQ>(wc, a, t, zmlx::to_float(sc[grp]),
+                                        zmlx::to_float(bi[grp]), c);
         }
-        const int nx = ch + PF;
-        if (nx < NCH) {
-          rw[i] = zmlx::load_packed(w + nx * 4, vec_w);
-          zmlx::a_chunk<T, BITS>(hr + nx * VALS, g, t, ra[i]);
-        }
-        const int grp = ch * VALS / GROUP;
-        zmlx::mma_chunk<T, BITS, DEQ>(wc, a, t, zmlx::to_float(sc[grp]),
-                                      zmlx::to_float(bi[grp]), c);
       }
     }
   }
-}
-if (g == 0) {
-  const T s = gate_scores[tok * TOPK + j];
+  if (g == 0) {
+    const T s = gate_scores[tok * TOPK + j];
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    prod[2 * t + i][j] = mlx::core::cu::Multiply{}(zmlx::from_float<T>(c[i]), s);
+    for (int i = 0; i < 2; ++i) {
+      prod[2 * t + i][j] = mlx::core::cu::Multiply{}(zmlx::from_float<T>(c[i]), s);
+    }
   }
 }
 __syncthreads();
-if (j == 0 && g == 0) {
+if (warp == 0 && g == 0) {
   T* out = y_out + tok * HID + o0 + 2 * t;
   out[0] = zmlx::ksum<T, SUMV>(prod[2 * t], TOPK);
   out[1] = zmlx::ksum<T, SUMV>(prod[2 * t + 1], TOPK);

@@ -467,8 +467,9 @@ pub fn down_combine(
                     format!("top-{k} (the CUDA kernel takes 1 to 32 experts per token)"),
                 ));
             }
-            // Blocks of k warps (one per expert) per (token, 8 outputs).
-            block_dims(i64::from(ntok) * i64::from(hidden / 8), 32 * k)?
+            // Blocks of min(k, 8) warps (each runs some experts) per (token, 8
+            // outputs); 16 warps of this kernel exceed an SM's register file.
+            block_dims(i64::from(ntok) * i64::from(hidden / 8), 32 * k.min(8))?
         }
         KernelBackend::Metal => launch_dims(i64::from(ntok) * i64::from(hidden))?,
     };
