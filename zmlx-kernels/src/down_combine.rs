@@ -141,10 +141,12 @@ impl DownCombineOp for FusedDownCombine {
             // reference: sorted pairs and MLX's GEMM.
             // On CUDA, batches under MIN_EXACT_PAIRS take MLX's gather_qmv, whose
             // accumulation the kernel does not reproduce.
+            // The CUDA kernel also caps the experts per token.
             let pairs = input.routing.indices.size();
-            let too_few =
-                backend == mlx::kernel::KernelBackend::Cuda && pairs < crate::gpu::MIN_EXACT_PAIRS;
-            if hid.inv_order.is_some() || pairs >= crate::gpu::MAX_PAIRS || too_few {
+            let k = input.routing.indices.shape().last().copied().unwrap_or(1);
+            let outside = backend == mlx::kernel::KernelBackend::Cuda
+                && (pairs < crate::gpu::MIN_EXACT_PAIRS || k > crate::gpu::MAX_CUDA_COMBINE_K);
+            if hid.inv_order.is_some() || pairs >= crate::gpu::MAX_PAIRS || outside {
                 return ReferenceDownCombine.forward(input, s);
             }
             let inter = hid.h.shape().last().copied().unwrap_or(0);

@@ -36,6 +36,10 @@ pub const MAX_PAIRS: usize = crate::expert_swiglu::SORT_THRESHOLD;
 /// reproduce, so smaller batches keep the reference.
 pub const MIN_EXACT_PAIRS: usize = 8;
 
+/// The CUDA down + combine kernel takes up to this many experts per token (its
+/// block keeps each token's products in shared memory).
+pub const MAX_CUDA_COMBINE_K: i32 = 32;
+
 /// Whether MLX's CUDA `gather_qmm` takes its `qmm_sm80` path for a weight of `n`
 /// output and `k` input features (the arithmetic the CUDA expert kernels
 /// reproduce): f16/bf16 activations, `n % 128 == 0`, `k % max(64, group) == 0`.
@@ -238,7 +242,6 @@ fn lanes_per_row(words: i32) -> i32 {
     l
 }
 
-/// Threads for `warps` warps, and a threadgroup of up to 256 threads.
 /// The last template argument of the expert kernels: `DEQ` on CUDA, the lanes per
 /// row on Metal.
 fn layout_arg(backend: KernelBackend, lpr: i32) -> (&'static str, TemplateArg) {
@@ -273,6 +276,7 @@ fn block_dims(blocks: i64, threads: i32) -> Result<([i32; 3], [i32; 3])> {
     Ok(([total, 1, 1], [threads, 1, 1]))
 }
 
+/// Threads for `warps` warps, and a threadgroup of up to 256 threads.
 fn launch_dims(warps: i64) -> Result<([i32; 3], [i32; 3])> {
     let threads = i32::try_from(warps.max(1) * 32)
         .map_err(|_| Error::invalid("gpu", "launch larger than 2^31 threads"))?;
@@ -366,7 +370,7 @@ pub fn expert_swiglu(
         &["h_out"],
         sources(backend).swiglu,
     )?;
-    // CUDA: one warp per (pair, 8 rows); Metal: groups of `lpr` lanes per row.
+    // CUDA: a block of two warps per (pair, 8 rows); Metal: `lpr` lanes per row.
     let lpr = lanes_per_row(hidden * bits / 128);
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
@@ -456,15 +460,18 @@ pub fn down_combine(
         &["y_out"],
         sources(backend).down,
     )?;
-    // CUDA: one warp per (token, 8 outputs); Metal: one warp per (token, output).
+    // CUDA: a block of up to 8 warps per (token, 8 outputs); Metal: a warp per
+    // (token, output).
     let lpr = lanes_per_row(inter * bits / 128);
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, down, pairs)?;
-            if !(1..=32).contains(&k) {
+            if !(1..=MAX_CUDA_COMBINE_K).contains(&k) {
                 return Err(Error::invalid(
                     OP,
-                    format!("top-{k} (the CUDA kernel takes 1 to 32 experts per token)"),
+                    format!(
+                        "top-{k} (the CUDA kernel takes 1 to {MAX_CUDA_COMBINE_K} experts per token)"
+                    ),
                 ));
             }
             // Blocks of min(k, 8) warps (each runs some experts) per (token, 8
