@@ -3,7 +3,7 @@
 //! A kernel is built once from its body (MLX writes the signature from the input and
 //! output names) and called many times with inputs, output shapes, a grid (in
 //! threads) and a threadgroup size. On MLX builds without that backend, building or
-//! calling returns an [`Error`](crate::Error).
+//! calling returns an [`Error`].
 
 use std::ffi::CString;
 

@@ -781,7 +781,7 @@ impl Array {
         softmax(self, axes, precise, ())
     }
 
-    /// See [`slice`].
+    /// See [`slice()`].
     #[track_caller]
     pub fn slice(&self, start: &[i32], stop: &[i32], strides: &[i32]) -> Result<Array> {
         slice(self, start, stop, strides, ())
