@@ -109,6 +109,18 @@ fn bf16_hw_available() -> bool {
     })
 }
 
+/// Whether the multi-block bf16 kernels may take `chain_x86::chain16_bf16_dp`
+/// (packed bf16 values consumed by `vdpbf16ps`, fewer widenings): the hardware
+/// rounding is available and `ZMLX_CPU_BF16_DP` is not `0` (for A/B measurements;
+/// the results are the same either way).
+#[cfg(target_arch = "x86_64")]
+fn bf16_dp_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        bf16_hw_available() && std::env::var("ZMLX_CPU_BF16_DP").map_or(true, |v| v != "0")
+    })
+}
+
 /// bf16 bit pattern of 2^-50, the smallest nonzero magnitude the hardware-rounding
 /// guard admits (see [`tiny`]).
 const GUARD_MIN_BITS: u32 = (127 - 50) << 23;
@@ -275,11 +287,32 @@ unsafe fn call<T: Element, const L: usize>(
                     (1, 1) => {
                         chain_x86::chain16_bf16::<$b, 1, 1>(base, offsets, sb, groups, gs, xs, out)
                     }
+                    (1, _) if bf16_dp_enabled() => {
+                        chain_x86::chain16_bf16_dp::<$b, 1, MULTI>(
+                            base, offsets, sb, groups, gs, xs, out,
+                        );
+                        // An infinity can leak a NaN into a neighbouring row there.
+                        if out[..16 * MULTI].iter().any(|v| v.is_nan()) {
+                            chain_x86::chain16_bf16::<$b, 1, MULTI>(
+                                base, offsets, sb, groups, gs, xs, out,
+                            )
+                        }
+                    }
                     (1, _) => chain_x86::chain16_bf16::<$b, 1, MULTI>(
                         base, offsets, sb, groups, gs, xs, out,
                     ),
                     (2, 1) => {
                         chain_x86::chain16_bf16::<$b, 2, 1>(base, offsets, sb, groups, gs, xs, out)
+                    }
+                    (2, _) if bf16_dp_enabled() => {
+                        chain_x86::chain16_bf16_dp::<$b, 2, MULTI>(
+                            base, offsets, sb, groups, gs, xs, out,
+                        );
+                        if out[..32 * MULTI].iter().any(|v| v.is_nan()) {
+                            chain_x86::chain16_bf16::<$b, 2, MULTI>(
+                                base, offsets, sb, groups, gs, xs, out,
+                            )
+                        }
                     }
                     (2, _) => chain_x86::chain16_bf16::<$b, 2, MULTI>(
                         base, offsets, sb, groups, gs, xs, out,

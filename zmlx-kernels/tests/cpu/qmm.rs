@@ -119,6 +119,17 @@ fn odd_shapes() {
     }
 }
 
+/// Shapes that take the four-block decode kernels (one and two activation rows, N a
+/// multiple of 64 and not, large enough that a task holds four blocks), every dtype, bit width and group size, at every level:
+/// for bf16 with AVX512_BF16 this is the packed `vdpbf16ps` kernel
+/// (`chain16_bf16_dp`).
+#[test]
+fn multi_block_decode_shapes() {
+    for (seed, m, n, groups) in [(11, 1, 1040, 1), (12, 2, 1100, 3), (13, 1, 2000, 2)] {
+        run_quantized(seed, m, n, groups);
+    }
+}
+
 /// Zero-sized dimensions are valid and write nothing.
 #[test]
 fn empty_shapes() {
