@@ -457,7 +457,8 @@ const DP_SPLIT: [[i32; 16]; 2] = {
 /// # Safety
 /// As [`chain16`], with AVX512BW and AVX512_BF16 available; `R` even.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-#[allow(clippy::too_many_arguments)]
+// `j` indexes the word of every block's transposed set at once.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 pub(crate) unsafe fn chain16_bf16_dp<const BITS: u32, const MB: usize, const R: usize>(
     base: *const u32,
     offsets: &[i32],
@@ -467,7 +468,7 @@ pub(crate) unsafe fn chain16_bf16_dp<const BITS: u32, const MB: usize, const R: 
     xs: &[&[f32]],
     out: &mut [f32],
 ) {
-    debug_assert!(R % 2 == 0);
+    debug_assert!(R.is_multiple_of(2));
     let vpw = (32 / BITS) as usize;
     let wpg = gs / vpw;
     let wpr = groups * wpg;
@@ -509,7 +510,7 @@ pub(crate) unsafe fn chain16_bf16_dp<const BITS: u32, const MB: usize, const R: 
         }
         for j in 0..nw {
             let wi = w0 + j;
-            if wi % wpg == 0 {
+            if wi.is_multiple_of(wpg) {
                 let g = wi / wpg;
                 s = core::array::from_fn(|b| _mm512_loadu_ps(sp.add(b * blk + g * 16)));
                 for (p, bp) in bias.iter_mut().enumerate().take(pairs) {
