@@ -62,7 +62,8 @@ impl DownCombineOp for ReferenceDownCombine {
 /// token's weighted sum of expert outputs without a `[tokens, k, hidden]`
 /// intermediate ([`crate::cpu::expert_down_combine`]); on a CUDA (or Metal, not yet
 /// run on Apple silicon) stream one GPU kernel for decode-sized batches
-/// ([`crate::gpu::down_combine`]); elsewhere the reference.
+/// ([`crate::gpu::down_combine`]; on CUDA bit-identical to MLX on the shapes
+/// [`crate::gpu::cuda_shape_support`] admits); elsewhere the reference.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FusedDownCombine;
 

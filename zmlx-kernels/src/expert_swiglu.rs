@@ -132,7 +132,9 @@ impl ExpertSwiGluOp for ReferenceExpertSwiGlu {
 /// runs both matmuls and the activation ([`crate::cpu::expert_swiglu`]), reading each
 /// expert's weights once for all its tokens; on a CUDA (or Metal, not yet run on
 /// Apple silicon) stream one GPU kernel does the same for decode-sized batches
-/// ([`crate::gpu::expert_swiglu`]); elsewhere the reference.
+/// ([`crate::gpu::expert_swiglu`]; on CUDA bit-identical to MLX, and only for the
+/// shapes where that is established: [`crate::gpu::cuda_shape_support`], at least
+/// [`crate::gpu::MIN_EXACT_PAIRS`] pairs); elsewhere the reference.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FusedExpertSwiGlu;
 
