@@ -27,13 +27,9 @@
 const int NTOK = static_cast<int>(dims_in[0]);
 const int TOPK = static_cast<int>(dims_in[1]);
 const int EXPERTS = static_cast<int>(dims_in[2]);
-constexpr int VALS = 128 / BITS;
-constexpr int NCH = INTER / VALS;
-constexpr int KPC = VALS / 16;
 constexpr int GPR = INTER / GROUP;
 constexpr int WPR = INTER * BITS / 32;
 constexpr int TILES = HID / 8;
-constexpr int PF = NCH < 8 ? NCH : 8;
 constexpr int MAX_K = 32;
 
 __shared__ T prod[8][MAX_K];
@@ -60,35 +56,7 @@ for (int j = warp; j < TOPK; j += WPB) {
     const T* sc = s_down + wrow * GPR;
     const T* bi = b_down + wrow * GPR;
     const T* hr = h_in + (tok * TOPK + j) * INTER;
-    uint4 rw[PF];
-    uint32_t ra[PF][2 * KPC];
-#pragma unroll
-    for (int i = 0; i < PF; ++i) {
-      rw[i] = zmlx::load_packed(w + i * 4, vec_w);
-      zmlx::a_chunk<T, BITS>(hr + i * VALS, g, t, ra[i]);
-    }
-    for (int base = 0; base < NCH; base += PF) {
-#pragma unroll
-      for (int i = 0; i < PF; ++i) {
-        const int ch = base + i;
-        if (ch < NCH) {
-          const uint4 wc = rw[i];
-          uint32_t a[2 * KPC];
-#pragma unroll
-          for (int r = 0; r < 2 * KPC; ++r) {
-            a[r] = ra[i][r];
-          }
-          const int nx = ch + PF;
-          if (nx < NCH) {
-            rw[i] = zmlx::load_packed(w + nx * 4, vec_w);
-            zmlx::a_chunk<T, BITS>(hr + nx * VALS, g, t, ra[i]);
-          }
-          const int grp = ch * VALS / GROUP;
-          zmlx::mma_chunk<T, BITS, DEQ>(wc, a, t, zmlx::to_float(sc[grp]),
-                                        zmlx::to_float(bi[grp]), c);
-        }
-      }
-    }
+    zmlx::mma_row<T, BITS, GROUP, INTER, DEQ>(w, sc, bi, hr, vec_w, g, t, c);
   }
   if (g == 0) {
     const T s = gate_scores[tok * TOPK + j];

@@ -27,13 +27,9 @@
 const int PAIRS = static_cast<int>(dims_in[0]);
 const int TOPK = static_cast<int>(dims_in[1]);
 const int EXPERTS = static_cast<int>(dims_in[2]);
-constexpr int VALS = 128 / BITS;          // values in one 128-bit chunk
-constexpr int NCH = HID / VALS;           // chunks per weight row
-constexpr int KPC = VALS / 16;            // 16-wide K blocks per chunk
 constexpr int GPR = HID / GROUP;          // groups per weight row
 constexpr int WPR = HID * BITS / 32;      // uint32 per weight row
 constexpr int TILES = INTER / 8;          // 8-row tiles per expert
-constexpr int PF = NCH < 8 ? NCH : 8;     // chunks in flight per warp
 
 __shared__ T up_tile[8];
 const int lane = threadIdx.x & 31;
@@ -60,35 +56,7 @@ if (valid) {
   const T* bi = (proj == 0 ? b_gate : b_up) + wrow * GPR;
   const T* xr = x_in + tok * HID;
   const bool vec_w = zmlx::aligned16(w_gate) && zmlx::aligned16(w_up);
-  uint4 rw[PF];
-  uint32_t ra[PF][2 * KPC];
-#pragma unroll
-  for (int i = 0; i < PF; ++i) {
-    rw[i] = zmlx::load_packed(w + i * 4, vec_w);
-    zmlx::a_chunk<T, BITS>(xr + i * VALS, g, t, ra[i]);
-  }
-  for (int base = 0; base < NCH; base += PF) {
-#pragma unroll
-    for (int i = 0; i < PF; ++i) {
-      const int ch = base + i;
-      if (ch < NCH) {
-        const uint4 wc = rw[i];
-        uint32_t a[2 * KPC];
-#pragma unroll
-        for (int r = 0; r < 2 * KPC; ++r) {
-          a[r] = ra[i][r];
-        }
-        const int nx = ch + PF;
-        if (nx < NCH) {
-          rw[i] = zmlx::load_packed(w + nx * 4, vec_w);
-          zmlx::a_chunk<T, BITS>(xr + nx * VALS, g, t, ra[i]);
-        }
-        const int grp = ch * VALS / GROUP;
-        zmlx::mma_chunk<T, BITS, DEQ>(wc, a, t, zmlx::to_float(sc[grp]),
-                                      zmlx::to_float(bi[grp]), c);
-      }
-    }
-  }
+  zmlx::mma_row<T, BITS, GROUP, HID, DEQ>(w, sc, bi, xr, vec_w, g, t, c);
 }
 // gather_qmm writes each projection in T.
 if (proj == 1 && g == 0) {

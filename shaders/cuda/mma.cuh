@@ -152,6 +152,48 @@ __device__ __forceinline__ void a_chunk(const T* x, int g, int t, uint32_t* a) {
   }
 }
 
+// One weight row's whole mma chain over K (KIN inputs) against the activation row
+// `x`: c += x . w in qmm_sm80's order. The chain is serial in K, so memory latency is
+// hidden by keeping PF chunks of weights and activations in flight in registers.
+// `w`, `sc`, `bi`: this lane's weight row (row n0 + g of the tile), its scales and
+// biases. Every lane of the warp must call it (the mma is warp-wide).
+template <typename T, int BITS, int GROUP, int KIN, int DEQ>
+__device__ __forceinline__ void mma_row(const uint32_t* w, const T* sc, const T* bi,
+                                        const T* x, bool vec_w, int g, int t, float* c) {
+  constexpr int VALS = 128 / BITS;
+  constexpr int NCH = KIN / VALS;
+  constexpr int KPC = VALS / 16;
+  constexpr int PF = NCH < 8 ? NCH : 8;
+  uint4 rw[PF];
+  uint32_t ra[PF][2 * KPC];
+#pragma unroll
+  for (int i = 0; i < PF; ++i) {
+    rw[i] = load_packed(w + i * 4, vec_w);
+    a_chunk<T, BITS>(x + i * VALS, g, t, ra[i]);
+  }
+  for (int base = 0; base < NCH; base += PF) {
+#pragma unroll
+    for (int i = 0; i < PF; ++i) {
+      const int ch = base + i;
+      if (ch < NCH) {
+        const uint4 wc = rw[i];
+        uint32_t a[2 * KPC];
+#pragma unroll
+        for (int r = 0; r < 2 * KPC; ++r) {
+          a[r] = ra[i][r];
+        }
+        const int nx = ch + PF;
+        if (nx < NCH) {
+          rw[i] = load_packed(w + nx * 4, vec_w);
+          a_chunk<T, BITS>(x + nx * VALS, g, t, ra[i]);
+        }
+        const int grp = ch * VALS / GROUP;
+        mma_chunk<T, BITS, DEQ>(wc, a, t, to_float(sc[grp]), to_float(bi[grp]), c);
+      }
+    }
+  }
+}
+
 // mlx-lm's swiglu on MLX's CUDA backend (a compiled element-wise kernel: each op
 // computes in T with MLX's own functors): silu(g) * u with silu(g) = g * sigmoid(g).
 template <typename T>
