@@ -127,6 +127,32 @@ unsafe fn round_each<T: Element>(v: &mut [__m512], _widen: [__m512i; 2]) {
     }
 }
 
+/// Words `w0..w0 + nw` of every block's 16 rows, transposed (`words[b][j]` = word
+/// `w0 + j` of block `b`'s rows, see [`load_transposed`]), and a prefetch of each
+/// row's next 64 bytes: a chunk takes thousands of cycles, enough to hide a DRAM miss
+/// (the rows are too many streams for the hardware prefetcher). Prefetches past the
+/// buffer are harmless.
+///
+/// # Safety
+/// As [`load_transposed`] for each block; `offsets` has `16 * words.len()` entries.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_blocks(
+    base: *const u32,
+    offsets: &[i32],
+    w0: usize,
+    nw: usize,
+    words: &mut [[__m512i; 16]],
+) {
+    for (b, wb) in words.iter_mut().enumerate() {
+        let offs = &offsets[16 * b..16 * b + 16];
+        for &o in offs {
+            _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(o as usize + w0 + 16).cast());
+        }
+        load_transposed(base, offs, w0, nw, wb);
+    }
+}
+
 /// The body of [`chain16`] and [`chain16_bf16`], which differ only in how they round
 /// (`$round(&mut [__m512], widen)`) and in the instructions they may use.
 macro_rules! chain16_body {
@@ -151,16 +177,7 @@ macro_rules! chain16_body {
         let mut w0 = 0usize;
         while w0 < wpr {
             let nw = (wpr - w0).min(16);
-            for (b, wb) in words.iter_mut().enumerate() {
-                let offs = &$offsets[16 * b..16 * b + 16];
-                // The next 64 bytes of every row: this chunk takes thousands of cycles,
-                // enough to hide a DRAM miss (the rows are too many streams for the
-                // hardware prefetcher). Prefetches past the buffer are harmless.
-                for &o in offs {
-                    _mm_prefetch::<_MM_HINT_T0>($base.wrapping_add(o as usize + w0 + 16).cast());
-                }
-                load_transposed($base, offs, w0, nw, wb);
-            }
+            load_blocks($base, $offsets, w0, nw, &mut words);
             for j in 0..nw {
                 let wi = w0 + j;
                 if wi % wpg == 0 {
@@ -501,13 +518,7 @@ pub(crate) unsafe fn chain16_bf16_dp<const BITS: u32, const MB: usize, const R: 
     let mut w0 = 0usize;
     while w0 < wpr {
         let nw = (wpr - w0).min(16);
-        for (b, wb) in words.iter_mut().enumerate() {
-            let offs = &offsets[16 * b..16 * b + 16];
-            for &o in offs {
-                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(o as usize + w0 + 16).cast());
-            }
-            load_transposed(base, offs, w0, nw, wb);
-        }
+        load_blocks(base, offsets, w0, nw, &mut words);
         for j in 0..nw {
             let wi = w0 + j;
             if wi.is_multiple_of(wpg) {
