@@ -113,13 +113,13 @@ impl DownCombineOp for FusedDownCombine {
 
     fn supports(&self, down: &Weight, device: mlx::Device) -> Support {
         if device.kind != mlx::DeviceType::Cpu {
-            if crate::gpu::backend_for(device).is_none() {
+            let Some(backend) = crate::gpu::backend_for(device) else {
                 return Support::No("no fused kernel for this GPU backend".into());
-            }
+            };
             if let Support::No(why) = crate::gpu::weight_support(down) {
                 return Support::No(why);
             }
-            if crate::gpu::backend_for(device) == Some(mlx::kernel::KernelBackend::Cuda) {
+            if backend == mlx::kernel::KernelBackend::Cuda {
                 return crate::gpu::cuda_shape_support(down);
             }
             return Support::Yes;

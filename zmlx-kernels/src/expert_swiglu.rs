@@ -185,10 +185,10 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
 
     fn supports(&self, gate: &Weight, up: &Weight, device: mlx::Device) -> Support {
         if device.kind != mlx::DeviceType::Cpu {
-            if crate::gpu::backend_for(device).is_none() {
+            let Some(backend) = crate::gpu::backend_for(device) else {
                 return Support::No("no fused kernel for this GPU backend".into());
-            }
-            let on_cuda = crate::gpu::backend_for(device) == Some(mlx::kernel::KernelBackend::Cuda);
+            };
+            let on_cuda = backend == mlx::kernel::KernelBackend::Cuda;
             for w in [gate, up] {
                 if let Support::No(why) = crate::gpu::weight_support(w) {
                     return Support::No(why);
