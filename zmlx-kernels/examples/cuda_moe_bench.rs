@@ -283,9 +283,129 @@ fn main() -> mlx::Result<()> {
             median(&mut times)
         );
     }
+    per_op_costs(&layers, &x0, n_layers, iters, s)?;
     let r = results[0].1;
     for (label, c) in &results[1..] {
         println!("speedup {label} vs reference: {:.2}x", r / c);
+    }
+    Ok(())
+}
+
+/// Times `n` chained copies of one op (each takes the previous output, so the ops
+/// run one after another as in a decode) and returns the median cost per op in us.
+fn per_op(
+    n: usize,
+    iters: usize,
+    x0: &Array,
+    op: &dyn Fn(&Array) -> mlx::Result<Array>,
+) -> mlx::Result<f64> {
+    let mut times = Vec::with_capacity(iters);
+    for it in 0..iters + 3 {
+        let t = Instant::now();
+        let mut x = x0.clone();
+        for _ in 0..n {
+            x = op(&x)?;
+        }
+        x.eval()?;
+        mlx::synchronize()?;
+        if it >= 3 {
+            times.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+    Ok(median(&mut times))
+}
+
+/// Per-op cost of single MLX ops and of each fused kernel at decode shapes. A
+/// trivial element-wise op shows what any op costs (launch and host work); the
+/// others are timed as "op, then sum + multiply + add back into the chained
+/// input" (which keeps the chain whatever the op's output shape), so their own
+/// cost is the figure minus three trivial ops. This decides whether a decode layer
+/// is bound by its op count or by its kernels.
+fn per_op_costs(
+    layers: &[Layer],
+    x0: &Array,
+    n: usize,
+    iters: usize,
+    s: StreamOrDevice,
+) -> mlx::Result<()> {
+    let spec = RouterSpec::SoftmaxTopK {
+        k: TOPK,
+        normalize: true,
+    };
+    let l = &layers[0];
+    let routing = ReferenceRouter.route(&quantized_matmul(x0, &l.router, true, s)?, &spec, s)?;
+    mlx::transforms::eval(&[&routing.indices, &routing.scores])?;
+    let h0 = FusedExpertSwiGlu.forward(x0, &l.gate, &l.up, &routing, s)?;
+    h0.h.eval()?;
+    let proj = qw(&[4096, HIDDEN], QuantSpec::affine(64, 4), 77, s)?;
+    let norm_w = ops::ones(&[HIDDEN], Dtype::Bfloat16, s)?;
+    let half = Array::scalar_as(0.5, Dtype::Bfloat16)?;
+    mlx::transforms::eval(&[&norm_w, &half])?;
+    // `y` folded back into the chained input `x`: sum, multiply, add.
+    let fold = |x: &Array, y: &Array| -> mlx::Result<Array> {
+        let r = ops::sum_all(y, false, s)?;
+        ops::add(x, &ops::multiply(&r, &half, s)?, s)
+    };
+
+    let trivial = per_op(n, iters, x0, &|x| ops::multiply(x, &half, s))?;
+    let costs: Vec<(&str, f64)> = vec![
+        (
+            "rms_norm [1, 2048]",
+            per_op(n, iters, x0, &|x| {
+                fold(x, &mlx::fast::rms_norm(x, Some(&norm_w), 1e-6, s)?)
+            })?,
+        ),
+        (
+            "quantized_matmul 4-bit 4096x2048",
+            per_op(n, iters, x0, &|x| {
+                fold(x, &quantized_matmul(x, &proj, true, s)?)
+            })?,
+        ),
+        (
+            "router quantized_matmul 8-bit 128x2048",
+            per_op(n, iters, x0, &|x| {
+                fold(x, &quantized_matmul(x, &l.router, true, s)?)
+            })?,
+        ),
+        (
+            "router kernel (FusedRouter)",
+            per_op(n, iters, x0, &|x| {
+                let logits = ops::slice(x, &[0, 0], &[1, EXPERTS], &[1, 1], s)?;
+                fold(x, &FusedRouter.route(&logits, &spec, s)?.scores)
+            })?,
+        ),
+        (
+            "fused expert SwiGLU",
+            per_op(n, iters, x0, &|x| {
+                fold(
+                    x,
+                    &FusedExpertSwiGlu.forward(x, &l.gate, &l.up, &routing, s)?.h,
+                )
+            })?,
+        ),
+        (
+            "fused down + combine",
+            per_op(n, iters, &h0.h, &|h| {
+                let hidden = zmlx_kernels::expert_swiglu::ExpertHidden {
+                    h: h.clone(),
+                    ..h0.clone()
+                };
+                let input = DownCombineInput {
+                    hidden: &hidden,
+                    down: &l.down,
+                    routing: &routing,
+                };
+                fold(h, &FusedDownCombine.forward(&input, s)?)
+            })?,
+        ),
+    ];
+    println!("per-op cost (us, {n} chained, median of {iters}):");
+    println!("  {:<40} {trivial:8.1}", "trivial multiply [1, 2048]");
+    for (label, c) in costs {
+        println!(
+            "  {label:<40} {c:8.1}  (op alone ~{:.1})",
+            c - 3.0 * trivial
+        );
     }
     Ok(())
 }
