@@ -1,5 +1,7 @@
 //! The layers models are built from, calling their ops through the slot table.
 
+use std::sync::OnceLock;
+
 use mlx::quantization::dequantize;
 use mlx::{ops, Array, Dtype, StreamOrDevice};
 use zmlx_kernels::Weight;
@@ -75,5 +77,46 @@ impl RmsNorm {
     /// Applies the norm through the `norm` slot.
     pub fn forward(&self, slots: &Slots, x: &Array, s: StreamOrDevice) -> Result<Array> {
         Ok(slots.norm.rms_norm(x, &self.weight, self.eps, s)?)
+    }
+}
+
+/// Linear layers that read the same input, run as one matmul over their stacked
+/// rows when the slot table says so (`merge_projections`, see
+/// [`zmlx_patch::merge`]), else one by one. The stacked weight is built on first
+/// merged use and kept (a copy of the parts' weights: the parts stay for the
+/// unpatched path); changing a part's weight afterwards is not seen by it.
+#[derive(Clone, Debug, Default)]
+pub struct MergedProjection {
+    stacked: OnceLock<Weight>,
+}
+
+impl MergedProjection {
+    /// `[x @ p.T for p in parts]`, in order.
+    ///
+    /// # Errors
+    /// When the parts cannot be merged although the slot table asks for it (the
+    /// patch layer checks this first), or MLX fails.
+    pub fn forward(
+        &self,
+        slots: &Slots,
+        parts: &[&Linear],
+        x: &Array,
+        s: StreamOrDevice,
+    ) -> Result<Vec<Array>> {
+        if !slots.merge_projections {
+            return parts.iter().map(|p| p.forward(slots, x, s)).collect();
+        }
+        let w = match self.stacked.get() {
+            Some(w) => w,
+            None => {
+                let weights: Vec<&Weight> = parts.iter().map(|p| &p.weight).collect();
+                let w = zmlx_patch::merge::merge_rows(&weights, s)?;
+                w.arrays().iter().try_for_each(|a| a.eval())?;
+                self.stacked.get_or_init(|| w)
+            }
+        };
+        let y = slots.linear.forward(x, w, s)?;
+        let sizes: Vec<i32> = parts.iter().map(|p| p.weight.out_features()).collect();
+        Ok(zmlx_patch::merge::split_outputs(&y, &sizes, s)?)
     }
 }

@@ -23,7 +23,7 @@ use crate::checkpoint::load::{eval_with_progress, load_tensors};
 use crate::config::Qwen3MoeConfig;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::nn::{Embedding, Linear, RmsNorm};
+use crate::nn::{Embedding, Linear, MergedProjection, RmsNorm};
 
 /// Self-attention with per-head q/k norms and RoPE.
 #[derive(Clone, Debug)]
@@ -40,6 +40,8 @@ pub struct Attention {
     pub q_norm: RmsNorm,
     /// Per-head norm of keys.
     pub k_norm: RmsNorm,
+    /// q, k and v as one matmul when patched.
+    qkv: MergedProjection,
     n_heads: i32,
     n_kv_heads: i32,
     head_dim: i32,
@@ -55,9 +57,11 @@ impl Attention {
         s: StreamOrDevice,
     ) -> Result<Array> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
-        let q = self.q_proj.forward(slots, x, s)?;
-        let k = self.k_proj.forward(slots, x, s)?;
-        let v = self.v_proj.forward(slots, x, s)?;
+        let [q, k, v]: [Array; 3] = self
+            .qkv
+            .forward(slots, &[&self.q_proj, &self.k_proj, &self.v_proj], x, s)?
+            .try_into()
+            .expect("three projections give three outputs");
         let q = self
             .q_norm
             .forward(slots, &ops::reshape(&q, &[b, l, self.n_heads, -1], s)?, s)?;
@@ -254,6 +258,7 @@ impl Qwen3Moe {
                 o_proj: t.linear(&format!("{p}.self_attn.o_proj"), h, nh * hd),
                 q_norm: t.norm(&format!("{p}.self_attn.q_norm"), hd, eps),
                 k_norm: t.norm(&format!("{p}.self_attn.k_norm"), hd, eps),
+                qkv: MergedProjection::default(),
                 n_heads: nh,
                 n_kv_heads: nkv,
                 head_dim: hd,
@@ -658,6 +663,10 @@ impl zmlx_patch::Patchable for Qwen3Moe {
             ] {
                 out.push(lin(format!("{p}.self_attn.{n}"), x));
             }
+            out.push(Module::Projections {
+                path: format!("{p}.self_attn (q, k, v)"),
+                weights: vec![&a.q_proj.weight, &a.k_proj.weight, &a.v_proj.weight],
+            });
             match &l.mlp {
                 Mlp::Dense {
                     gate_proj,

@@ -9,6 +9,7 @@
 //! why. [`unpatch`] restores the references.
 #![warn(missing_docs)]
 
+pub mod merge;
 pub mod patch;
 pub mod preset;
 pub mod slots;

@@ -9,6 +9,7 @@ use zmlx_kernels::moe_gate::{FusedRouter, RouterSpec};
 use zmlx_kernels::quant_linear::FusedLinear;
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, LinearOp, RouterOp, Support, Weight};
 
+use crate::merge::merge_support;
 use crate::preset::{exclusions, preset, ExclusionKind};
 use crate::slots::{SlotName, Slots};
 
@@ -35,6 +36,14 @@ pub enum Module<'a> {
         up: &'a Weight,
         /// Stacked down projections.
         down: &'a Weight,
+    },
+    /// Projections that read the same input (e.g. attention's q, k, v), which the
+    /// `merged_proj` slot runs as one matmul.
+    Projections {
+        /// The path of their parent (e.g. `model.layers.0.self_attn`).
+        path: String,
+        /// Their weights, in merge order.
+        weights: Vec<&'a Weight>,
     },
 }
 
@@ -250,6 +259,9 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
                     path,
                     &mut r.fallbacks,
                 ),
+                (SlotName::MergedProjections, Module::Projections { path, weights }) => {
+                    check(merge_support(weights), path, &mut r.fallbacks)
+                }
                 _ => continue,
             };
             r.patched_modules += ok as usize;
@@ -273,6 +285,7 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
             SlotName::DownCombine => slots.down_combine = Arc::new(FusedDownCombine),
             SlotName::Linear => slots.linear = Arc::new(FusedLinear),
             SlotName::Norm => {}
+            SlotName::MergedProjections => slots.merge_projections = true,
         }
     }
     Ok(report)

@@ -19,6 +19,7 @@ pub const PRESETS: &[Preset] = &[Preset {
         SlotName::ExpertSwiGlu,
         SlotName::DownCombine,
         SlotName::Linear,
+        SlotName::MergedProjections,
     ],
 }];
 

@@ -22,16 +22,20 @@ pub enum SlotName {
     Linear,
     /// RMS norms.
     Norm,
+    /// Projections of one input (attention's q, k, v) as one matmul
+    /// ([`crate::merge`]).
+    MergedProjections,
 }
 
 impl SlotName {
     /// Every slot.
-    pub const ALL: [SlotName; 5] = [
+    pub const ALL: [SlotName; 6] = [
         SlotName::Router,
         SlotName::ExpertSwiGlu,
         SlotName::DownCombine,
         SlotName::Linear,
         SlotName::Norm,
+        SlotName::MergedProjections,
     ];
 
     /// The slot's name as reports print it.
@@ -42,6 +46,7 @@ impl SlotName {
             SlotName::DownCombine => "down_combine",
             SlotName::Linear => "linear",
             SlotName::Norm => "norm",
+            SlotName::MergedProjections => "merged_proj",
         }
     }
 }
@@ -60,6 +65,8 @@ pub struct Slots {
     pub linear: Arc<dyn LinearOp>,
     /// RMS norms.
     pub norm: Arc<dyn NormOp>,
+    /// Whether projections of one input run as one matmul (through `linear`).
+    pub merge_projections: bool,
 }
 
 impl Slots {
@@ -71,6 +78,7 @@ impl Slots {
             down_combine: Arc::new(ReferenceDownCombine),
             linear: Arc::new(ReferenceLinear),
             norm: Arc::new(ReferenceNorm),
+            merge_projections: false,
         }
     }
 
@@ -82,6 +90,8 @@ impl Slots {
             SlotName::DownCombine => self.down_combine.name(),
             SlotName::Linear => self.linear.name(),
             SlotName::Norm => self.norm.name(),
+            SlotName::MergedProjections if self.merge_projections => "zmlx",
+            SlotName::MergedProjections => "mlx",
         }
     }
 }
