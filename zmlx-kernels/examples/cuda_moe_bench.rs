@@ -348,6 +348,13 @@ fn per_op_costs(
     };
 
     let trivial = per_op(n, iters, x0, &|x| ops::multiply(x, &half, s))?;
+    // Three view ops (reshape, transpose of a size-1 axis, reshape): no kernel,
+    // only MLX's host-side work per op. Reported per view op.
+    let views = per_op(n, iters, x0, &|x| {
+        let y = ops::reshape(x, &[1, 1, 16, HIDDEN / 16], s)?;
+        let y = ops::transpose(&y, &[0, 2, 1, 3], s)?;
+        ops::reshape(&y, &[1, HIDDEN], s)
+    })? / 3.0;
     let costs: Vec<(&str, f64)> = vec![
         (
             "rms_norm [1, 2048]",
@@ -401,6 +408,7 @@ fn per_op_costs(
     ];
     println!("per-op cost (us, {n} chained, median of {iters}):");
     println!("  {:<40} {trivial:8.1}", "trivial multiply [1, 2048]");
+    println!("  {:<40} {views:8.1}", "view op (reshape / transpose)");
     for (label, c) in costs {
         println!(
             "  {label:<40} {c:8.1}  (op alone ~{:.1})",
