@@ -62,21 +62,34 @@ impl Attention {
             .forward(slots, &[&self.q_proj, &self.k_proj, &self.v_proj], x, s)?
             .try_into()
             .expect("three projections give three outputs");
-        let q = self
-            .q_norm
-            .forward(slots, &ops::reshape(&q, &[b, l, self.n_heads, -1], s)?, s)?;
-        let q = ops::transpose(&q, &[0, 2, 1, 3], s)?;
-        let k = self.k_norm.forward(
-            slots,
-            &ops::reshape(&k, &[b, l, self.n_kv_heads, -1], s)?,
-            s,
-        )?;
-        let k = ops::transpose(&k, &[0, 2, 1, 3], s)?;
-        let v = ops::transpose(
-            &ops::reshape(&v, &[b, l, self.n_kv_heads, -1], s)?,
-            &[0, 2, 1, 3],
-            s,
-        )?;
+        let (q, k, v) = if l == 1 && slots.decode_views {
+            // One token: [b, 1, n * d] -> [b, n, 1, d] is a single reshape (the same
+            // array mlx-lm's reshape + transpose gives, since only a size-1 axis
+            // moves), three view ops fewer per layer.
+            let q = ops::reshape(&q, &[b, self.n_heads, 1, -1], s)?;
+            let k = ops::reshape(&k, &[b, self.n_kv_heads, 1, -1], s)?;
+            let v = ops::reshape(&v, &[b, self.n_kv_heads, 1, -1], s)?;
+            (
+                self.q_norm.forward(slots, &q, s)?,
+                self.k_norm.forward(slots, &k, s)?,
+                v,
+            )
+        } else {
+            let q =
+                self.q_norm
+                    .forward(slots, &ops::reshape(&q, &[b, l, self.n_heads, -1], s)?, s)?;
+            let k = self.k_norm.forward(
+                slots,
+                &ops::reshape(&k, &[b, l, self.n_kv_heads, -1], s)?,
+                s,
+            )?;
+            let v = ops::reshape(&v, &[b, l, self.n_kv_heads, -1], s)?;
+            (
+                ops::transpose(&q, &[0, 2, 1, 3], s)?,
+                ops::transpose(&k, &[0, 2, 1, 3], s)?,
+                ops::transpose(&v, &[0, 2, 1, 3], s)?,
+            )
+        };
         let offset = cache.offset();
         let q = rope(&q, self.head_dim, false, self.rope_theta, 1.0, offset, s)?;
         let k = rope(&k, self.head_dim, false, self.rope_theta, 1.0, offset, s)?;
@@ -88,7 +101,11 @@ impl Attention {
         };
         let scale = (self.head_dim as f32).powf(-0.5);
         let o = scaled_dot_product_attention(&q, &k, &v, scale, mask, s)?;
-        let o = ops::reshape(&ops::transpose(&o, &[0, 2, 1, 3], s)?, &[b, l, -1], s)?;
+        let o = if l == 1 && slots.decode_views {
+            ops::reshape(&o, &[b, 1, -1], s)?
+        } else {
+            ops::reshape(&ops::transpose(&o, &[0, 2, 1, 3], s)?, &[b, l, -1], s)?
+        };
         self.o_proj.forward(slots, &o, s)
     }
 }
@@ -663,6 +680,9 @@ impl zmlx_patch::Patchable for Qwen3Moe {
             ] {
                 out.push(lin(format!("{p}.self_attn.{n}"), x));
             }
+            out.push(Module::Attention {
+                path: format!("{p}.self_attn"),
+            });
             out.push(Module::Projections {
                 path: format!("{p}.self_attn (q, k, v)"),
                 weights: vec![&a.q_proj.weight, &a.k_proj.weight, &a.v_proj.weight],

@@ -37,6 +37,11 @@ pub enum Module<'a> {
         /// Stacked down projections.
         down: &'a Weight,
     },
+    /// An attention module (its head layout ops).
+    Attention {
+        /// Its path (e.g. `model.layers.0.self_attn`).
+        path: String,
+    },
     /// Projections that read the same input (e.g. attention's q, k, v), which the
     /// `merged_proj` slot runs as one matmul.
     Projections {
@@ -259,6 +264,7 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
                     path,
                     &mut r.fallbacks,
                 ),
+                (SlotName::DecodeViews, Module::Attention { .. }) => true,
                 (SlotName::MergedProjections, Module::Projections { path, weights }) => {
                     check(merge_support(weights), path, &mut r.fallbacks)
                 }
@@ -286,6 +292,7 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
             SlotName::Linear => slots.linear = Arc::new(FusedLinear),
             SlotName::Norm => {}
             SlotName::MergedProjections => slots.merge_projections = true,
+            SlotName::DecodeViews => slots.decode_views = true,
         }
     }
     Ok(report)

@@ -20,6 +20,7 @@ pub const PRESETS: &[Preset] = &[Preset {
         SlotName::DownCombine,
         SlotName::Linear,
         SlotName::MergedProjections,
+        SlotName::DecodeViews,
     ],
 }];
 

@@ -25,17 +25,21 @@ pub enum SlotName {
     /// Projections of one input (attention's q, k, v) as one matmul
     /// ([`crate::merge`]).
     MergedProjections,
+    /// One-token attention steps lay heads out with single reshapes (no
+    /// transposes): the same arrays, fewer view ops.
+    DecodeViews,
 }
 
 impl SlotName {
     /// Every slot.
-    pub const ALL: [SlotName; 6] = [
+    pub const ALL: [SlotName; 7] = [
         SlotName::Router,
         SlotName::ExpertSwiGlu,
         SlotName::DownCombine,
         SlotName::Linear,
         SlotName::Norm,
         SlotName::MergedProjections,
+        SlotName::DecodeViews,
     ];
 
     /// The slot's name as reports print it.
@@ -47,6 +51,7 @@ impl SlotName {
             SlotName::Linear => "linear",
             SlotName::Norm => "norm",
             SlotName::MergedProjections => "merged_proj",
+            SlotName::DecodeViews => "decode_views",
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct Slots {
     pub norm: Arc<dyn NormOp>,
     /// Whether projections of one input run as one matmul (through `linear`).
     pub merge_projections: bool,
+    /// Whether one-token attention steps use single reshapes for head layouts.
+    pub decode_views: bool,
 }
 
 impl Slots {
@@ -79,6 +86,7 @@ impl Slots {
             linear: Arc::new(ReferenceLinear),
             norm: Arc::new(ReferenceNorm),
             merge_projections: false,
+            decode_views: false,
         }
     }
 
@@ -92,6 +100,8 @@ impl Slots {
             SlotName::Norm => self.norm.name(),
             SlotName::MergedProjections if self.merge_projections => "zmlx",
             SlotName::MergedProjections => "mlx",
+            SlotName::DecodeViews if self.decode_views => "zmlx",
+            SlotName::DecodeViews => "mlx",
         }
     }
 }
