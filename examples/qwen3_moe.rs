@@ -36,7 +36,8 @@ usage: qwen3_moe [options]
   --fidelity-tokens N   greedy tokens per fidelity prompt (default: --max-tokens)
   --fidelity-prompts N  prompts in the fidelity check: yours plus built-ins (default 3)
   --device cpu|gpu      where MLX runs (default cpu)
-  --slots a,b           patch only these slots (router, expert_swiglu, down_combine, linear)
+  --slots a,b           patch only these slots (router, expert_swiglu, down_combine, linear,
+                        merged_proj, decode_views)
   --exclude a,b         leave these slots unpatched
   --ignore-exclusions   also patch slots the preset's exclude lists leave out
                         (to re-measure an exclusion)
