@@ -39,9 +39,11 @@ check() { # name, template parameters, instantiation args, buffers
 check expert_swiglu \
   "typename T, int BITS, int GROUP, int HID, int INTER, int LPR" "4, 64, 2048, 768, 32" \
   "const device T* x_in [[buffer(0)]], const device uint32_t* expert_ids [[buffer(1)]], const device uint32_t* dims_in [[buffer(2)]], const device uint32_t* w_gate [[buffer(3)]], const device T* s_gate [[buffer(4)]], const device T* b_gate [[buffer(5)]], const device uint32_t* w_up [[buffer(6)]], const device T* s_up [[buffer(7)]], const device T* b_up [[buffer(8)]], device T* h_out [[buffer(9)]]"
-check down_combine \
-  "typename T, int BITS, int GROUP, int HID, int INTER, int LPR" "8, 32, 2048, 768, 16" \
-  "const device T* h_in [[buffer(0)]], const device uint32_t* expert_ids [[buffer(1)]], const device uint32_t* dims_in [[buffer(2)]], const device T* gate_scores [[buffer(3)]], const device uint32_t* w_down [[buffer(4)]], const device T* s_down [[buffer(5)]], const device T* b_down [[buffer(6)]], device T* y_out [[buffer(7)]]"
+for res in 0 1; do
+  check down_combine \
+    "typename T, int BITS, int GROUP, int HID, int INTER, int LPR, int RES" "8, 32, 2048, 768, 16, $res" \
+    "const device T* h_in [[buffer(0)]], const device uint32_t* expert_ids [[buffer(1)]], const device uint32_t* dims_in [[buffer(2)]], const device T* gate_scores [[buffer(3)]], const device uint32_t* w_down [[buffer(4)]], const device T* s_down [[buffer(5)]], const device T* b_down [[buffer(6)]], const device T* res_in [[buffer(7)]], device T* y_out [[buffer(8)]]"
+done
 check moe_gate \
   "typename T, int EXPERTS, int TOPK, int EPL, bool NORM" "128, 8, 4, true" \
   "const device T* logits_in [[buffer(0)]], const device uint32_t* dims_in [[buffer(1)]], device uint32_t* ids_out [[buffer(2)]], device T* scores_out [[buffer(3)]]"

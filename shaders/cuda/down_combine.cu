@@ -7,7 +7,9 @@
 // computes it (mma.cuh), each product rounded to T by MLX's Multiply functor, and
 // the k products summed by MLX's column reduction in the order SUMV selects
 // (zmlx::ksum in mma.cuh; 0, sequential in j in T, is what MLX 0.32.4 does at
-// Qwen3-30B-A3B's shapes, notes/cuda-kernels.md).
+// Qwen3-30B-A3B's shapes, notes/cuda-kernels.md). With RES = 1 the output is
+// res_in[t, o] + y[t, o] by MLX's Add functor on T (what MLX's CUDA `add` computes
+// for two T arrays), folding a decoder layer's `h + moe(x)` into this kernel.
 //
 // Work split: one block of WPB = min(TOPK, 8) warps per (token, 8 consecutive
 // output features); warp w runs the mma chains of experts w, w + WPB, ... (PF chunks
@@ -17,12 +19,14 @@
 //
 // Template arguments: T (f16 or bf16), BITS, GROUP, HID (output features, a
 // multiple of 8), INTER (input features of down, a multiple of max(64, GROUP)),
-// DEQ (see mma.cuh), SUMV (above). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
+// DEQ (see mma.cuh), SUMV (above), RES (0 or 1: add res_in). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
 // EXPERTS]); TOPK <= 32. Launch: 32 * min(TOPK, 8) threads per block, one block
 // per tile.
 // Inputs: h_in [NTOK, TOPK, INTER] T, expert_ids [NTOK, TOPK] uint32, dims_in,
 // gate_scores [NTOK, TOPK] T, w_down [EXPERTS, HID, INTER * BITS / 32] uint32,
-// s_down/b_down [EXPERTS, HID, INTER / GROUP] T. Output: y_out [NTOK, HID] T.
+// s_down/b_down [EXPERTS, HID, INTER / GROUP] T, res_in [NTOK, HID] T when RES = 1
+// (with RES = 0 the host passes some other T array, never read). Output: y_out
+// [NTOK, HID] T.
 
 const int NTOK = static_cast<int>(dims_in[0]);
 const int TOPK = static_cast<int>(dims_in[1]);
@@ -68,7 +72,14 @@ for (int j = warp; j < TOPK; j += WPB) {
 }
 __syncthreads();
 if (warp == 0 && g == 0) {
-  T* out = y_out + tok * HID + o0 + 2 * t;
-  out[0] = zmlx::ksum<T, SUMV>(prod[2 * t], TOPK);
-  out[1] = zmlx::ksum<T, SUMV>(prod[2 * t + 1], TOPK);
+  const long long at = tok * HID + o0 + 2 * t;
+  T y0 = zmlx::ksum<T, SUMV>(prod[2 * t], TOPK);
+  T y1 = zmlx::ksum<T, SUMV>(prod[2 * t + 1], TOPK);
+  if (RES != 0) {
+    // Residual first, as the decoder layer computes `h + moe(x)`.
+    y0 = mlx::core::cu::Add{}(res_in[at], y0);
+    y1 = mlx::core::cu::Add{}(res_in[at + 1], y1);
+  }
+  y_out[at] = y0;
+  y_out[at + 1] = y1;
 }

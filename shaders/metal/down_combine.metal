@@ -2,7 +2,10 @@
 // fast::metal_kernel. Not yet run on Apple silicon. Same algorithm and roundings as
 // shaders/cuda/down_combine.cu: one SIMD group per (token, output feature), LPR
 // lanes per expert, y = sum_j round(round(dot_j) * score_j) in fp32, rounded once.
-// Template arguments: T, BITS, GROUP, HID, INTER, LPR; dims_in = [NTOK, TOPK, EXPERTS].
+// Template arguments: T, BITS, GROUP, HID, INTER, LPR, RES; dims_in = [NTOK, TOPK,
+// EXPERTS]. With RES = 1 the output is T(float(res_in) + float(y)) (a decoder
+// layer's `h + moe(x)`; MLX's Metal `add` on T); with RES = 0 res_in is some other T
+// array, never read.
 
 const int NTOK = static_cast<int>(dims_in[0]);
 const int TOPK = static_cast<int>(dims_in[1]);
@@ -57,5 +60,9 @@ for (int j0 = 0; j0 < TOPK; j0 += RPW) {
 }
 total = zmlx::warp_sum(total);
 if (valid && lane == 0) {
-  y_out[warp_id] = zmlx::from_float<T>(total);
+  T y = zmlx::from_float<T>(total);
+  if (RES != 0) {
+    y = zmlx::from_float<T>(zmlx::to_float(res_in[warp_id]) + zmlx::to_float(y));
+  }
+  y_out[warp_id] = y;
 }

@@ -90,6 +90,7 @@ fn block(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Arr
             hidden: &h,
             down: &l.down,
             routing: &routing,
+            residual: None,
         };
         let y = ReferenceDownCombine.forward(&input, s)?;
         (h, y)
@@ -99,6 +100,7 @@ fn block(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Arr
             hidden: &h,
             down: &l.down,
             routing: &routing,
+            residual: None,
         };
         let y = FusedDownCombine.forward(&input, s)?;
         (h, y)
@@ -269,6 +271,7 @@ fn main() -> mlx::Result<()> {
                     hidden: &h,
                     down: &l.down,
                     routing: r,
+                    residual: None,
                 };
                 outs.push(FusedDownCombine.forward(&input, s)?);
             }
@@ -401,6 +404,7 @@ fn per_op_costs(
                     hidden: &hidden,
                     down: &l.down,
                     routing: &routing,
+                    residual: None,
                 };
                 fold(h, &FusedDownCombine.forward(&input, s)?)
             })?,

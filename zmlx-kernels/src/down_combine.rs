@@ -20,6 +20,52 @@ pub struct DownCombineInput<'a> {
     pub down: &'a Weight,
     /// The routing (its scores weight the sum).
     pub routing: &'a Routing,
+    /// Added to the combined output when given: `residual + combine` with MLX's
+    /// `add`, in the activation dtype, so a layer's `h + moe(x)` is one op; shape
+    /// `[..., hidden]` like the output.
+    pub residual: Option<&'a Array>,
+}
+
+impl DownCombineInput<'_> {
+    /// The output shape: the routing's leading axes, then the hidden size.
+    fn out_shape(&self) -> Vec<i32> {
+        let ish = &self.hidden.indices_shape;
+        let mut shape = ish[..ish.len().saturating_sub(1)].to_vec();
+        shape.push(self.down.out_features());
+        shape
+    }
+
+    /// The residual, if any, after checking it has the output's shape and the
+    /// activations' dtype (no broadcasting: the fused kernels add element for
+    /// element).
+    fn checked_residual(&self) -> Result<Option<&Array>> {
+        let Some(r) = self.residual else {
+            return Ok(None);
+        };
+        let want = self.out_shape();
+        if r.shape() != want.as_slice() {
+            return Err(Error::invalid(
+                "down_combine",
+                format!(
+                    "residual of shape {:?}, the output is {want:?}: pass the residual \
+                     stream with exactly the output's shape (no broadcasting)",
+                    r.shape()
+                ),
+            ));
+        }
+        let dt = self.hidden.h.dtype();
+        if r.dtype() != dt {
+            return Err(Error::invalid(
+                "down_combine",
+                format!(
+                    "residual of dtype {:?}, the activations are {dt:?}: cast the residual \
+                     to the activation dtype",
+                    r.dtype()
+                ),
+            ));
+        }
+        Ok(Some(r))
+    }
 }
 
 /// mlx-lm's op sequence.
@@ -36,6 +82,7 @@ impl DownCombineOp for ReferenceDownCombine {
     }
 
     fn forward(&self, input: &DownCombineInput<'_>, s: StreamOrDevice) -> Result<Array> {
+        let residual = input.checked_residual()?;
         let hid = input.hidden;
         let inter = hid.h.shape().last().copied().unwrap_or(0);
         input.down.check_shape(
@@ -54,7 +101,12 @@ impl DownCombineOp for ReferenceDownCombine {
         let y = ops::squeeze(&y, &[-2], s)?;
         let scores = ops::expand_dims(&input.routing.scores, &[-1], s)?;
         let weighted = ops::multiply(&y, &scores, s)?;
-        ops::astype(&ops::sum(&weighted, &[-2], false, s)?, y.dtype(), s)
+        let y = ops::astype(&ops::sum(&weighted, &[-2], false, s)?, y.dtype(), s)?;
+        match residual {
+            // Residual first: the decoder layer computes `h + r`.
+            Some(r) => ops::add(r, &y, s),
+            None => Ok(y),
+        }
     }
 }
 
@@ -63,13 +115,18 @@ impl DownCombineOp for ReferenceDownCombine {
 /// intermediate ([`crate::cpu::expert_down_combine`]); on a CUDA (or Metal, not yet
 /// run on Apple silicon) stream one GPU kernel for decode-sized batches
 /// ([`crate::gpu::down_combine`]; on CUDA bit-identical to MLX on the shapes
-/// [`crate::gpu::cuda_shape_support`] admits); elsewhere the reference.
+/// [`crate::gpu::cuda_shape_support`] admits); elsewhere the reference. A residual
+/// ([`DownCombineInput::residual`]) is added inside the same kernel, with MLX's
+/// arithmetic for `add` (CPU: both widened to f32, added, rounded once to the
+/// activation dtype; CUDA: MLX's `Add` functor on T).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FusedDownCombine;
 
 struct DownKernel {
     layout: crate::cpu_glue::WeightLayout,
     k: usize,
+    /// Whether the last input is a residual added to the output.
+    residual: bool,
 }
 
 impl mlx::primitive::CpuKernel for DownKernel {
@@ -80,6 +137,7 @@ impl mlx::primitive::CpuKernel for DownKernel {
     fn params(&self) -> Vec<u8> {
         let mut p = (self.k as u64).to_le_bytes().to_vec();
         self.layout.params(&mut p);
+        p.push(u8::from(self.residual));
         p
     }
 
@@ -102,6 +160,13 @@ impl mlx::primitive::CpuKernel for DownKernel {
             &down,
             crate::cpu_glue::floats_mut(&mut outputs[0])?,
         )?;
+        if self.residual {
+            let res = inputs.last().expect("the residual is the last input");
+            crate::cpu::add_residual(
+                crate::cpu_glue::floats(res)?,
+                crate::cpu_glue::floats_mut(&mut outputs[0])?,
+            )?;
+        }
         Ok(())
     }
 }
@@ -128,6 +193,9 @@ impl DownCombineOp for FusedDownCombine {
     }
 
     fn forward(&self, input: &DownCombineInput<'_>, s: StreamOrDevice) -> Result<Array> {
+        // Checked here too so that the kernels never see a mis-shaped residual (the
+        // reference checks it on every fallback).
+        let residual = input.checked_residual()?;
         let hid = input.hidden;
         let dtype = hid.h.dtype();
         let device = s.device()?;
@@ -163,6 +231,7 @@ impl DownCombineOp for FusedDownCombine {
                 &input.routing.indices,
                 &input.routing.scores,
                 input.down,
+                residual,
                 s,
             );
         }
@@ -186,13 +255,16 @@ impl DownCombineOp for FusedDownCombine {
             .indices_shape
             .last()
             .expect("indices have an expert axis");
-        let mut y_shape = hid.indices_shape[..hid.indices_shape.len() - 1].to_vec();
-        y_shape.push(input.down.out_features());
+        let y_shape = input.out_shape();
         let mut inputs = vec![&h, indices, &input.routing.scores];
         inputs.extend(input.down.arrays());
+        // The residual goes last (the weight's inputs start at index 3); MLX hands it
+        // over row-contiguous, as every input.
+        inputs.extend(residual);
         let kernel = DownKernel {
             layout,
             k: k as usize,
+            residual: residual.is_some(),
         };
         let y = mlx::primitive::cpu_primitive(
             std::sync::Arc::new(kernel),

@@ -415,16 +415,26 @@ pub fn expert_swiglu(
 
 /// `y[t] = sum_j scores[t, j] * (h[t, j] @ down[e(t, j)].T)`: `h` is
 /// `[..., k, (1,) inter]` in routing order, `indices` and `scores` `[..., k]`; returns
-/// `[..., hidden]` in the activation dtype.
+/// `[..., hidden]` in the activation dtype. With `residual` (`[..., hidden]`, the
+/// activation dtype) returns `residual + y`, added in the kernel's final write (CUDA:
+/// MLX's `Add` functor on T, what MLX's own `add` computes; Metal: f32 sum rounded
+/// once to T).
+///
+/// The kernel takes the residual as its input `res_in` and a template argument `RES`
+/// (1 with a residual, 0 without; a separate compiled variant each). Without a
+/// residual `h` is passed as `res_in` (an input of dtype T already in the graph, so
+/// the signature and its types stay the same), and the kernel never reads it.
 ///
 /// # Errors
-/// As [`expert_swiglu`].
+/// As [`expert_swiglu`]; also on a residual whose size or dtype differs from the
+/// output's.
 pub fn down_combine(
     backend: KernelBackend,
     h: &Array,
     indices: &Array,
     scores: &Array,
     down: &Weight,
+    residual: Option<&Array>,
     s: StreamOrDevice,
 ) -> Result<Array> {
     static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
@@ -456,6 +466,7 @@ pub fn down_combine(
             "w_down",
             "s_down",
             "b_down",
+            "res_in",
         ],
         &["y_out"],
         sources(backend).down,
@@ -487,12 +498,27 @@ pub fn down_combine(
         ("HID", TemplateArg::Int(hidden)),
         ("INTER", TemplateArg::Int(inter)),
         layout_arg(backend, lpr),
+        ("RES", TemplateArg::Int(i32::from(residual.is_some()))),
     ];
     if backend == KernelBackend::Cuda {
         targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
     }
     let mut shape = indices.shape()[..indices.ndim() - 1].to_vec();
     shape.push(hidden);
+    if let Some(r) = residual {
+        let want: i64 = shape.iter().map(|&d| i64::from(d)).product();
+        if r.dtype() != dtype || r.size() as i64 != want {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "residual {:?} {:?}, the output is {dtype:?} {shape:?}: pass a residual \
+                     of the output's size and the activation dtype",
+                    r.dtype(),
+                    r.shape()
+                ),
+            ));
+        }
+    }
     let dims = dims_array(&[ntok, k, experts])?;
     let out = kern.call(
         &KernelLaunch {
@@ -504,6 +530,7 @@ pub fn down_combine(
                 &d.weight,
                 &d.scales,
                 biases(OP, d)?,
+                residual.unwrap_or(h),
             ],
             outputs: &[(&shape, dtype)],
             grid,

@@ -18,7 +18,7 @@
 use mlx::kernel::KernelBackend;
 use mlx::quantization::{quantize, QuantSpec, QuantizedWeight};
 use mlx::{ops, random, Array, Device, Dtype, StreamOrDevice};
-use zmlx_kernels::down_combine::{DownCombineInput, ReferenceDownCombine};
+use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDownCombine};
 use zmlx_kernels::expert_swiglu::{ExpertHidden, ReferenceExpertSwiGlu};
 use zmlx_kernels::gpu;
 use zmlx_kernels::moe_gate::{ReferenceRouter, RouterSpec, Routing};
@@ -236,10 +236,19 @@ fn run_class(
                 hidden: &hid,
                 down: &down,
                 routing: &r,
+                residual: None,
             };
             let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
             let yf = ok(
-                gpu::down_combine(KernelBackend::Cuda, &hr, &r.indices, &r.scores, &down, s),
+                gpu::down_combine(
+                    KernelBackend::Cuda,
+                    &hr,
+                    &r.indices,
+                    &r.scores,
+                    &down,
+                    None,
+                    s,
+                ),
                 &format!("fused down {what}"),
             );
             let ey = Diff::of(&yf, &yr, dt);
@@ -342,6 +351,97 @@ fn expert_kernels_qwen3_30b_a3b() {
         return;
     }
     check_classes(&[(Dtype::Bfloat16, 4, 64, 2048, 768, &[128])], 0);
+}
+
+/// The residual add folded into the down + combine kernel (`RES = 1`): at
+/// Qwen3-30B-A3B's shapes (bf16, 4-bit g64, H2048 I768 E128, top-8, 1 and 3
+/// tokens) `gpu::down_combine` with a random residual, and `FusedDownCombine` with
+/// it, must equal the reference `add(residual, combine)` bit for bit. Also: the
+/// same call without a residual still matches, and a mis-sized residual is refused.
+#[test]
+fn down_combine_residual_qwen3_30b_a3b() {
+    if !cuda() {
+        return;
+    }
+    let s = gpu_stream();
+    let dt = Dtype::Bfloat16;
+    let (hidden, inter, experts) = (2048, 768, 128);
+    let down = qweight(&[experts, hidden, inter], dt, QuantSpec::affine(64, 4), 91);
+    let mut failed = Vec::new();
+    for (ci, tokens) in [1, 3].into_iter().enumerate() {
+        let k = 8;
+        let c = Case { tokens, k, experts };
+        let r = routing(&c, dt, 800 + ci as u64);
+        let key = ok(random::key(900 + ci as u64), "key");
+        let h = ok(
+            random::normal(&[tokens, k, inter], dt, 0.0, 1.0, Some(&key), s),
+            "h",
+        );
+        // A residual stream larger than the combine, so that the add rounds.
+        let key = ok(random::key(950 + ci as u64), "key");
+        let res = ok(
+            random::normal(&[tokens, hidden], dt, 0.0, 8.0, Some(&key), s),
+            "residual",
+        );
+        let hid = ExpertHidden {
+            h: ok(ops::expand_dims(&h, &[-2], s), "expand"),
+            idx: r.indices.clone(),
+            inv_order: None,
+            indices_shape: vec![tokens, k],
+        };
+        for with in [false, true] {
+            let residual = with.then_some(&res);
+            let input = DownCombineInput {
+                hidden: &hid,
+                down: &down,
+                routing: &r,
+                residual,
+            };
+            let what = format!("T{tokens} k{k} residual={with}");
+            let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
+            let yk = ok(
+                gpu::down_combine(
+                    KernelBackend::Cuda,
+                    &h,
+                    &r.indices,
+                    &r.scores,
+                    &down,
+                    residual,
+                    s,
+                ),
+                &format!("fused down {what}"),
+            );
+            let yo = ok(FusedDownCombine.forward(&input, s), "FusedDownCombine");
+            for (via, y) in [("gpu::down_combine", &yk), ("FusedDownCombine", &yo)] {
+                let d = Diff::of(y, &yr, dt);
+                println!(
+                    "RESIDUAL {what} {via}: {}/{} differ (max {:.2} units)",
+                    d.mismatched, d.elems, d.max_units
+                );
+                if d.mismatched != 0 {
+                    failed.push(format!("{what} {via}"));
+                }
+            }
+        }
+        let wrong = ok(
+            random::normal(&[tokens, hidden / 2], dt, 0.0, 1.0, Some(&key), s),
+            "wrong residual",
+        );
+        assert!(
+            gpu::down_combine(
+                KernelBackend::Cuda,
+                &h,
+                &r.indices,
+                &r.scores,
+                &down,
+                Some(&wrong),
+                s,
+            )
+            .is_err(),
+            "a mis-sized residual was accepted"
+        );
+    }
+    assert!(failed.is_empty(), "residual cases differ: {failed:?}");
 }
 
 /// Outside what they reproduce exactly the CUDA kernels refuse (the fused ops then
@@ -599,10 +699,19 @@ fn down_combine_sum_order_by_hidden_size() {
                     hidden: &hid,
                     down: &down,
                     routing: &r,
+                    residual: None,
                 };
                 let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
                 let yf = ok(
-                    gpu::down_combine(KernelBackend::Cuda, &h, &r.indices, &r.scores, &down, s),
+                    gpu::down_combine(
+                        KernelBackend::Cuda,
+                        &h,
+                        &r.indices,
+                        &r.scores,
+                        &down,
+                        None,
+                        s,
+                    ),
                     "fused down",
                 );
                 d.add(Diff::of(&yf, &yr, dt));

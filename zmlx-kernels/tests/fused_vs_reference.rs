@@ -558,6 +558,7 @@ impl MoeCase {
             hidden: h,
             down: &down,
             routing: &routing,
+            residual: None,
         };
         let yr = ReferenceDownCombine.forward(&input(&hr), cpu()).unwrap();
         let yf = FusedDownCombine.forward(&input(&hr), cpu()).unwrap();
@@ -594,6 +595,116 @@ fn moe_grid() {
                     layout: (seed / 10 % 3) as u8,
                 }
                 .run();
+            }
+        }
+    }
+}
+
+/// The residual add folded into down+combine: `residual + combine` from the fused
+/// kernel must equal the reference's (`ops::add(residual, combine)`, MLX's `add`)
+/// bit for bit, for every dtype, decode and a few tokens and a prefill batch (the
+/// reference's sorted activations), with a row-contiguous, a transposed and a
+/// column-sliced residual (the primitive gets it made contiguous).
+#[test]
+fn down_combine_residual() {
+    let (experts, hidden, inter, bits, gs) = (16, 128, 64, 4, 64);
+    let mut seed = 7000;
+    for dtype in DTYPES {
+        let down = qweight(seed, &[experts, hidden, inter], dtype, bits, gs);
+        assert!(FusedDownCombine.supports(&down, Device::cpu()).is_yes());
+        let gate = qweight(seed + 1, &[experts, inter, hidden], dtype, bits, gs);
+        let up = qweight(seed + 2, &[experts, inter, hidden], dtype, bits, gs);
+        for (tokens, k) in [(1, 8), (3, 8), (5, 2), (40, 2)] {
+            seed += 10;
+            let x = normal(seed, &[tokens, hidden], 1.0, dtype);
+            let logits = normal(seed + 1, &[tokens, experts], 1.0, dtype);
+            let spec = RouterSpec::SoftmaxTopK { k, normalize: true };
+            let routing = ReferenceRouter.route(&logits, &spec, cpu()).unwrap();
+            let h = ReferenceExpertSwiGlu
+                .forward(&x, &gate, &up, &routing, cpu())
+                .unwrap();
+            let hf = FusedExpertSwiGlu
+                .forward(&x, &gate, &up, &routing, cpu())
+                .unwrap();
+            for how in 0..3u8 {
+                // A residual stream of the magnitude of a layer's hidden state, so
+                // the sum rounds (the combine alone is much smaller).
+                let res = strided(seed + 2 + u64::from(how), tokens, hidden, dtype, how);
+                let res =
+                    ops::multiply(&res, &Array::scalar_as(8.0, dtype).unwrap(), cpu()).unwrap();
+                let input = |hid| DownCombineInput {
+                    hidden: hid,
+                    down: &down,
+                    routing: &routing,
+                    residual: Some(&res),
+                };
+                let what = format!("residual {dtype:?} tokens={tokens} k={k} layout={how}");
+                let yr = ReferenceDownCombine.forward(&input(&h), cpu()).unwrap();
+                assert_eq!(yr.dtype(), dtype, "{what}: reference dtype");
+                let plain = ReferenceDownCombine
+                    .forward(
+                        &DownCombineInput {
+                            residual: None,
+                            ..input(&h)
+                        },
+                        cpu(),
+                    )
+                    .unwrap();
+                assert_same(
+                    &format!("{what} reference = add(residual, combine)"),
+                    &ops::add(&res, &plain, cpu()).unwrap(),
+                    &yr,
+                );
+                let yf = FusedDownCombine.forward(&input(&h), cpu()).unwrap();
+                assert_same(&what, &yr, &yf);
+                let yff = FusedDownCombine.forward(&input(&hf), cpu()).unwrap();
+                assert_same(&format!("{what} fused pipeline"), &yr, &yff);
+            }
+        }
+    }
+}
+
+/// A residual the kernels cannot add element for element is a typed error from both
+/// implementations, not a panic: a different shape (also a broadcastable one), a
+/// different dtype.
+#[test]
+fn down_combine_residual_mismatch_is_an_error() {
+    let (experts, hidden, inter, tokens, k) = (8, 64, 64, 3, 2);
+    let dtype = Dtype::Bfloat16;
+    let down = qweight(1, &[experts, hidden, inter], dtype, 4, 64);
+    let gate = qweight(2, &[experts, inter, hidden], dtype, 4, 64);
+    let up = qweight(3, &[experts, inter, hidden], dtype, 4, 64);
+    let x = normal(4, &[tokens, hidden], 1.0, dtype);
+    let logits = normal(5, &[tokens, experts], 1.0, dtype);
+    let spec = RouterSpec::SoftmaxTopK { k, normalize: true };
+    let routing = ReferenceRouter.route(&logits, &spec, cpu()).unwrap();
+    let h = FusedExpertSwiGlu
+        .forward(&x, &gate, &up, &routing, cpu())
+        .unwrap();
+    let bad = [
+        ("wider", normal(6, &[tokens, hidden + 1], 1.0, dtype)),
+        ("broadcast row", normal(6, &[1, hidden], 1.0, dtype)),
+        ("flat", normal(6, &[tokens * hidden], 1.0, dtype)),
+        ("dtype", normal(6, &[tokens, hidden], 1.0, Dtype::Float32)),
+    ];
+    for (what, res) in &bad {
+        let input = DownCombineInput {
+            hidden: &h,
+            down: &down,
+            routing: &routing,
+            residual: Some(res),
+        };
+        for (op, r) in [
+            ("reference", ReferenceDownCombine.forward(&input, cpu())),
+            ("fused", FusedDownCombine.forward(&input, cpu())),
+        ] {
+            match r {
+                Err(mlx::Error::InvalidArgument { op: name, message }) => {
+                    assert_eq!(name, "down_combine", "{op} {what}");
+                    assert!(message.contains("residual"), "{op} {what}: {message}");
+                }
+                Err(e) => panic!("{op} {what}: unexpected error kind {e}"),
+                Ok(_) => panic!("{op} {what}: a mismatched residual was accepted"),
             }
         }
     }

@@ -74,6 +74,48 @@ pub fn expert_down_combine(
     }
 }
 
+/// `y[i] = T(f32(residual[i]) + f32(y[i]))` for every element: MLX's CPU `add` for
+/// two arrays of dtype T (f32, f16 or bf16), which widens both to f32, adds and
+/// rounds once to T (round to nearest even; plain f32 addition for f32). Rounding the
+/// f32 sum is also the correctly rounded sum for f16 and bf16 (f32 has more than
+/// twice their precision plus two bits), so the result does not depend on how MLX
+/// was built. This is how the decoder layer's `h + moe(x)` is folded into
+/// [`expert_down_combine`]'s output.
+///
+/// # Errors
+/// [`KernelError::DtypeMismatch`] unless `residual` and `y` share one dtype;
+/// [`KernelError::LengthMismatch`] unless they have the same length.
+pub fn add_residual(residual: Floats<'_>, y: FloatsMut<'_>) -> Result<()> {
+    const OP: &str = "add_residual";
+    check_len(OP, "residual", y.len(), residual.len())?;
+    match (residual, y) {
+        (Floats::F32(r), FloatsMut::F32(y)) => add_typed(r, y),
+        (Floats::F16(r), FloatsMut::F16(y)) => add_typed(r, y),
+        (Floats::Bf16(r), FloatsMut::Bf16(y)) => add_typed(r, y),
+        (r, _) => {
+            return Err(KernelError::DtypeMismatch {
+                op: OP,
+                what: "residual",
+                expected: "the dtype of y",
+                actual: r.dtype(),
+            })
+        }
+    }
+    Ok(())
+}
+
+fn add_typed<T: Element>(r: &[T], y: &mut [T]) {
+    // Decode is a few thousand elements (one pass); prefill splits into chunks.
+    const CHUNK: usize = 16 * 1024;
+    y.par_chunks_mut(CHUNK)
+        .zip(r.par_chunks(CHUNK))
+        .for_each(|(y, r)| {
+            for (y, r) in y.iter_mut().zip(r) {
+                *y = T::from_f32(r.to_f32() + y.to_f32());
+            }
+        });
+}
+
 struct Call<'a> {
     tokens: usize,
     indices: &'a [u32],

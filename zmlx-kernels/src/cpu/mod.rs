@@ -10,6 +10,7 @@
 //! | quantized / float linear layer | [`qmm`] |
 //! | expert gate+up with SwiGLU | [`expert_swiglu`] |
 //! | expert down projection + weighted combine | [`expert_down_combine`] |
+//! | residual add of the combine's output (MLX's `add`) | [`add_residual`] |
 //! | router gating | [`route`] with a [`Gating`] rule |
 //! | token-to-expert dispatch | [`ExpertDispatch`], [`dispatch_into`] |
 //!
@@ -42,7 +43,7 @@ mod swiglu;
 mod weights;
 
 pub use dispatch::{dispatch_into, ExpertDispatch};
-pub use down_combine::expert_down_combine;
+pub use down_combine::{add_residual, expert_down_combine};
 pub use dtype::{Dtype, Element, Floats, FloatsMut};
 pub use error::{KernelError, Result};
 pub use gating::{route, Gating};
