@@ -192,6 +192,7 @@ fn main() {
             hidden: &hidden,
             down: &down,
             routing: &routing,
+            residual: None,
         };
         let dc =
             |op: &dyn DownCombineOp, n: usize| time(n, || op.forward(&input, s).unwrap()) * 1e3;

@@ -126,7 +126,15 @@ pub struct MoeBlock {
 }
 
 impl MoeBlock {
-    fn forward(&self, slots: &Slots, x: &Array, s: StreamOrDevice) -> Result<Array> {
+    /// `residual + moe(x)`: the residual add travels with the down + combine op,
+    /// which the fused implementation folds into its kernel (one op fewer).
+    fn forward(
+        &self,
+        slots: &Slots,
+        x: &Array,
+        residual: &Array,
+        s: StreamOrDevice,
+    ) -> Result<Array> {
         let logits = self.gate.forward(slots, x, s)?;
         let routing = slots.router.route(&logits, &self.router, s)?;
         let hidden = slots
@@ -136,6 +144,7 @@ impl MoeBlock {
             hidden: &hidden,
             down: &self.down_proj,
             routing: &routing,
+            residual: Some(residual),
         };
         Ok(slots.down_combine.forward(&input, s)?)
     }
@@ -158,7 +167,14 @@ pub enum Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, slots: &Slots, x: &Array, s: StreamOrDevice) -> Result<Array> {
+    /// `residual + mlp(x)`.
+    fn forward(
+        &self,
+        slots: &Slots,
+        x: &Array,
+        residual: &Array,
+        s: StreamOrDevice,
+    ) -> Result<Array> {
         match self {
             Mlp::Dense {
                 gate_proj,
@@ -167,9 +183,10 @@ impl Mlp {
             } => {
                 let g = gate_proj.forward(slots, x, s)?;
                 let u = up_proj.forward(slots, x, s)?;
-                down_proj.forward(slots, &swiglu(&g, &u, s)?, s)
+                let r = down_proj.forward(slots, &swiglu(&g, &u, s)?, s)?;
+                Ok(ops::add(residual, &r, s)?)
             }
-            Mlp::Moe(m) => m.forward(slots, x, s),
+            Mlp::Moe(m) => m.forward(slots, x, residual, s),
         }
     }
 }
@@ -199,12 +216,12 @@ impl DecoderLayer {
             self.self_attn
                 .forward(slots, &self.input_layernorm.forward(slots, x, s)?, cache, s)?;
         let h = ops::add(x, &r, s)?;
-        let r = self.mlp.forward(
+        self.mlp.forward(
             slots,
             &self.post_attention_layernorm.forward(slots, &h, s)?,
+            &h,
             s,
-        )?;
-        Ok(ops::add(&h, &r, s)?)
+        )
     }
 }
 
