@@ -84,18 +84,20 @@ impl RmsNorm {
 /// rows when the slot table says so (`merge_projections`, see
 /// [`zmlx_patch::merge`]), else one by one. The stacked weight is built on first
 /// merged use and kept (a copy of the parts' weights: the parts stay for the
-/// unpatched path); changing a part's weight afterwards is not seen by it.
+/// unpatched path); changing a part's weight afterwards is not seen by it. Parts
+/// that cannot be merged (different quantization, say: the patch report lists them
+/// as fallbacks) keep running one by one.
 #[derive(Clone, Debug, Default)]
 pub struct MergedProjection {
-    stacked: OnceLock<Weight>,
+    /// The stacked weight, or `None` when the parts cannot be merged.
+    stacked: OnceLock<Option<Weight>>,
 }
 
 impl MergedProjection {
     /// `[x @ p.T for p in parts]`, in order.
     ///
     /// # Errors
-    /// When the parts cannot be merged although the slot table asks for it (the
-    /// patch layer checks this first), or MLX fails.
+    /// When MLX fails.
     pub fn forward(
         &self,
         slots: &Slots,
@@ -103,20 +105,32 @@ impl MergedProjection {
         x: &Array,
         s: StreamOrDevice,
     ) -> Result<Vec<Array>> {
-        if !slots.merge_projections {
+        let stacked = if slots.merge_projections {
+            self.stacked(parts, s)?
+        } else {
+            None
+        };
+        let Some(w) = stacked else {
             return parts.iter().map(|p| p.forward(slots, x, s)).collect();
-        }
-        let w = match self.stacked.get() {
-            Some(w) => w,
-            None => {
-                let weights: Vec<&Weight> = parts.iter().map(|p| &p.weight).collect();
-                let w = zmlx_patch::merge::merge_rows(&weights, s)?;
-                w.arrays().iter().try_for_each(|a| a.eval())?;
-                self.stacked.get_or_init(|| w)
-            }
         };
         let y = slots.linear.forward(x, w, s)?;
         let sizes: Vec<i32> = parts.iter().map(|p| p.weight.out_features()).collect();
         Ok(zmlx_patch::merge::split_outputs(&y, &sizes, s)?)
+    }
+
+    /// The stacked weight of `parts`, built and evaluated on first use.
+    fn stacked(&self, parts: &[&Linear], s: StreamOrDevice) -> Result<Option<&Weight>> {
+        if let Some(w) = self.stacked.get() {
+            return Ok(w.as_ref());
+        }
+        let weights: Vec<&Weight> = parts.iter().map(|p| &p.weight).collect();
+        let w = if zmlx_patch::merge::merge_support(&weights).is_yes() {
+            let w = zmlx_patch::merge::merge_rows(&weights, s)?;
+            w.arrays().iter().try_for_each(|a| a.eval())?;
+            Some(w)
+        } else {
+            None
+        };
+        Ok(self.stacked.get_or_init(|| w).as_ref())
     }
 }

@@ -20,11 +20,16 @@ fn check(format: WeightFormat, seed: u64, expect_experts: bool) {
     let report = patch(&mut patched, &PatchOptions::default()).unwrap();
     let slots = report.patched_slots();
     assert!(slots.contains(&"router"), "{report}");
-    for slot in ["expert_swiglu", "down_combine", "linear"] {
+    for slot in ["expert_swiglu", "down_combine", "linear", "merged_proj"] {
         assert_eq!(slots.contains(&slot), expect_experts, "{slot}: {report}");
     }
+    assert!(slots.contains(&"decode_views"), "{report}");
+    assert_same_greedy(&baseline, &patched, &dir);
+}
+
+fn assert_same_greedy(baseline: &Qwen3Moe, patched: &Qwen3Moe, dir: &std::path::Path) {
     let prompts: Vec<Vec<u32>> = DEFAULT_PROMPTS.iter().map(|p| p.to_vec()).collect();
-    let f = compare(&baseline, &patched, &prompts, TOKENS).unwrap();
+    let f = compare(baseline, patched, &prompts, TOKENS).unwrap();
     eprintln!("{}: {f}", dir.display());
     assert_eq!(f.verdict, Verdict::Pass, "{}: {f}", dir.display());
     assert_eq!(f.matched, prompts.len() * TOKENS);
@@ -54,4 +59,44 @@ fn four_bit_f32_seed2() {
 #[test]
 fn float32_weights_stay_on_mlx() {
     check(WeightFormat::F32, 0, false);
+}
+
+/// A layer whose q projection is quantized differently from k and v cannot run them
+/// as one matmul: the patch report lists it as a merged_proj fallback, the other
+/// layers merge, and the model still decodes the unpatched model's tokens.
+#[test]
+fn mixed_quantization_keeps_unmergeable_projections_separate() {
+    use mlx::quantization::{dequantize, quantize, QuantSpec};
+    use zmlx_kernels::Weight;
+
+    let dir = common::tiny(WeightFormat::Q4, 0);
+    let s: mlx::StreamOrDevice = mlx::Device::cpu().into();
+    let mut baseline = Qwen3Moe::load(&dir, s).unwrap();
+    let q = &mut baseline.layers[0].self_attn.q_proj.weight;
+    let Weight::Quantized(q4) = &*q else {
+        panic!("the Q4 checkpoint has quantized projections")
+    };
+    let dense = dequantize(q4, None, s).unwrap();
+    let q8 = quantize(&dense, QuantSpec::affine(64, 8), s).unwrap();
+    mlx::transforms::eval(&[&q8.weight, &q8.scales]).unwrap();
+    *q = Weight::Quantized(q8);
+
+    let mut patched = baseline.clone();
+    let report = patch(&mut patched, &PatchOptions::default()).unwrap();
+    let merged = report
+        .slots
+        .iter()
+        .find(|r| r.slot == "merged_proj")
+        .expect("the preset has merged_proj");
+    assert_eq!(
+        merged.patched_modules,
+        baseline.layers.len() - 1,
+        "{report}"
+    );
+    assert_eq!(merged.fallbacks.len(), 1, "{report}");
+    assert!(
+        merged.fallbacks[0].module.starts_with("model.layers.0."),
+        "{report}"
+    );
+    assert_same_greedy(&baseline, &patched, &dir);
 }

@@ -9,16 +9,15 @@
 //! The fidelity runs check it end to end (logits bit-identical).
 //!
 //! Why it pays: on a GPU each MLX op costs about 10 us of launch and host work at
-//! decode sizes (notebook.md, 2026-11-25 22:2x "per-op cost"), more than these
+//! decode sizes (notebook.md, "2026-11-25 22:16-22:21 UTC"), more than these
 //! small matmuls' own time, so two ops fewer per layer is the gain.
 
 use mlx::quantization::QuantizedWeight;
 use mlx::{ops, Error, Result, StreamOrDevice};
 use zmlx_kernels::{Support, Weight};
 
-/// Whether `weights` can be merged: two or more plain (not expert-stacked) weights
-/// of the same kind with the same input size, and for quantized weights the same
-/// quantization and scale dtype.
+/// Whether `weights` can be merged: two or more plain (not expert-stacked)
+/// quantized weights with the same input size, quantization and scale dtype.
 pub fn merge_support(weights: &[&Weight]) -> Support {
     let Some(first) = weights.first() else {
         return Support::No("no projections to merge".into());
@@ -27,6 +26,11 @@ pub fn merge_support(weights: &[&Weight]) -> Support {
         return Support::No("a single projection".into());
     }
     for w in weights {
+        if w.quant().is_none() {
+            // MLX multiplies float weights with BLAS, whose reduction order may depend
+            // on the matrix shape, so stacking rows would not be provably exact.
+            return Support::No("float weights are not merged (BLAS matmul)".into());
+        }
         if w.experts() != 1 || w.arrays()[0].ndim() != 2 {
             return Support::No("expert-stacked weights are not merged".into());
         }
@@ -58,23 +62,22 @@ pub fn merge_rows(weights: &[&Weight], s: StreamOrDevice) -> Result<Weight> {
     if let Support::No(why) = merge_support(weights) {
         return Err(Error::invalid("merge_rows", why));
     }
-    let cat = |parts: Vec<&mlx::Array>| ops::concatenate(&parts, 0, s);
-    Ok(match weights[0] {
-        Weight::Float(_) => Weight::Float(cat(weights.iter().map(|w| w.arrays()[0]).collect())?),
-        Weight::Quantized(first) => {
-            let part =
-                |i: usize| -> Vec<&mlx::Array> { weights.iter().map(|w| w.arrays()[i]).collect() };
-            Weight::Quantized(QuantizedWeight {
-                weight: cat(part(0))?,
-                scales: cat(part(1))?,
-                biases: match first.biases {
-                    Some(_) => Some(cat(part(2))?),
-                    None => None,
-                },
-                spec: first.spec,
-            })
-        }
-    })
+    let Weight::Quantized(first) = weights[0] else {
+        return Err(Error::invalid("merge_rows", "float weights are not merged"));
+    };
+    let cat = |i: usize| -> Result<mlx::Array> {
+        let parts: Vec<&mlx::Array> = weights.iter().map(|w| w.arrays()[i]).collect();
+        ops::concatenate(&parts, 0, s)
+    };
+    Ok(Weight::Quantized(QuantizedWeight {
+        weight: cat(0)?,
+        scales: cat(1)?,
+        biases: match first.biases {
+            Some(_) => Some(cat(2)?),
+            None => None,
+        },
+        spec: first.spec,
+    }))
 }
 
 /// Splits the last axis of `y` (the output of a merged projection) back into the
@@ -151,6 +154,8 @@ mod tests {
         assert!(!merge_support(&[&a, &b]).is_yes());
         assert!(!merge_support(&[&a, &c]).is_yes());
         assert!(!merge_support(&[&a]).is_yes());
+        let f = Weight::Float(ops::zeros(&[32, 256], Dtype::Bfloat16, s).unwrap());
+        assert!(!merge_support(&[&f, &f]).is_yes());
         let err = merge_rows(&[&a, &b], s).unwrap_err().to_string();
         assert!(err.contains("quantization"), "{err}");
         let y = ops::zeros(&[1, 10], Dtype::Float32, s).unwrap();
