@@ -5,7 +5,9 @@
 //! and none for one token), then an MoE block (router gate, precise softmax, top-k,
 //! optional renormalisation, SwitchGLU experts, weighted sum) or a dense SwiGLU MLP
 //! where `mlp_only_layers` / `decoder_sparse_step` say so. The MoE, linear and norm
-//! ops go through the model's [`Slots`], which the patch layer may swap.
+//! ops go through the model's [`Slots`], which the patch layer may swap; two slot
+//! flags change only how many ops run, never the bits: `merge_projections` (q, k, v
+//! as one matmul) and `decode_views` (one-token head layouts as single reshapes).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
