@@ -6,7 +6,10 @@
 //! fused CPU linear) is computed from its own weight row and the input alone (a
 //! sequential chain per row on the CPU, a warp per row in MLX's CUDA `qmv`), so
 //! stacking rows changes which rows one call computes, not how any row is computed.
-//! The fidelity runs check it end to end (logits bit-identical).
+//! The fidelity runs check it end to end (logits bit-identical), prompts and
+//! teacher-forced passes (MLX's tiled kernels for many tokens) included. One caveat
+//! from MLX's CUDA dispatch: a one-token matmul takes the per-row `qmv` kernel only up
+//! to [`MAX_MERGED_OUT`] outputs, so larger stacks are not merged.
 //!
 //! Why it pays: on a GPU each MLX op costs about 10 us of launch and host work at
 //! decode sizes (notebook.md, "2026-11-25 22:16-22:21 UTC"), more than these
@@ -16,8 +19,15 @@ use mlx::quantization::QuantizedWeight;
 use mlx::{ops, Error, Result, StreamOrDevice};
 use zmlx_kernels::{Support, Weight};
 
+/// The most output features a merged projection may have: MLX's CUDA
+/// `quantized_matmul` runs one token through its per-row `qmv` kernel up to 16384
+/// outputs (read from MLX's `QuantizedMatmul::eval_gpu`) and through a tiled kernel
+/// above, so a stack that crosses this line could change kernels, and bits.
+pub const MAX_MERGED_OUT: i32 = 16384;
+
 /// Whether `weights` can be merged: two or more plain (not expert-stacked)
-/// quantized weights with the same input size, quantization and scale dtype.
+/// quantized weights with the same input size, quantization and scale dtype, with
+/// at most [`MAX_MERGED_OUT`] output features together.
 pub fn merge_support(weights: &[&Weight]) -> Support {
     let Some(first) = weights.first() else {
         return Support::No("no projections to merge".into());
@@ -49,6 +59,13 @@ pub fn merge_support(weights: &[&Weight]) -> Support {
                 return Support::No("the projections differ in quantization mode".into());
             }
         }
+    }
+    let total: i32 = weights.iter().map(|w| w.out_features()).sum();
+    if total > MAX_MERGED_OUT {
+        return Support::No(format!(
+            "{total} output features together, above the {MAX_MERGED_OUT} that MLX's CUDA \
+             one-token kernel takes"
+        ));
     }
     Support::Yes
 }
@@ -154,6 +171,9 @@ mod tests {
         assert!(!merge_support(&[&a, &b]).is_yes());
         assert!(!merge_support(&[&a, &c]).is_yes());
         assert!(!merge_support(&[&a]).is_yes());
+        let big = qw(MAX_MERGED_OUT, 64, 4, QuantSpec::affine(64, 4));
+        let small = qw(32, 64, 5, QuantSpec::affine(64, 4));
+        assert!(!merge_support(&[&big, &small]).is_yes());
         let f = Weight::Float(ops::zeros(&[32, 256], Dtype::Bfloat16, s).unwrap());
         assert!(!merge_support(&[&f, &f]).is_yes());
         let err = merge_rows(&[&a, &b], s).unwrap_err().to_string();
