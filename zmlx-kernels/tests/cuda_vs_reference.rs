@@ -226,12 +226,7 @@ fn run_class(
             let hf = ok(ops::reshape(&hf, &[c.tokens, c.k, inter], s), "reshape");
             let eh = Diff::of(&hf, &hr, dt);
             // Down + combine on the same activations (routing order, unsorted).
-            let hid = ExpertHidden {
-                h: ok(ops::expand_dims(&hr, &[-2], s), "expand"),
-                idx: r.indices.clone(),
-                inv_order: None,
-                indices_shape: vec![c.tokens, c.k],
-            };
+            let hid = routed_hidden(&hr, &r, s);
             let input = DownCombineInput {
                 hidden: &hid,
                 down: &down,
@@ -240,15 +235,7 @@ fn run_class(
             };
             let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
             let yf = ok(
-                gpu::down_combine(
-                    KernelBackend::Cuda,
-                    &hr,
-                    &r.indices,
-                    &r.scores,
-                    &down,
-                    None,
-                    s,
-                ),
+                kernel_combine(&hr, &r, &down, None, s),
                 &format!("fused down {what}"),
             );
             let ey = Diff::of(&yf, &yr, dt);
@@ -264,6 +251,37 @@ fn run_class(
         }
     }
     (dh, dy, n)
+}
+
+/// Expert activations `h` (`[tokens, k, inter]`, routing order) as the down
+/// projection takes them.
+fn routed_hidden(h: &Array, r: &Routing, s: StreamOrDevice) -> ExpertHidden {
+    let shape = h.shape();
+    ExpertHidden {
+        h: ok(ops::expand_dims(h, &[-2], s), "expand"),
+        idx: r.indices.clone(),
+        inv_order: None,
+        indices_shape: vec![shape[0], shape[1]],
+    }
+}
+
+/// The CUDA down + combine kernel on `h` (`[tokens, k, inter]`) with `r`'s routing.
+fn kernel_combine(
+    h: &Array,
+    r: &Routing,
+    down: &Weight,
+    residual: Option<&Array>,
+    s: StreamOrDevice,
+) -> mlx::Result<Array> {
+    gpu::down_combine(
+        KernelBackend::Cuda,
+        h,
+        &r.indices,
+        &r.scores,
+        down,
+        residual,
+        s,
+    )
 }
 
 /// dtype, bits, group size, hidden, intermediate, expert counts.
@@ -383,12 +401,7 @@ fn down_combine_residual_qwen3_30b_a3b() {
             random::normal(&[tokens, hidden], dt, 0.0, 8.0, Some(&key), s),
             "residual",
         );
-        let hid = ExpertHidden {
-            h: ok(ops::expand_dims(&h, &[-2], s), "expand"),
-            idx: r.indices.clone(),
-            inv_order: None,
-            indices_shape: vec![tokens, k],
-        };
+        let hid = routed_hidden(&h, &r, s);
         for with in [false, true] {
             let residual = with.then_some(&res);
             let input = DownCombineInput {
@@ -400,15 +413,7 @@ fn down_combine_residual_qwen3_30b_a3b() {
             let what = format!("T{tokens} k{k} residual={with}");
             let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
             let yk = ok(
-                gpu::down_combine(
-                    KernelBackend::Cuda,
-                    &h,
-                    &r.indices,
-                    &r.scores,
-                    &down,
-                    residual,
-                    s,
-                ),
+                kernel_combine(&h, &r, &down, residual, s),
                 &format!("fused down {what}"),
             );
             let yo = ok(FusedDownCombine.forward(&input, s), "FusedDownCombine");
@@ -428,16 +433,7 @@ fn down_combine_residual_qwen3_30b_a3b() {
             "wrong residual",
         );
         assert!(
-            gpu::down_combine(
-                KernelBackend::Cuda,
-                &h,
-                &r.indices,
-                &r.scores,
-                &down,
-                Some(&wrong),
-                s,
-            )
-            .is_err(),
+            kernel_combine(&h, &r, &down, Some(&wrong), s).is_err(),
             "a mis-sized residual was accepted"
         );
     }
@@ -689,12 +685,7 @@ fn down_combine_sum_order_by_hidden_size() {
                     random::normal(&[tokens, k, inter], dt, 0.0, 1.0, Some(&key), s),
                     "h",
                 );
-                let hid = ExpertHidden {
-                    h: ok(ops::expand_dims(&h, &[-2], s), "expand"),
-                    idx: r.indices.clone(),
-                    inv_order: None,
-                    indices_shape: vec![tokens, k],
-                };
+                let hid = routed_hidden(&h, &r, s);
                 let input = DownCombineInput {
                     hidden: &hid,
                     down: &down,
@@ -702,18 +693,7 @@ fn down_combine_sum_order_by_hidden_size() {
                     residual: None,
                 };
                 let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
-                let yf = ok(
-                    gpu::down_combine(
-                        KernelBackend::Cuda,
-                        &h,
-                        &r.indices,
-                        &r.scores,
-                        &down,
-                        None,
-                        s,
-                    ),
-                    "fused down",
-                );
+                let yf = ok(kernel_combine(&h, &r, &down, None, s), "fused down");
                 d.add(Diff::of(&yf, &yr, dt));
             }
             line += &format!(" SUM={v} {}/{}", d.mismatched, d.elems);

@@ -51,13 +51,9 @@ pub fn merge_support(weights: &[&Weight]) -> Support {
                 first.in_features()
             ));
         }
+        // Equal specs include the mode, hence whether biases exist.
         if w.quant() != first.quant() || w.activation_dtype() != first.activation_dtype() {
             return Support::No("the projections differ in quantization or dtype".into());
-        }
-        if let Weight::Quantized(q) = w {
-            if q.biases.is_some() != matches!(first, Weight::Quantized(f) if f.biases.is_some()) {
-                return Support::No("the projections differ in quantization mode".into());
-            }
         }
     }
     let total: i32 = weights.iter().map(|w| w.out_features()).sum();
