@@ -15,7 +15,7 @@ check() { # name, type, template lines, signature
   {
     echo '#define ZMLX_SYNTAX_ONLY'
     echo '#include "cuda_mock.h"'
-    cat "$here/cuda/prelude.cuh" "$here/cuda/mma.cuh"
+    cat "$here/cuda/prelude.cuh" "$here/cuda/mma.cuh" "$here/cuda/norm.cuh"
     echo "namespace mlx::core::cu {"
     echo "__global__ void custom_kernel_${name}(${sig//T/$ty}) {"
     echo "  using T = $ty;"
@@ -45,5 +45,15 @@ for ty in float __half __nv_bfloat16; do
   check moe_gate "$ty" \
     "constexpr int EXPERTS = 128; constexpr int TOPK = 8; constexpr int EPL = 4; constexpr bool NORM = true;" \
     "const T* logits_in, const uint32_t* dims_in, uint32_t* ids_out, T* scores_out"
+done
+for ty in float __half __nv_bfloat16; do
+  for axis in 128 2048 1000; do
+    check add_rms_norm "$ty" \
+      "constexpr int AXIS = $axis; constexpr int EPS = 897988541; constexpr int FMAV = 0;" \
+      "const T* x_in, const T* r_in, const T* w_in, T* h_out, T* n_out"
+  done
+  check head_norm_rope "$ty" \
+    "constexpr int D = 128; constexpr int NQ = 32; constexpr int NK = 4; constexpr int EPS = 897988541; constexpr int LB = 1101881344; constexpr int SC = 1065353216; constexpr int FMAV = 0; constexpr int ROPEV = 0;" \
+    "const T* q_in, const T* k_in, const T* wq_in, const T* wk_in, const int32_t* offset_in, T* q_out, T* k_out"
 done
 exit $status

@@ -18,6 +18,10 @@ use mlx::{ops, Array, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::DownCombineInput;
 use zmlx_kernels::expert_swiglu::swiglu;
 use zmlx_kernels::moe_gate::RouterSpec;
+use zmlx_kernels::norm::{
+    add_norm_support, fused_add_rms_norm, fused_head_norm_rope, head_norm_rope_support,
+    HeadNormRopeSpec,
+};
 use zmlx_kernels::Weight;
 use zmlx_patch::Slots;
 
@@ -51,6 +55,19 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// The q/k norms and RoPE as the fused op takes them (`None` when the two norms
+    /// differ in epsilon, which one fused op cannot express).
+    fn head_norm_rope_spec(&self) -> Option<HeadNormRopeSpec> {
+        (self.q_norm.eps == self.k_norm.eps).then_some(HeadNormRopeSpec {
+            q_heads: self.n_heads,
+            kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            eps: self.q_norm.eps,
+            rope_base: self.rope_theta,
+            rope_scale: 1.0,
+        })
+    }
+
     fn forward(
         &self,
         slots: &Slots,
@@ -64,37 +81,67 @@ impl Attention {
             .forward(slots, &[&self.q_proj, &self.k_proj, &self.v_proj], x, s)?
             .try_into()
             .expect("three projections give three outputs");
-        let (q, k, v) = if l == 1 && slots.decode_views {
-            // One token: [b, 1, n * d] -> [b, n, 1, d] is a single reshape (the same
-            // array mlx-lm's reshape + transpose gives, since only a size-1 axis
-            // moves), three view ops fewer per layer.
-            let q = ops::reshape(&q, &[b, self.n_heads, 1, -1], s)?;
-            let k = ops::reshape(&k, &[b, self.n_kv_heads, 1, -1], s)?;
-            let v = ops::reshape(&v, &[b, self.n_kv_heads, 1, -1], s)?;
-            (
-                self.q_norm.forward(slots, &q, s)?,
-                self.k_norm.forward(slots, &k, s)?,
-                v,
-            )
-        } else {
-            let q =
-                self.q_norm
-                    .forward(slots, &ops::reshape(&q, &[b, l, self.n_heads, -1], s)?, s)?;
-            let k = self.k_norm.forward(
-                slots,
-                &ops::reshape(&k, &[b, l, self.n_kv_heads, -1], s)?,
+        let offset = cache.offset();
+        let fused = match self.head_norm_rope_spec() {
+            Some(spec)
+                if l == 1
+                    && slots.fuse_head_norm_rope
+                    && head_norm_rope_support(&spec, l, Some(q.dtype()), s.device()?).is_yes() =>
+            {
+                Some(spec)
+            }
+            _ => None,
+        };
+        let (q, k, v) = if let Some(spec) = fused {
+            // Both norms and both rotations in one op; the outputs are already
+            // [b, heads, 1, d].
+            let (q, k) = fused_head_norm_rope(
+                &q,
+                &k,
+                &self.q_norm.weight,
+                &self.k_norm.weight,
+                &spec,
+                offset,
                 s,
             )?;
-            let v = ops::reshape(&v, &[b, l, self.n_kv_heads, -1], s)?;
+            (q, k, ops::reshape(&v, &[b, self.n_kv_heads, 1, -1], s)?)
+        } else {
+            let (q, k, v) = if l == 1 && slots.decode_views {
+                // One token: [b, 1, n * d] -> [b, n, 1, d] is a single reshape (the
+                // same array mlx-lm's reshape + transpose gives, since only a size-1
+                // axis moves), three view ops fewer per layer.
+                let q = ops::reshape(&q, &[b, self.n_heads, 1, -1], s)?;
+                let k = ops::reshape(&k, &[b, self.n_kv_heads, 1, -1], s)?;
+                let v = ops::reshape(&v, &[b, self.n_kv_heads, 1, -1], s)?;
+                (
+                    self.q_norm.forward(slots, &q, s)?,
+                    self.k_norm.forward(slots, &k, s)?,
+                    v,
+                )
+            } else {
+                let q = self.q_norm.forward(
+                    slots,
+                    &ops::reshape(&q, &[b, l, self.n_heads, -1], s)?,
+                    s,
+                )?;
+                let k = self.k_norm.forward(
+                    slots,
+                    &ops::reshape(&k, &[b, l, self.n_kv_heads, -1], s)?,
+                    s,
+                )?;
+                let v = ops::reshape(&v, &[b, l, self.n_kv_heads, -1], s)?;
+                (
+                    ops::transpose(&q, &[0, 2, 1, 3], s)?,
+                    ops::transpose(&k, &[0, 2, 1, 3], s)?,
+                    ops::transpose(&v, &[0, 2, 1, 3], s)?,
+                )
+            };
             (
-                ops::transpose(&q, &[0, 2, 1, 3], s)?,
-                ops::transpose(&k, &[0, 2, 1, 3], s)?,
-                ops::transpose(&v, &[0, 2, 1, 3], s)?,
+                rope(&q, self.head_dim, false, self.rope_theta, 1.0, offset, s)?,
+                rope(&k, self.head_dim, false, self.rope_theta, 1.0, offset, s)?,
+                v,
             )
         };
-        let offset = cache.offset();
-        let q = rope(&q, self.head_dim, false, self.rope_theta, 1.0, offset, s)?;
-        let k = rope(&k, self.head_dim, false, self.rope_theta, 1.0, offset, s)?;
         let (k, v) = cache.update_and_fetch(&k, &v, s)?;
         let mask = if l > 1 {
             AttentionMask::Causal
@@ -217,13 +264,18 @@ impl DecoderLayer {
         let r =
             self.self_attn
                 .forward(slots, &self.input_layernorm.forward(slots, x, s)?, cache, s)?;
-        let h = ops::add(x, &r, s)?;
-        self.mlp.forward(
-            slots,
-            &self.post_attention_layernorm.forward(slots, &h, s)?,
-            &h,
-            s,
-        )
+        let post = &self.post_attention_layernorm;
+        let hidden = x.shape().last().copied().unwrap_or(0);
+        let (h, normed) = if slots.fuse_add_norm
+            && add_norm_support(hidden, Some(x.dtype()), s.device()?).is_yes()
+        {
+            fused_add_rms_norm(x, &r, &post.weight, post.eps, s)?
+        } else {
+            let h = ops::add(x, &r, s)?;
+            let normed = post.forward(slots, &h, s)?;
+            (h, normed)
+        };
+        self.mlp.forward(slots, &normed, &h, s)
     }
 }
 
@@ -701,6 +753,8 @@ impl zmlx_patch::Patchable for Qwen3Moe {
             }
             out.push(Module::Attention {
                 path: format!("{p}.self_attn"),
+                head_norm_rope: a.head_norm_rope_spec(),
+                hidden: i32::try_from(self.config.hidden_size).unwrap_or(i32::MAX),
             });
             out.push(Module::Projections {
                 path: format!("{p}.self_attn (q, k, v)"),

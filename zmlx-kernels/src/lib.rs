@@ -10,7 +10,7 @@
 //! - [`down_combine`]: down projection + weighted sum over experts;
 //! - [`dispatch`]: token-to-expert ordering for prefill and its inverse;
 //! - [`quant_linear`]: `x @ w.T` for quantized or float `w`;
-//! - [`norm`]: RMS norm;
+//! - [`norm`]: RMS norm, and the fused add + norm and q/k norm + RoPE ops;
 //! - [`cpu`]: the CPU kernels in Rust, over plain slices;
 //! - [`gpu`]: the CUDA kernels (and the Metal ones, not yet run on Apple silicon).
 #![warn(missing_docs)]

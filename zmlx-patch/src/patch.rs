@@ -6,6 +6,7 @@ use serde::Serialize;
 use zmlx_kernels::down_combine::FusedDownCombine;
 use zmlx_kernels::expert_swiglu::FusedExpertSwiGlu;
 use zmlx_kernels::moe_gate::{FusedRouter, RouterSpec};
+use zmlx_kernels::norm::{add_norm_support, head_norm_rope_support, HeadNormRopeSpec};
 use zmlx_kernels::quant_linear::FusedLinear;
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, LinearOp, RouterOp, Support, Weight};
 
@@ -37,10 +38,15 @@ pub enum Module<'a> {
         /// Stacked down projections.
         down: &'a Weight,
     },
-    /// An attention module (its head layout ops).
+    /// An attention module (its head layout ops, its q/k norms and RoPE, and the
+    /// residual add + norm that follow it).
     Attention {
         /// Its path (e.g. `model.layers.0.self_attn`).
         path: String,
+        /// Its per-head q/k norms and RoPE, if it has q/k norms.
+        head_norm_rope: Option<HeadNormRopeSpec>,
+        /// The model's hidden size (the rows of the norm after attention).
+        hidden: i32,
     },
     /// Projections that read the same input (e.g. attention's q, k, v), which the
     /// `merged_proj` slot runs as one matmul.
@@ -265,6 +271,25 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
                     &mut r.fallbacks,
                 ),
                 (SlotName::DecodeViews, Module::Attention { .. }) => true,
+                (
+                    SlotName::HeadNormRope,
+                    Module::Attention {
+                        path,
+                        head_norm_rope,
+                        ..
+                    },
+                ) => {
+                    let support = match head_norm_rope {
+                        Some(spec) => head_norm_rope_support(spec, 1, None, device),
+                        None => Support::No("no per-head q/k norms".into()),
+                    };
+                    check(support, path, &mut r.fallbacks)
+                }
+                (SlotName::AddNorm, Module::Attention { path, hidden, .. }) => check(
+                    add_norm_support(*hidden, None, device),
+                    path,
+                    &mut r.fallbacks,
+                ),
                 (SlotName::MergedProjections, Module::Projections { path, weights }) => {
                     check(merge_support(weights), path, &mut r.fallbacks)
                 }
@@ -293,6 +318,8 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
             SlotName::Norm => {}
             SlotName::MergedProjections => slots.merge_projections = true,
             SlotName::DecodeViews => slots.decode_views = true,
+            SlotName::HeadNormRope => slots.fuse_head_norm_rope = true,
+            SlotName::AddNorm => slots.fuse_add_norm = true,
         }
     }
     Ok(report)

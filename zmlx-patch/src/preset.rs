@@ -21,6 +21,8 @@ pub const PRESETS: &[Preset] = &[Preset {
         SlotName::Linear,
         SlotName::MergedProjections,
         SlotName::DecodeViews,
+        SlotName::HeadNormRope,
+        SlotName::AddNorm,
     ],
 }];
 

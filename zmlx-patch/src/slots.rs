@@ -28,11 +28,17 @@ pub enum SlotName {
     /// One-token attention steps lay heads out with single reshapes (no
     /// transposes): the same arrays, fewer view ops.
     DecodeViews,
+    /// One-token attention steps run the per-head q/k RMS norms and RoPE as one op
+    /// ([`zmlx_kernels::norm::fused_head_norm_rope`]; CUDA).
+    HeadNormRope,
+    /// The residual add after attention and the following RMS norm as one op
+    /// ([`zmlx_kernels::norm::fused_add_rms_norm`]; CUDA).
+    AddNorm,
 }
 
 impl SlotName {
     /// Every slot.
-    pub const ALL: [SlotName; 7] = [
+    pub const ALL: [SlotName; 9] = [
         SlotName::Router,
         SlotName::ExpertSwiGlu,
         SlotName::DownCombine,
@@ -40,6 +46,8 @@ impl SlotName {
         SlotName::Norm,
         SlotName::MergedProjections,
         SlotName::DecodeViews,
+        SlotName::HeadNormRope,
+        SlotName::AddNorm,
     ];
 
     /// The slot's name as reports print it.
@@ -52,6 +60,8 @@ impl SlotName {
             SlotName::Norm => "norm",
             SlotName::MergedProjections => "merged_proj",
             SlotName::DecodeViews => "decode_views",
+            SlotName::HeadNormRope => "head_norm_rope",
+            SlotName::AddNorm => "add_norm",
         }
     }
 }
@@ -74,6 +84,12 @@ pub struct Slots {
     pub merge_projections: bool,
     /// Whether one-token attention steps use single reshapes for head layouts.
     pub decode_views: bool,
+    /// Whether one-token attention steps run q/k norms + RoPE as one fused op
+    /// (where [`zmlx_kernels::norm::head_norm_rope_support`] says so per call).
+    pub fuse_head_norm_rope: bool,
+    /// Whether the residual add after attention and the next norm run as one fused
+    /// op (where [`zmlx_kernels::norm::add_norm_support`] says so per call).
+    pub fuse_add_norm: bool,
 }
 
 impl Slots {
@@ -87,6 +103,8 @@ impl Slots {
             norm: Arc::new(ReferenceNorm),
             merge_projections: false,
             decode_views: false,
+            fuse_head_norm_rope: false,
+            fuse_add_norm: false,
         }
     }
 
@@ -102,6 +120,10 @@ impl Slots {
             SlotName::MergedProjections => "mlx",
             SlotName::DecodeViews if self.decode_views => "zmlx",
             SlotName::DecodeViews => "mlx",
+            SlotName::HeadNormRope if self.fuse_head_norm_rope => "zmlx",
+            SlotName::HeadNormRope => "mlx",
+            SlotName::AddNorm if self.fuse_add_norm => "zmlx",
+            SlotName::AddNorm => "mlx",
         }
     }
 }

@@ -57,3 +57,10 @@ __half operator/(const __half&, const __half&);
 __nv_bfloat16 operator+(const __nv_bfloat16&, const __nv_bfloat16&);
 __nv_bfloat16 operator/(const __nv_bfloat16&, const __nv_bfloat16&);
 // ---- end of router names -------------------------------------------------------
+// ---- Norm kernels (norm.cuh, add_rms_norm.cu, head_norm_rope.cu) ---------------
+float __int_as_float(int);
+float __fdiv_rn(float, float);
+float rsqrtf(float);
+__half operator*(const __half&, const __half&);
+__nv_bfloat16 operator*(const __nv_bfloat16&, const __nv_bfloat16&);
+// ---- end of norm names ---------------------------------------------------------

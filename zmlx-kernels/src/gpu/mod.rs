@@ -27,6 +27,8 @@ use mlx::{ops, Array, Device, DeviceType, Dtype, Error, Result, StreamOrDevice};
 use crate::contract::Support;
 use crate::weight::Weight;
 
+pub mod norm;
+
 /// The GPU kernels take fewer (token, expert) pairs than this; mlx-lm sorts pairs
 /// by expert from this many on, and so does the reference this falls back to.
 pub const MAX_PAIRS: usize = crate::expert_swiglu::SORT_THRESHOLD;
@@ -112,19 +114,19 @@ struct Sources {
 
 const CUDA: Sources = Sources {
     prelude: concat!(
-        include_str!("../../shaders/cuda/prelude.cuh"),
-        include_str!("../../shaders/cuda/mma.cuh")
+        include_str!("../../../shaders/cuda/prelude.cuh"),
+        include_str!("../../../shaders/cuda/mma.cuh")
     ),
-    swiglu: include_str!("../../shaders/cuda/expert_swiglu.cu"),
-    down: include_str!("../../shaders/cuda/down_combine.cu"),
-    gate: include_str!("../../shaders/cuda/moe_gate.cu"),
+    swiglu: include_str!("../../../shaders/cuda/expert_swiglu.cu"),
+    down: include_str!("../../../shaders/cuda/down_combine.cu"),
+    gate: include_str!("../../../shaders/cuda/moe_gate.cu"),
 };
 
 const METAL: Sources = Sources {
-    prelude: include_str!("../../shaders/metal/prelude.h"),
-    swiglu: include_str!("../../shaders/metal/expert_swiglu.metal"),
-    down: include_str!("../../shaders/metal/down_combine.metal"),
-    gate: include_str!("../../shaders/metal/moe_gate.metal"),
+    prelude: include_str!("../../../shaders/metal/prelude.h"),
+    swiglu: include_str!("../../../shaders/metal/expert_swiglu.metal"),
+    down: include_str!("../../../shaders/metal/down_combine.metal"),
+    gate: include_str!("../../../shaders/metal/moe_gate.metal"),
 };
 
 fn sources(b: KernelBackend) -> &'static Sources {
@@ -204,6 +206,28 @@ fn kernel(
     outputs: &'static [&'static str],
     body: &'static str,
 ) -> Result<&'static CustomKernel> {
+    kernel_with_header(
+        slot,
+        backend,
+        name,
+        inputs,
+        outputs,
+        body,
+        sources(backend).prelude,
+    )
+}
+
+/// [`kernel`] with its own header (MLX copies the header into every call's source,
+/// so kernels that need less of the prelude get less).
+fn kernel_with_header(
+    slot: &'static Slot,
+    backend: KernelBackend,
+    name: &'static str,
+    inputs: &'static [&'static str],
+    outputs: &'static [&'static str],
+    body: &'static str,
+    header: &'static str,
+) -> Result<&'static CustomKernel> {
     slot.get_or_init(|| {
         CustomKernel::new(
             backend,
@@ -212,7 +236,7 @@ fn kernel(
                 input_names: inputs,
                 output_names: outputs,
                 source: body,
-                header: sources(backend).prelude,
+                header,
                 ensure_row_contiguous: true,
                 atomic_outputs: false,
                 shared_memory: 0,
