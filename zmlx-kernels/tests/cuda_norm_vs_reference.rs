@@ -91,7 +91,13 @@ fn add_rms_norm_is_bitwise_mlx_on_cuda() {
             let h_ref = ok(ops::add(&x, &r, s), "add");
             let n_ref = ok(fast::rms_norm(&h_ref, Some(&w), eps, s), "rms_norm");
             let mut line = format!("ADDNORM {dt:?} axis {axis} rows {rows}:");
+            let mut default_exact = true;
             for fmav in [0, 1] {
+                // The other variant only where the default differs (each variant is
+                // an NVRTC compile per shape), and once for Qwen3's class.
+                if fmav == 1 && default_exact && !(dt == Dtype::Bfloat16 && axis == 2048) {
+                    continue;
+                }
                 let (h, n) = ok(
                     add_rms_norm_variant(KernelBackend::Cuda, &x, &r, &w, eps, fmav, s),
                     "add_rms_norm",
@@ -99,6 +105,7 @@ fn add_rms_norm_is_bitwise_mlx_on_cuda() {
                 let (dh, dn) = (differing(&h, &h_ref), differing(&n, &n_ref));
                 line += &format!(" fmav{fmav} h {dh}/{} n {dn}/{}", h.size(), n.size());
                 if fmav == 0 && (dh != 0 || dn != 0) {
+                    default_exact = false;
                     failures.push(format!("{dt:?} axis {axis} rows {rows}: h {dh} n {dn}"));
                 }
             }
@@ -181,8 +188,15 @@ fn head_norm_rope_is_bitwise_mlx_on_cuda() {
                 let k_ref = reference_head_norm_rope(&k, nk, &wk, &spec, offset);
                 let mut line =
                     format!("HEADROPE {dt:?} nq {nq} nk {nk} d {d} b {b} offset {offset}:");
+                let mut default_exact = true;
+                let all = dt == Dtype::Bfloat16 && d == 128 && offset == 17;
                 for fmav in [0, 1] {
                     for ropev in [0, 1, 2] {
+                        // The other variants only where the default differs (each is
+                        // an NVRTC compile per shape), and once for Qwen3's class.
+                        if (fmav, ropev) != (0, 0) && default_exact && !all {
+                            continue;
+                        }
                         let (qo, ko) = ok(
                             head_norm_rope_variant(
                                 KernelBackend::Cuda,
@@ -200,6 +214,7 @@ fn head_norm_rope_is_bitwise_mlx_on_cuda() {
                         let (dq, dk) = (differing(&qo, &q_ref), differing(&ko, &k_ref));
                         line += &format!(" v{fmav}{ropev} {dq}+{dk}");
                         if (fmav, ropev) == (0, 0) && (dq != 0 || dk != 0) {
+                            default_exact = false;
                             failures.push(format!(
                                 "{dt:?} {nq}/{nk}x{d} b {b} offset {offset}: q {dq} k {dk}"
                             ));
