@@ -15,6 +15,9 @@
 // (128, NVEC / 128); NVEC % 64 == 0 and NVEC <= 512: (64, NVEC / 64); otherwise
 // (128, ceil(NVEC / 128)).
 
+// MLX's element-wise functors (cu::Add for the residual add).
+#include "mlx/backend/cuda/device/binary_ops.cuh"
+
 namespace zmlx {
 
 template <typename T, int AXIS>
