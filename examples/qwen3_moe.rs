@@ -43,6 +43,8 @@ usage: qwen3_moe [options]
                         (to re-measure an exclusion)
   --auto                keep only slots measured faster here with identical tokens
   --baseline-only       run only the unpatched model (speed runs, no fidelity)
+  --patched-only        run only the patched model (speed runs, no fidelity; for
+                        profilers)
   --json                print one JSON object as the last line
   --record              append to benchmarks/matrix.jsonl and write a capsule
   --notes TEXT          notes stored in the capsule";
@@ -66,6 +68,7 @@ struct Args {
     json: bool,
     record: bool,
     baseline_only: bool,
+    patched_only: bool,
     auto: bool,
     notes: String,
 }
@@ -105,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         record: false,
         baseline_only: false,
+        patched_only: false,
         auto: false,
         notes: String::new(),
     };
@@ -121,6 +125,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--record" => {
                 a.record = true;
+                continue;
+            }
+            "--patched-only" => {
+                a.patched_only = true;
                 continue;
             }
             "--baseline-only" => {
@@ -233,7 +241,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => args.prompt_ids.clone(),
     };
     if args.baseline_only {
-        return run_baseline_only(&args, &baseline, &prompt, &model_id);
+        return run_single(&args, &baseline, "baseline", &prompt, &model_id);
     }
     let (patched, report) = if args.auto {
         let auto = AutoOptions {
@@ -275,6 +283,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         mlx::version()
     );
     eprint!("{report}");
+    if args.patched_only {
+        return run_single(&args, &patched, "patched", &prompt, &model_id);
+    }
 
     let mut prompts = vec![prompt.clone()];
     for p in DEFAULT_PROMPTS {
@@ -409,10 +420,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Speed runs of the unpatched model alone (to compare with mlx-lm on one checkpoint).
-fn run_baseline_only(
+/// Speed runs of one model alone: the unpatched one (to compare with mlx-lm on one
+/// checkpoint) or the patched one (under a profiler). `label` names it.
+fn run_single(
     args: &Args,
     model: &Qwen3Moe,
+    label: &str,
     prompt: &[u32],
     model_id: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -437,7 +450,7 @@ fn run_baseline_only(
         tokens = g.tokens;
     }
     println!(
-        "baseline {model_id}: decode {:.3} tok/s (median of {}: {:?}), prompt {:.2} tok/s, peak {:.3} GB",
+        "{label} {model_id}: decode {:.3} tok/s (median of {}: {:?}), prompt {:.2} tok/s, peak {:.3} GB",
         runs.decode_median(),
         args.runs,
         runs.decode_tps,
@@ -445,18 +458,18 @@ fn run_baseline_only(
         runs.peak_max() as f64 / 1e9
     );
     if args.json {
-        let obj = json!({
+        let mut obj = json!({
             "model": model_id,
             "device": if args.device.kind == mlx::DeviceType::Gpu { "gpu" } else { "cpu" },
             "mlx_version": mlx::version(),
             "prompt_ids": prompt,
-            "baseline": {
-                "tokens": tokens,
-                "decode_tps": runs.decode_median(),
-                "decode_tps_runs": runs.decode_tps,
-                "prefill_tps": runs.prefill_median(),
-                "peak_mem_gb": runs.peak_max() as f64 / 1e9,
-            },
+        });
+        obj[label] = json!({
+            "tokens": tokens,
+            "decode_tps": runs.decode_median(),
+            "decode_tps_runs": runs.decode_tps,
+            "prefill_tps": runs.prefill_median(),
+            "peak_mem_gb": runs.peak_max() as f64 / 1e9,
         });
         println!("{obj}");
     }
