@@ -32,12 +32,18 @@ usage: qwen3_moe [options]
   --prompt TEXT         a text prompt (needs the checkpoint's tokenizer.json)
   --prompt-ids 1,2,3    a prompt as token ids (default 1,2,3,4,5,6,7,8)
   --max-tokens N        tokens to generate in speed runs (default 200)
-  --runs N              paired speed runs, baseline then patched (default 3)
+  --runs N              paired speed runs (default 3): each run times the baseline and
+                        the patched model, each in a fresh process of this example,
+                        the first of the two alternating between runs
+  --in-process          time both models in this process instead (baseline then
+                        patched each run; on CUDA this slowed the baseline by up
+                        to 25%, notebook.md 2026-11-26)
   --fidelity-tokens N   greedy tokens per fidelity prompt (default: --max-tokens)
   --fidelity-prompts N  prompts in the fidelity check: yours plus built-ins (default 3)
   --device cpu|gpu      where MLX runs (default cpu)
-  --slots a,b           patch only these slots (router, expert_swiglu, down_combine, linear,
-                        merged_proj, decode_views)
+  --slots a,b           patch only these slots (router, expert_swiglu, down_combine,
+                        linear, norm, merged_proj, decode_views, head_norm_rope,
+                        add_norm)
   --exclude a,b         leave these slots unpatched
   --ignore-exclusions   also patch slots the preset's exclude lists leave out
                         (to re-measure an exclusion)
@@ -69,6 +75,7 @@ struct Args {
     record: bool,
     baseline_only: bool,
     patched_only: bool,
+    in_process: bool,
     auto: bool,
     notes: String,
 }
@@ -80,9 +87,8 @@ fn parse_slots(v: &str) -> Result<Vec<SlotName>, String> {
                 .into_iter()
                 .find(|n| n.as_str() == s.trim())
                 .ok_or_else(|| {
-                    format!(
-                        "unknown slot {s:?} (router, expert_swiglu, down_combine, linear, norm)"
-                    )
+                    let names: Vec<&str> = SlotName::ALL.iter().map(|n| n.as_str()).collect();
+                    format!("unknown slot {s:?} (slots: {})", names.join(", "))
                 })
         })
         .collect()
@@ -109,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
         record: false,
         baseline_only: false,
         patched_only: false,
+        in_process: false,
         auto: false,
         notes: String::new(),
     };
@@ -129,6 +136,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--patched-only" => {
                 a.patched_only = true;
+                continue;
+            }
+            "--in-process" => {
+                a.in_process = true;
                 continue;
             }
             "--baseline-only" => {
@@ -311,17 +322,40 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (mut base_runs, mut patch_runs) = (SpeedRuns::default(), SpeedRuns::default());
     let mut base_tokens = Vec::new();
     let mut patch_tokens = Vec::new();
+    let patched_slots = report.patched_slots();
+    let timing = if args.in_process {
+        "one process: baseline then patched each run"
+    } else {
+        "a fresh process per model and run, the first model alternating"
+    };
+    if !args.in_process {
+        eprintln!("speed runs: each model in a fresh process of this example ...");
+    }
     for r in 0..args.runs {
-        for (model, runs, toks) in [
-            (&baseline, &mut base_runs, &mut base_tokens),
-            (&patched, &mut patch_runs, &mut patch_tokens),
-        ] {
-            let g = generate(model, &prompt, &opts)?;
-            runs.decode_tps.push(g.decode_tps);
-            runs.prefill_tps.push(g.prompt_tps);
-            runs.peak_memory.push(g.peak_memory);
-            runs.generated_tokens.push(g.tokens.len());
-            *toks = g.tokens;
+        let mut order = [
+            (&baseline, &mut base_runs, &mut base_tokens, "baseline"),
+            (&patched, &mut patch_runs, &mut patch_tokens, "patched"),
+        ];
+        if !args.in_process && r % 2 == 1 {
+            order.swap(0, 1);
+        }
+        for (model, runs, toks, label) in order {
+            let one = if args.in_process {
+                let g = generate(model, &prompt, &opts)?;
+                OneRun {
+                    decode_tps: g.decode_tps,
+                    prefill_tps: g.prompt_tps,
+                    peak_memory: g.peak_memory,
+                    tokens: g.tokens,
+                }
+            } else {
+                child_run(label, &patched_slots)?
+            };
+            runs.decode_tps.push(one.decode_tps);
+            runs.prefill_tps.push(one.prefill_tps);
+            runs.peak_memory.push(one.peak_memory);
+            runs.generated_tokens.push(one.tokens.len());
+            *toks = one.tokens;
         }
         eprintln!(
             "run {}/{}: baseline {:.2} tok/s, patched {:.2} tok/s",
@@ -377,6 +411,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         patched: patch_runs.clone(),
         fidelity: fidelity.clone(),
         patch_report: serde_json::to_value(&report)?,
+        timing: timing.to_string(),
         notes: args.notes.clone(),
     };
     if args.record {
@@ -418,6 +453,92 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("{obj}");
     }
     Ok(())
+}
+
+/// One speed run's figures.
+struct OneRun {
+    decode_tps: f64,
+    prefill_tps: f64,
+    peak_memory: usize,
+    tokens: Vec<u32>,
+}
+
+/// Options of this invocation that a child speed run must not inherit: (flag, takes
+/// a value).
+const NOT_FOR_CHILDREN: &[(&str, bool)] = &[
+    ("--runs", true),
+    ("--fidelity-tokens", true),
+    ("--fidelity-prompts", true),
+    ("--notes", true),
+    ("--slots", true),
+    ("--exclude", true),
+    ("--record", false),
+    ("--json", false),
+    ("--auto", false),
+    ("--baseline-only", false),
+    ("--patched-only", false),
+    ("--in-process", false),
+];
+
+/// One speed run of one model in a fresh process of this example (same model,
+/// prompt and device options; the patched child patches exactly `slots`, the slots
+/// this process patched, which also carries over `--auto`'s choice).
+fn child_run(label: &str, slots: &[&str]) -> Result<OneRun, Box<dyn std::error::Error>> {
+    let mut args = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match NOT_FOR_CHILDREN.iter().find(|(f, _)| *f == a) {
+            Some((_, true)) => {
+                it.next();
+            }
+            Some((_, false)) => {}
+            None => args.push(a),
+        }
+    }
+    args.extend(["--runs".into(), "1".into(), "--json".into()]);
+    // With no slot patched the "patched" model is the baseline.
+    let key = if label == "patched" && !slots.is_empty() {
+        args.extend(["--patched-only".into(), "--slots".into(), slots.join(",")]);
+        "patched"
+    } else {
+        args.push("--baseline-only".into());
+        "baseline"
+    };
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(&args)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "the {label} speed run ({}) failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let obj: serde_json::Value = serde_json::from_str(last)
+        .map_err(|e| format!("the {label} speed run printed no JSON line ({e})"))?;
+    let m = &obj[key];
+    let num = |k: &str| {
+        m[k].as_f64()
+            .ok_or_else(|| format!("the {label} speed run's JSON has no {key}.{k}"))
+    };
+    let tokens = m["tokens"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(OneRun {
+        decode_tps: num("decode_tps")?,
+        prefill_tps: num("prefill_tps")?,
+        peak_memory: (num("peak_mem_gb")? * 1e9).round() as usize,
+        tokens,
+    })
 }
 
 /// Speed runs of one model alone: the unpatched one (to compare with mlx-lm on one

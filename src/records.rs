@@ -83,6 +83,9 @@ pub struct RunRecord {
     pub fidelity: Fidelity,
     /// The patch report, as JSON.
     pub patch_report: Value,
+    /// How the speed runs were timed (e.g. each run in a fresh process, or both
+    /// models in one process): figures taken differently do not compare.
+    pub timing: String,
     /// Free-form notes for the capsule.
     pub notes: String,
 }
@@ -194,6 +197,7 @@ pub fn record(dir: &Path, r: &RunRecord, command: &str) -> Result<PathBuf> {
         "prompt_tokens": r.prompt_tokens,
         "generated_tokens": r.baseline.generated_tokens.iter().max().copied().unwrap_or(0),
         "runs": r.baseline.decode_tps.len(),
+        "timing": r.timing,
         "baseline": {
             "decode_tps": r.baseline.decode_tps,
             "prefill_tps": r.baseline.prefill_tps,
