@@ -10,12 +10,13 @@ cxx=${CXX:-g++}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 status=0
-check() { # name, type, template lines, signature
+check() { # name, type, template lines, signature[, headers (default: the expert kernels')]
   local name=$1 ty=$2 consts=$3 sig=$4 body=$here/cuda/$1.cu
+  local headers=${5:-prelude.cuh mma.cuh}
   {
     echo '#define ZMLX_SYNTAX_ONLY'
     echo '#include "cuda_mock.h"'
-    cat "$here/cuda/prelude.cuh" "$here/cuda/mma.cuh" "$here/cuda/norm.cuh"
+    for h in $headers; do cat "$here/cuda/$h"; done
     echo "namespace mlx::core::cu {"
     echo "__global__ void custom_kernel_${name}(${sig//T/$ty}) {"
     echo "  using T = $ty;"
@@ -44,16 +45,19 @@ done
 for ty in float __half __nv_bfloat16; do
   check moe_gate "$ty" \
     "constexpr int EXPERTS = 128; constexpr int TOPK = 8; constexpr int EPL = 4; constexpr bool NORM = true;" \
-    "const T* logits_in, const uint32_t* dims_in, uint32_t* ids_out, T* scores_out"
+    "const T* logits_in, const uint32_t* dims_in, uint32_t* ids_out, T* scores_out" \
+    "prelude.cuh"
 done
 for ty in float __half __nv_bfloat16; do
   for axis in 128 2048 1000; do
     check add_rms_norm "$ty" \
       "constexpr int AXIS = $axis; constexpr int EPS = 897988541; constexpr int FMAV = 0;" \
-      "const T* x_in, const T* r_in, const T* w_in, T* h_out, T* n_out"
+      "const T* x_in, const T* r_in, const T* w_in, T* h_out, T* n_out" \
+      "prelude.cuh norm.cuh"
   done
   check head_norm_rope "$ty" \
     "constexpr int D = 128; constexpr int NQ = 32; constexpr int NK = 4; constexpr int EPS = 897988541; constexpr int LB = 1101881344; constexpr int SC = 1065353216; constexpr int FMAV = 0; constexpr int ROPEV = 0;" \
-    "const T* q_in, const T* k_in, const T* wq_in, const T* wk_in, const int32_t* offset_in, T* q_out, T* k_out"
+    "const T* q_in, const T* k_in, const T* wq_in, const T* wk_in, const int32_t* offset_in, T* q_out, T* k_out" \
+    "prelude.cuh norm.cuh"
 done
 exit $status

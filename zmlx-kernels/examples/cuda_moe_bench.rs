@@ -18,7 +18,12 @@
 //! one block reads (router gate and the k experts' packed weights, scales and
 //! biases) at 3.0 TB/s.
 //!
-//! Usage: `cuda_moe_bench [--iters N] [--layers L] [--weights W] [--tokens T]`
+//! Then the per-op costs: single MLX ops, each fused kernel, and the attention-side
+//! fusions (q/k norms + RoPE, residual add + norm) beside the MLX ops they replace.
+//!
+//! Usage: `cuda_moe_bench [--iters N] [--layers L] [--weights W] [--tokens T]
+//! [--per-op-only]` (the last skips the block timing). `ZMLX_GPU_MINIFY=0` passes
+//! the kernel sources to MLX as written (with comments), for A/B timing.
 
 use std::time::Instant;
 
@@ -27,6 +32,7 @@ use mlx::{ops, random, Array, Device, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDownCombine};
 use zmlx_kernels::expert_swiglu::{FusedExpertSwiGlu, ReferenceExpertSwiGlu};
 use zmlx_kernels::moe_gate::{FusedRouter, ReferenceRouter, RouterSpec, Routing};
+use zmlx_kernels::norm::{fused_add_rms_norm, fused_head_norm_rope, HeadNormRopeSpec};
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
 
 const HIDDEN: i32 = 2048;
@@ -169,6 +175,9 @@ fn main() -> mlx::Result<()> {
     let key = random::key(99)?;
     let x0 = random::normal(&[tokens, HIDDEN], Dtype::Bfloat16, 0.0, 1.0, Some(&key), s)?;
     x0.eval()?;
+    if std::env::args().any(|a| a == "--per-op-only") {
+        return per_op_costs(&layers, &x0, n_layers, iters, s);
+    }
 
     // Agreement of one block (same input and weights) before timing.
     let yr = block(&layers[0], &x0, Variant::Reference, s)?;
@@ -349,6 +358,21 @@ fn per_op_costs(
         let r = ops::sum_all(y, false, s)?;
         ops::add(x, &ops::multiply(&r, &half, s)?, s)
     };
+    // Two outputs folded back: two sums, an add, multiply, add.
+    let fold2 = |x: &Array, a: &Array, b: &Array| -> mlx::Result<Array> {
+        let r = ops::add(&ops::sum_all(a, false, s)?, &ops::sum_all(b, false, s)?, s)?;
+        ops::add(x, &ops::multiply(&r, &half, s)?, s)
+    };
+    let head_w = ops::ones(&[128], Dtype::Bfloat16, s)?;
+    head_w.eval()?;
+    let head_spec = HeadNormRopeSpec {
+        q_heads: 16,
+        kv_heads: 4,
+        head_dim: 128,
+        eps: 1e-6,
+        rope_base: 1e6,
+        rope_scale: 1.0,
+    };
 
     let trivial = per_op(n, iters, x0, &|x| ops::multiply(x, &half, s))?;
     // Three view ops (reshape, transpose of a size-1 axis, reshape): no kernel,
@@ -407,6 +431,55 @@ fn per_op_costs(
                     residual: None,
                 };
                 fold(h, &FusedDownCombine.forward(&input, s)?)
+            })?,
+        ),
+        // Attention's q/k norms + RoPE of one token (16 query and 4 key heads of 128
+        // from the chained input), then both outputs folded back: MLX's four ops
+        // (two rms_norm, two rope; reshapes and transposes are views) against
+        // the fused op. The difference is what the fusion saves per layer.
+        (
+            "q/k rms_norm x2 + rope x2 (mlx), + fold2",
+            per_op(n, iters, x0, &|x| {
+                let q = ops::reshape(x, &[1, 1, 16, 128], s)?;
+                let k = ops::reshape(
+                    &ops::slice(x, &[0, 0], &[1, 512], &[1, 1], s)?,
+                    &[1, 1, 4, 128],
+                    s,
+                )?;
+                let heads = |a: &Array, w: &Array| -> mlx::Result<Array> {
+                    let n = mlx::fast::rms_norm(a, Some(w), 1e-6, s)?;
+                    let n = ops::transpose(&n, &[0, 2, 1, 3], s)?;
+                    mlx::fast::rope(&n, 128, false, 1e6, 1.0, 7, s)
+                };
+                fold2(x, &heads(&q, &head_w)?, &heads(&k, &head_w)?)
+            })?,
+        ),
+        (
+            "head_norm_rope (fused), + fold2",
+            per_op(n, iters, x0, &|x| {
+                let q = ops::reshape(x, &[1, 1, 2048], s)?;
+                let k = ops::slice(&q, &[0, 0, 0], &[1, 1, 512], &[1, 1, 1], s)?;
+                let (qo, ko) = fused_head_norm_rope(&q, &k, &head_w, &head_w, &head_spec, 7, s)?;
+                fold2(x, &qo, &ko)
+            })?,
+        ),
+        // The residual add after attention and the next norm: MLX's two ops
+        // against the fused op (one trivial op makes the residual in both).
+        (
+            "add + rms_norm (mlx), + fold",
+            per_op(n, iters, x0, &|x| {
+                let r = ops::multiply(x, &half, s)?;
+                let h = ops::add(x, &r, s)?;
+                let n = mlx::fast::rms_norm(&h, Some(&norm_w), 1e-6, s)?;
+                fold(&h, &n)
+            })?,
+        ),
+        (
+            "add_norm (fused), + fold",
+            per_op(n, iters, x0, &|x| {
+                let r = ops::multiply(x, &half, s)?;
+                let (h, n) = fused_add_rms_norm(x, &r, &norm_w, 1e-6, s)?;
+                fold(&h, &n)
             })?,
         ),
     ];

@@ -106,7 +106,10 @@ pub const ROUTER_TIES_MATCH: bool = true;
 pub const MAX_ROUTER_K: i32 = 16;
 
 struct Sources {
+    /// The header of the expert kernels.
     prelude: &'static str,
+    /// The header of the router kernel (it needs no matmul helpers).
+    gate_header: &'static str,
     swiglu: &'static str,
     down: &'static str,
     gate: &'static str,
@@ -117,6 +120,7 @@ const CUDA: Sources = Sources {
         include_str!("../../../shaders/cuda/prelude.cuh"),
         include_str!("../../../shaders/cuda/mma.cuh")
     ),
+    gate_header: include_str!("../../../shaders/cuda/prelude.cuh"),
     swiglu: include_str!("../../../shaders/cuda/expert_swiglu.cu"),
     down: include_str!("../../../shaders/cuda/down_combine.cu"),
     gate: include_str!("../../../shaders/cuda/moe_gate.cu"),
@@ -124,6 +128,7 @@ const CUDA: Sources = Sources {
 
 const METAL: Sources = Sources {
     prelude: include_str!("../../../shaders/metal/prelude.h"),
+    gate_header: include_str!("../../../shaders/metal/prelude.h"),
     swiglu: include_str!("../../../shaders/metal/expert_swiglu.metal"),
     down: include_str!("../../../shaders/metal/down_combine.metal"),
     gate: include_str!("../../../shaders/metal/moe_gate.metal"),
@@ -229,14 +234,19 @@ fn kernel_with_header(
     header: &'static str,
 ) -> Result<&'static CustomKernel> {
     slot.get_or_init(|| {
+        let (body, header) = if minify_sources() {
+            (minify(body), minify(header))
+        } else {
+            (body.to_string(), header.to_string())
+        };
         CustomKernel::new(
             backend,
             &KernelSource {
                 name,
                 input_names: inputs,
                 output_names: outputs,
-                source: body,
-                header,
+                source: &body,
+                header: &header,
                 ensure_row_contiguous: true,
                 atomic_outputs: false,
                 shared_memory: 0,
@@ -246,6 +256,47 @@ fn kernel_with_header(
     })
     .as_ref()
     .map_err(|e| Error::invalid(name, e.clone()))
+}
+
+/// Whether kernel sources go to MLX without comments, blank lines and indentation
+/// (the default; `ZMLX_GPU_MINIFY=0` passes them as written, for A/B timing).
+fn minify_sources() -> bool {
+    !matches!(std::env::var("ZMLX_GPU_MINIFY").as_deref(), Ok("0"))
+}
+
+/// `src` without `//` comments, blank lines and each line's surrounding whitespace;
+/// line breaks stay (preprocessor lines need them), string literals stay as they
+/// are. MLX's custom-kernel call copies the header and body into a new string and
+/// hashes it on every call (`fast::cuda_kernel`, `CustomKernel::eval_gpu`), so the
+/// source's size is host time on every decode step; the code itself is unchanged.
+fn minify(src: &str) -> String {
+    let mut out = String::with_capacity(src.len() / 2);
+    for line in src.lines() {
+        let code = strip_line_comment(line).trim();
+        if !code.is_empty() {
+            out.push_str(code);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `line` up to a `//` that is not inside a string or character literal.
+fn strip_line_comment(line: &str) -> &str {
+    let b = line.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        match (quote, b[i]) {
+            (Some(_), b'\\') => i += 1,
+            (Some(q), c) if c == q => quote = None,
+            (None, c @ (b'"' | b'\'')) => quote = Some(c),
+            (None, b'/') if b.get(i + 1) == Some(&b'/') => return &line[..i],
+            _ => {}
+        }
+        i += 1;
+    }
+    line
 }
 
 fn slot_index(b: KernelBackend) -> usize {
@@ -642,13 +693,14 @@ pub fn route_variant(
     } else {
         16 / dtype.size() as i32
     };
-    let kern = kernel(
+    let kern = kernel_with_header(
         &SLOTS[slot_index(backend)],
         backend,
         "zmlx_moe_gate",
         &["logits_in", "dims_in"],
         &["ids_out", "scores_out"],
         sources(backend).gate,
+        sources(backend).gate_header,
     )?;
     let (grid, tg) = launch_dims(i64::from(ntok))?;
     let mut shape = logits.shape().to_vec();
@@ -685,7 +737,35 @@ pub fn route_variant(
 
 #[cfg(test)]
 mod tests {
-    use super::lanes_per_row;
+    use super::{lanes_per_row, minify};
+
+    #[test]
+    fn minify_drops_comments_and_keeps_code() {
+        let src = "// a comment\n  #include \"a/b.h\"\n\n  int x = 1; // trailing\n  asm(\"x // y\\n\");\n#pragma unroll\n  char c = '/'; int z = 2 / 1;\n";
+        assert_eq!(
+            minify(src),
+            "#include \"a/b.h\"\nint x = 1;\nasm(\"x // y\\n\");\n#pragma unroll\nchar c = '/'; int z = 2 / 1;\n"
+        );
+    }
+
+    #[test]
+    fn minified_kernels_shrink() {
+        for (name, src) in [
+            ("prelude+mma", super::CUDA.prelude),
+            ("swiglu", super::CUDA.swiglu),
+            ("down", super::CUDA.down),
+            ("gate", super::CUDA.gate),
+        ] {
+            let m = minify(src);
+            assert!(
+                m.len() * 10 < src.len() * 8,
+                "{name}: {} -> {}",
+                src.len(),
+                m.len()
+            );
+            assert!(!m.contains("//"), "{name}");
+        }
+    }
 
     #[test]
     fn lanes_cover_rows_with_a_few_words_each() {
