@@ -36,8 +36,8 @@ usage: qwen3_moe [options]
                         the patched model, each in a fresh process of this example,
                         the first of the two alternating between runs
   --in-process          time both models in this process instead (baseline then
-                        patched each run; on CUDA this slowed the baseline by up
-                        to 25%, notebook.md 2026-11-26)
+                        patched each run: faster to run, but the two models share
+                        MLX's caches and the order never changes)
   --fidelity-tokens N   greedy tokens per fidelity prompt (default: --max-tokens)
   --fidelity-prompts N  prompts in the fidelity check: yours plus built-ins (default 3)
   --device cpu|gpu      where MLX runs (default cpu)
