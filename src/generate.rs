@@ -17,6 +17,15 @@ use mlx::{ops, random, Array, Dtype, StreamOrDevice};
 use crate::error::{Error, Result};
 use crate::models::qwen3_moe::Qwen3Moe;
 
+/// Host time of decode steps (see `ZMLX_STEP_TIMING` in [`generate`]), seconds.
+#[derive(Default)]
+struct StepTiming {
+    build: f64,
+    encode: f64,
+    wait: f64,
+    steps: usize,
+}
+
 /// How the next token is chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Sampling {
@@ -257,10 +266,22 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
     mlx::async_eval(&[&current.token, &current.logits])?;
     let mut decode_start = start;
     let mut n = 0usize;
+    // ZMLX_STEP_TIMING=1: where a decode step's host time goes (building the graph,
+    // MLX encoding it in async_eval, waiting for the GPU), printed at the end.
+    let mut timing = std::env::var("ZMLX_STEP_TIMING")
+        .is_ok_and(|v| v == "1")
+        .then(StepTiming::default);
     loop {
         let next = if n != opts.max_tokens {
+            let t0 = Instant::now();
             let s = step(&current.token, &mut cache)?;
+            let t1 = Instant::now();
             mlx::async_eval(&[&s.token, &s.logits])?;
+            if let Some(tm) = timing.as_mut().filter(|_| n > 0) {
+                tm.build += (t1 - t0).as_secs_f64();
+                tm.encode += t1.elapsed().as_secs_f64();
+                tm.steps += 1;
+            }
             Some(s)
         } else {
             None
@@ -274,7 +295,11 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
         if n == opts.max_tokens {
             break;
         }
+        let t_wait = Instant::now();
         let token = current.token.reshape(&[-1])?.to_vec::<u32>()?[0];
+        if let Some(tm) = timing.as_mut().filter(|_| n > 0) {
+            tm.wait += t_wait.elapsed().as_secs_f64();
+        }
         if opts.stop_tokens.contains(&token) {
             break;
         }
@@ -293,6 +318,18 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
         n += 1;
     }
     let t = decode_start.elapsed().as_secs_f64();
+    if let Some(tm) = timing.filter(|tm| tm.steps > 0) {
+        let per = |x: f64| x * 1e3 / tm.steps as f64;
+        eprintln!(
+            "step timing ({} decode steps, ms per step): build {:.3}, encode (async_eval) \
+             {:.3}, wait for the token {:.3}; wall {:.3}",
+            tm.steps,
+            per(tm.build),
+            per(tm.encode),
+            per(tm.wait),
+            per(t)
+        );
+    }
     out.decode_tps = if t > 0.0 {
         out.tokens.len() as f64 / t
     } else {
