@@ -81,43 +81,6 @@ __device__ __forceinline__ uint32_t dequant(uint32_t q, float s, float z) {
   return bits16(from_float<T>(fmaf(static_cast<float>(q), s, z)));
 }
 
-// q (an unsigned integer below 2^23) as a float, exactly: the bits of 2^23 + q minus
-// 2^23. Two FP32-pipe instructions instead of an int-to-float conversion, which runs
-// on the GPU's narrow conversion pipe (Nsight Compute, device run 18: the expert
-// kernels were bound by it).
-__device__ __forceinline__ float exact_float(uint32_t q) {
-  return __fsub_rn(__uint_as_float(0x4B000000u | q), 8388608.f);
-}
-
-// Two floats rounded to T (nearest even, as from_float) in one packed conversion,
-// the first in the low half.
-template <typename T>
-struct Pack2;
-template <>
-struct Pack2<__nv_bfloat16> {
-  static __device__ __forceinline__ uint32_t run(float a, float b) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
-};
-template <>
-struct Pack2<__half> {
-  static __device__ __forceinline__ uint32_t run(float a, float b) {
-    const __half2 v = __floats2half2_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
-};
-
-// Two dequantized weights packed as one B register (q0 in the low half): the same
-// values as dequant<T, DEQ> of each.
-template <typename T, int DEQ>
-__device__ __forceinline__ uint32_t dequant2(uint32_t q0, uint32_t q1, float s, float z) {
-  if (DEQ == 0) {
-    return dequant<T, DEQ>(q0, s, z) | (dequant<T, DEQ>(q1, s, z) << 16);
-  }
-  return Pack2<T>::run(fmaf(exact_float(q0), s, z), fmaf(exact_float(q1), s, z));
-}
-
 // The B registers of lane t for one 16-wide K block of the lane's weight row:
 // values 2t, 2t + 1 (register 0) and 2t + 8, 2t + 9 (register 1) of the block.
 // `lo` and `hi` are the block's two halves (k 0..7 and 8..15) as packed words:
@@ -131,8 +94,8 @@ struct BFrag<T, 4, DEQ> {
                                               float z, uint32_t& b0, uint32_t& b1) {
     const uint32_t bl = (lo >> (8 * t)) & 0xffu;
     const uint32_t bh = (hi >> (8 * t)) & 0xffu;
-    b0 = dequant2<T, DEQ>(bl & 0xfu, bl >> 4, s, z);
-    b1 = dequant2<T, DEQ>(bh & 0xfu, bh >> 4, s, z);
+    b0 = dequant<T, DEQ>(bl & 0xfu, s, z) | (dequant<T, DEQ>(bl >> 4, s, z) << 16);
+    b1 = dequant<T, DEQ>(bh & 0xfu, s, z) | (dequant<T, DEQ>(bh >> 4, s, z) << 16);
   }
 };
 
@@ -145,8 +108,8 @@ struct BFrag<T, 8, DEQ> {
     const int sh = 16 * (t & 1);
     const uint32_t hl = (lo >> sh) & 0xffffu;
     const uint32_t hh = (hi >> sh) & 0xffffu;
-    b0 = dequant2<T, DEQ>(hl & 0xffu, hl >> 8, s, z);
-    b1 = dequant2<T, DEQ>(hh & 0xffu, hh >> 8, s, z);
+    b0 = dequant<T, DEQ>(hl & 0xffu, s, z) | (dequant<T, DEQ>(hl >> 8, s, z) << 16);
+    b1 = dequant<T, DEQ>(hh & 0xffu, s, z) | (dequant<T, DEQ>(hh >> 8, s, z) << 16);
   }
 };
 
