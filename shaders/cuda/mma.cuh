@@ -154,9 +154,7 @@ __device__ __forceinline__ void a_chunk(const T* x, int g, int t, uint32_t* a) {
 
 // One weight row's whole mma chain over K (KIN inputs) against the activation row
 // `x`: c += x . w in qmm_sm80's order. The chain is serial in K, so memory latency is
-// hidden by keeping PF chunks of weights, activations and the chunks' scales and
-// biases in flight in registers (a scale loaded only when its group starts stalls
-// the chain on a memory round trip once per group).
+// hidden by keeping PF chunks of weights and activations in flight in registers.
 // `w`, `sc`, `bi`: this lane's weight row (row n0 + g of the tile), its scales and
 // biases. Every lane of the warp must call it (the mma is warp-wide).
 template <typename T, int BITS, int GROUP, int KIN, int DEQ>
@@ -168,14 +166,10 @@ __device__ __forceinline__ void mma_row(const uint32_t* w, const T* sc, const T*
   constexpr int PF = NCH < 8 ? NCH : 8;
   uint4 rw[PF];
   uint32_t ra[PF][2 * KPC];
-  T rs[PF];
-  T rb[PF];
 #pragma unroll
   for (int i = 0; i < PF; ++i) {
     rw[i] = load_packed(w + i * 4, vec_w);
     a_chunk<T, BITS>(x + i * VALS, g, t, ra[i]);
-    rs[i] = sc[i * VALS / GROUP];
-    rb[i] = bi[i * VALS / GROUP];
   }
   for (int base = 0; base < NCH; base += PF) {
 #pragma unroll
@@ -183,8 +177,6 @@ __device__ __forceinline__ void mma_row(const uint32_t* w, const T* sc, const T*
       const int ch = base + i;
       if (ch < NCH) {
         const uint4 wc = rw[i];
-        const T s = rs[i];
-        const T z = rb[i];
         uint32_t a[2 * KPC];
 #pragma unroll
         for (int r = 0; r < 2 * KPC; ++r) {
@@ -194,10 +186,9 @@ __device__ __forceinline__ void mma_row(const uint32_t* w, const T* sc, const T*
         if (nx < NCH) {
           rw[i] = load_packed(w + nx * 4, vec_w);
           a_chunk<T, BITS>(x + nx * VALS, g, t, ra[i]);
-          rs[i] = sc[nx * VALS / GROUP];
-          rb[i] = bi[nx * VALS / GROUP];
         }
-        mma_chunk<T, BITS, DEQ>(wc, a, t, to_float(s), to_float(z), c);
+        const int grp = ch * VALS / GROUP;
+        mma_chunk<T, BITS, DEQ>(wc, a, t, to_float(sc[grp]), to_float(bi[grp]), c);
       }
     }
   }
