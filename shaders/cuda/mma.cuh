@@ -81,6 +81,43 @@ __device__ __forceinline__ uint32_t dequant(uint32_t q, float s, float z) {
   return bits16(from_float<T>(fmaf(static_cast<float>(q), s, z)));
 }
 
+// q (an unsigned integer below 2^23) as a float, exactly: the bits of 2^23 + q minus
+// 2^23. Two FP32-pipe instructions instead of an int-to-float conversion, which runs
+// on the GPU's narrow conversion pipe (Nsight Compute, device run 18: the expert
+// kernels were bound by it).
+__device__ __forceinline__ float exact_float(uint32_t q) {
+  return __fsub_rn(__uint_as_float(0x4B000000u | q), 8388608.f);
+}
+
+// Two floats rounded to T (nearest even, as from_float) in one packed conversion,
+// the first in the low half.
+template <typename T>
+struct Pack2;
+template <>
+struct Pack2<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t run(float a, float b) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+};
+template <>
+struct Pack2<__half> {
+  static __device__ __forceinline__ uint32_t run(float a, float b) {
+    const __half2 v = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+};
+
+// Two dequantized weights packed as one B register (q0 in the low half): the same
+// values as dequant<T, DEQ> of each.
+template <typename T, int DEQ>
+__device__ __forceinline__ uint32_t dequant2(uint32_t q0, uint32_t q1, float s, float z) {
+  if (DEQ == 0) {
+    return dequant<T, DEQ>(q0, s, z) | (dequant<T, DEQ>(q1, s, z) << 16);
+  }
+  return Pack2<T>::run(fmaf(exact_float(q0), s, z), fmaf(exact_float(q1), s, z));
+}
+
 // The B registers of lane t for one 16-wide K block of the lane's weight row:
 // values 2t, 2t + 1 (register 0) and 2t + 8, 2t + 9 (register 1) of the block.
 // `lo` and `hi` are the block's two halves (k 0..7 and 8..15) as packed words:
@@ -94,8 +131,8 @@ struct BFrag<T, 4, DEQ> {
                                               float z, uint32_t& b0, uint32_t& b1) {
     const uint32_t bl = (lo >> (8 * t)) & 0xffu;
     const uint32_t bh = (hi >> (8 * t)) & 0xffu;
-    b0 = dequant<T, DEQ>(bl & 0xfu, s, z) | (dequant<T, DEQ>(bl >> 4, s, z) << 16);
-    b1 = dequant<T, DEQ>(bh & 0xfu, s, z) | (dequant<T, DEQ>(bh >> 4, s, z) << 16);
+    b0 = dequant2<T, DEQ>(bl & 0xfu, bl >> 4, s, z);
+    b1 = dequant2<T, DEQ>(bh & 0xfu, bh >> 4, s, z);
   }
 };
 
@@ -108,8 +145,8 @@ struct BFrag<T, 8, DEQ> {
     const int sh = 16 * (t & 1);
     const uint32_t hl = (lo >> sh) & 0xffffu;
     const uint32_t hh = (hi >> sh) & 0xffffu;
-    b0 = dequant<T, DEQ>(hl & 0xffu, s, z) | (dequant<T, DEQ>(hl >> 8, s, z) << 16);
-    b1 = dequant<T, DEQ>(hh & 0xffu, s, z) | (dequant<T, DEQ>(hh >> 8, s, z) << 16);
+    b0 = dequant2<T, DEQ>(hl & 0xffu, hl >> 8, s, z);
+    b1 = dequant2<T, DEQ>(hh & 0xffu, hh >> 8, s, z);
   }
 };
 
@@ -154,7 +191,9 @@ __device__ __forceinline__ void a_chunk(const T* x, int g, int t, uint32_t* a) {
 
 // One weight row's whole mma chain over K (KIN inputs) against the activation row
 // `x`: c += x . w in qmm_sm80's order. The chain is serial in K, so memory latency is
-// hidden by keeping PF chunks of weights and activations in flight in registers.
+// hidden by keeping PF chunks of weights, activations and the chunks' scales and
+// biases in flight in registers (a scale loaded only when its group starts stalls
+// the chain on a memory round trip once per group).
 // `w`, `sc`, `bi`: this lane's weight row (row n0 + g of the tile), its scales and
 // biases. Every lane of the warp must call it (the mma is warp-wide).
 template <typename T, int BITS, int GROUP, int KIN, int DEQ>
@@ -166,10 +205,14 @@ __device__ __forceinline__ void mma_row(const uint32_t* w, const T* sc, const T*
   constexpr int PF = NCH < 8 ? NCH : 8;
   uint4 rw[PF];
   uint32_t ra[PF][2 * KPC];
+  T rs[PF];
+  T rb[PF];
 #pragma unroll
   for (int i = 0; i < PF; ++i) {
     rw[i] = load_packed(w + i * 4, vec_w);
     a_chunk<T, BITS>(x + i * VALS, g, t, ra[i]);
+    rs[i] = sc[i * VALS / GROUP];
+    rb[i] = bi[i * VALS / GROUP];
   }
   for (int base = 0; base < NCH; base += PF) {
 #pragma unroll
@@ -177,6 +220,8 @@ __device__ __forceinline__ void mma_row(const uint32_t* w, const T* sc, const T*
       const int ch = base + i;
       if (ch < NCH) {
         const uint4 wc = rw[i];
+        const T s = rs[i];
+        const T z = rb[i];
         uint32_t a[2 * KPC];
 #pragma unroll
         for (int r = 0; r < 2 * KPC; ++r) {
@@ -186,9 +231,10 @@ __device__ __forceinline__ void mma_row(const uint32_t* w, const T* sc, const T*
         if (nx < NCH) {
           rw[i] = load_packed(w + nx * 4, vec_w);
           a_chunk<T, BITS>(x + nx * VALS, g, t, ra[i]);
+          rs[i] = sc[nx * VALS / GROUP];
+          rb[i] = bi[nx * VALS / GROUP];
         }
-        const int grp = ch * VALS / GROUP;
-        mma_chunk<T, BITS, DEQ>(wc, a, t, to_float(sc[grp]), to_float(bi[grp]), c);
+        mma_chunk<T, BITS, DEQ>(wc, a, t, to_float(s), to_float(z), c);
       }
     }
   }

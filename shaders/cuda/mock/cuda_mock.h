@@ -64,3 +64,14 @@ float rsqrtf(float);
 __half operator*(const __half&, const __half&);
 __nv_bfloat16 operator*(const __nv_bfloat16&, const __nv_bfloat16&);
 // ---- end of norm names ---------------------------------------------------------
+// ---- Packed conversions (mma.cuh) ----------------------------------------------
+float __uint_as_float(unsigned int);
+struct __nv_bfloat162 {
+  __nv_bfloat16 x, y;
+};
+struct __half2 {
+  __half x, y;
+};
+__nv_bfloat162 __floats2bfloat162_rn(float, float);
+__half2 __floats2half2_rn(float, float);
+// ---- end of packed conversions -------------------------------------------------
