@@ -83,9 +83,14 @@ impl Attention {
             .expect("three projections give three outputs");
         let offset = cache.offset();
         let fused = match self.head_norm_rope_spec() {
+            // The kernel takes one dtype throughout; anything else (MLX would
+            // promote) keeps MLX's ops.
             Some(spec)
                 if l == 1
                     && slots.fuse_head_norm_rope
+                    && [&k, &self.q_norm.weight, &self.k_norm.weight]
+                        .iter()
+                        .all(|a| a.dtype() == q.dtype())
                     && head_norm_rope_support(&spec, l, Some(q.dtype()), s.device()?).is_yes() =>
             {
                 Some(spec)
@@ -266,7 +271,12 @@ impl DecoderLayer {
                 .forward(slots, &self.input_layernorm.forward(slots, x, s)?, cache, s)?;
         let post = &self.post_attention_layernorm;
         let hidden = x.shape().last().copied().unwrap_or(0);
+        // The kernel takes two arrays of one shape and dtype and a weight of that
+        // dtype; anything else (MLX would broadcast or promote) keeps MLX's ops.
         let (h, normed) = if slots.fuse_add_norm
+            && r.shape() == x.shape()
+            && r.dtype() == x.dtype()
+            && post.weight.dtype() == x.dtype()
             && add_norm_support(hidden, Some(x.dtype()), s.device()?).is_yes()
         {
             fused_add_rms_norm(x, &r, &post.weight, post.eps, s)?
