@@ -8,40 +8,19 @@
 //! device run shows which variant MLX's build matches; the assertion is on the
 //! default variant, the one the model uses.
 
+mod common;
+
+use common::{cuda, gpu_stream, ok};
 use mlx::kernel::KernelBackend;
-use mlx::{fast, ops, random, Array, Device, Dtype, StreamOrDevice};
+use mlx::{fast, ops, random, Array, Dtype};
 use zmlx_kernels::gpu::norm::{add_rms_norm_variant, head_norm_rope_variant};
 use zmlx_kernels::norm::HeadNormRopeSpec;
-
-fn cuda() -> bool {
-    if mlx::cuda_is_available().unwrap_or(false) {
-        true
-    } else {
-        println!("skipped: no CUDA");
-        false
-    }
-}
-
-fn gpu() -> StreamOrDevice {
-    StreamOrDevice::Device(Device::gpu())
-}
-
-/// Unwraps, printing MLX's message in full (NVRTC logs included) before failing.
-fn ok<T>(r: mlx::Result<T>, what: &str) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("{what}: MLX error:\n{e}");
-            panic!("{what} failed: {e}");
-        }
-    }
-}
 
 /// The values' f32 bit patterns (widening f16/bf16 to f32 is exact, so equal
 /// patterns mean equal values of the dtype).
 fn bits(a: &Array) -> Vec<u32> {
     let v = ok(
-        ok(ops::astype(a, Dtype::Float32, gpu()), "astype").to_vec::<f32>(),
+        ok(ops::astype(a, Dtype::Float32, gpu_stream()), "astype").to_vec::<f32>(),
         "to_vec",
     );
     v.iter().map(|x| x.to_bits()).collect()
@@ -56,7 +35,7 @@ fn differing(a: &Array, b: &Array) -> usize {
 fn normal(shape: &[i32], dt: Dtype, scale: f32, seed: u64) -> Array {
     let key = ok(random::key(seed), "key");
     ok(
-        random::normal(shape, dt, 0.0, scale, Some(&key), gpu()),
+        random::normal(shape, dt, 0.0, scale, Some(&key), gpu_stream()),
         "normal",
     )
 }
@@ -68,7 +47,7 @@ fn add_rms_norm_is_bitwise_mlx_on_cuda() {
     if !cuda() {
         return;
     }
-    let s = gpu();
+    let s = gpu_stream();
     let mut failures = Vec::new();
     // Qwen3-30B-A3B's hidden size (2048: two chunks a thread), a head (128: one
     // chunk), 768 and 1000 (rows that end inside a thread's vector or chunk), 4096,
@@ -124,7 +103,7 @@ fn reference_head_norm_rope(
     spec: &HeadNormRopeSpec,
     offset: i32,
 ) -> Array {
-    let s = gpu();
+    let s = gpu_stream();
     let b = x.shape()[0];
     let x = ok(ops::reshape(x, &[b, 1, heads, spec.head_dim], s), "reshape");
     let n = ok(fast::rms_norm(&x, Some(w), spec.eps, s), "rms_norm");
@@ -148,7 +127,7 @@ fn head_norm_rope_is_bitwise_mlx_on_cuda() {
     if !cuda() {
         return;
     }
-    let s = gpu();
+    let s = gpu_stream();
     let mut failures = Vec::new();
     let specs = [
         // Qwen3-30B-A3B.
@@ -233,7 +212,7 @@ fn fused_norms_refuse_what_they_do_not_reproduce() {
     if !cuda() {
         return;
     }
-    let s = gpu();
+    let s = gpu_stream();
     let x = normal(&[1, 1, 8192], Dtype::Bfloat16, 1.0, 1);
     let w = normal(&[8192], Dtype::Bfloat16, 1.0, 2);
     // 8192 bf16 values fit MLX's one-kernel norm (1024 vectors of 8)...

@@ -15,38 +15,17 @@
 //! difference in ulps, for each of the kernel's two `VARIANT`s (which one MLX's
 //! build matches is a device finding; `gpu::route` must use a matching one).
 
+mod common;
+
+use common::{cuda, gpu_stream, ok};
 use mlx::kernel::KernelBackend;
 use mlx::quantization::{quantize, QuantSpec, QuantizedWeight};
-use mlx::{ops, random, Array, Device, Dtype, StreamOrDevice};
+use mlx::{ops, random, Array, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDownCombine};
 use zmlx_kernels::expert_swiglu::{ExpertHidden, ReferenceExpertSwiGlu};
 use zmlx_kernels::gpu;
 use zmlx_kernels::moe_gate::{ReferenceRouter, RouterSpec, Routing};
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
-
-fn cuda() -> bool {
-    if mlx::cuda_is_available().unwrap_or(false) {
-        true
-    } else {
-        println!("skipped: no CUDA");
-        false
-    }
-}
-
-fn gpu_stream() -> StreamOrDevice {
-    StreamOrDevice::Device(Device::gpu())
-}
-
-/// Unwraps, printing MLX's message in full (NVRTC logs included) before failing.
-fn ok<T>(r: mlx::Result<T>, what: &str) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("{what}: MLX error:\n{e}");
-            panic!("{what} failed: {e}");
-        }
-    }
-}
 
 fn host(a: &Array) -> Vec<f32> {
     let s = gpu_stream();

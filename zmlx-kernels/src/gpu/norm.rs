@@ -204,10 +204,7 @@ pub fn add_rms_norm_variant(
         },
         s,
     )?;
-    let mut it = out.into_iter();
-    let h = it.next().expect("two outputs");
-    let n = it.next().expect("two outputs");
-    Ok((h, n))
+    two(out)
 }
 
 /// The rope position as a one-element int32 array. Every layer of a decode step
@@ -360,10 +357,16 @@ pub fn head_norm_rope_variant(
         },
         s,
     )?;
+    two(out)
+}
+
+/// The two outputs of a two-output kernel call.
+fn two(out: Vec<Array>) -> Result<(Array, Array)> {
     let mut it = out.into_iter();
-    let qo = it.next().expect("two outputs");
-    let ko = it.next().expect("two outputs");
-    Ok((qo, ko))
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(Error::invalid("gpu", "a two-output kernel returned fewer")),
+    }
 }
 
 #[cfg(test)]
