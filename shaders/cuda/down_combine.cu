@@ -19,7 +19,8 @@
 //
 // Template arguments: T (f16 or bf16), BITS, GROUP, HID (output features, a
 // multiple of 8), INTER (input features of down, a multiple of max(64, GROUP)),
-// DEQ (see mma.cuh), SUMV (above), RES (0 or 1: add res_in). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
+// DEQ (see mma.cuh), SUMV (above), RES (0 or 1: add res_in), PIPE (as in
+// expert_swiglu.cu: 0 register prefetch, n > 1 an n-stage ring per warp). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
 // EXPERTS]); TOPK <= 32. Launch: 32 * min(TOPK, 8) threads per block, one block
 // per tile.
 // Inputs: h_in [NTOK, TOPK, INTER] T, expert_ids [NTOK, TOPK] uint32, dims_in,
@@ -37,6 +38,8 @@ constexpr int TILES = HID / 8;
 constexpr int MAX_K = 32;
 
 __shared__ T prod[8][MAX_K];
+// One ring per warp (at most 8 warps) for the pipelined chain (PIPE stages).
+__shared__ zmlx::PipeRing<BITS, GPR, (PIPE > 0 ? PIPE : 1)> ring[PIPE > 0 ? 8 : 1];
 const int lane = threadIdx.x & 31;
 const int warp = threadIdx.x >> 5;
 const int WPB = static_cast<int>(blockDim.x >> 5);
@@ -55,12 +58,19 @@ for (int j = warp; j < TOPK; j += WPB) {
   const uint32_t e = expert_ids[tok * TOPK + j];
   // An out-of-range expert contributes T(0) * score, as zeros would.
   if (e < static_cast<uint32_t>(EXPERTS)) {
-    const long long wrow = static_cast<long long>(e) * HID + o0 + g;
+    // The tile's first row; lane 4g + t works on row o0 + g.
+    const long long wrow = static_cast<long long>(e) * HID + o0;
     const uint32_t* w = w_down + wrow * WPR;
     const T* sc = s_down + wrow * GPR;
     const T* bi = b_down + wrow * GPR;
     const T* hr = h_in + (tok * TOPK + j) * INTER;
-    zmlx::mma_row<T, BITS, GROUP, INTER, DEQ>(w, sc, bi, hr, vec_w, g, t, c);
+    if constexpr (PIPE > 0) {
+      zmlx::mma_row_pipe<T, BITS, GROUP, INTER, DEQ, PIPE>(ring[warp], w, sc, bi, hr, vec_w,
+                                                          zmlx::aligned16(h_in), lane, c);
+    } else {
+      zmlx::mma_row<T, BITS, GROUP, INTER, DEQ>(w + g * WPR, sc + g * GPR, bi + g * GPR, hr,
+                                                vec_w, g, t, c);
+    }
   }
   if (g == 0) {
     const T s = gate_scores[tok * TOPK + j];

@@ -69,6 +69,11 @@ __device__ __forceinline__ uint32_t bits16(__nv_bfloat16 v) {
   return *reinterpret_cast<const unsigned short*>(&v);
 }
 
+template <typename T>
+__device__ __forceinline__ T from_bits(unsigned short b) {
+  return *reinterpret_cast<const T*>(&b);
+}
+
 // One dequantized weight as qmm_sm80 makes it. DEQ 1 (the default): one fused
 // rounding, which matches MLX 0.32.4; DEQ 0: the product and the sum each rounded
 // to T (kept for re-checking another MLX version: gpu.rs, ZMLX_CUDA_DEQ).
@@ -238,6 +243,154 @@ __device__ __forceinline__ void mma_row(const uint32_t* w, const T* sc, const T*
       }
     }
   }
+}
+
+// ---- Pipelined chain (PIPE > 0 in the kernel bodies) ----------------------------
+//
+// The register-prefetch chain above keeps PF chunks of one lane's row in flight,
+// and the four lanes of a row each load the same 16 bytes. Measured (device runs
+// 17-19, notes/cuda-kernels.md), a warp then issued one instruction every ~20
+// cycles: the loads were not far enough ahead (the compiler is free to sink them
+// towards their use, and registers cap PF). The pipelined chain moves the weights
+// and activations through a per-warp ring in shared memory with cp.async: every
+// lane copies distinct 16 bytes, STAGES - 1 stages of CPS chunks are in flight
+// while one is multiplied, and registers no longer bound the depth. The
+// arithmetic is the same mma_chunk on the same values in the same K order, so the
+// results are the same bits.
+
+// cp.async (sm_80 and later): 16 bytes global -> shared without registers.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+#ifndef ZMLX_SYNTAX_ONLY
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#ifndef ZMLX_SYNTAX_ONLY
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// Waits until at most N of this thread's committed groups are still pending.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#ifndef ZMLX_SYNTAX_ONLY
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// 16 bytes from global to shared memory: cp.async when the source is 16-byte
+// aligned, else a plain copy of eight 16-bit words (a view at an odd offset; slow
+// but correct, and visible to the warp after the next __syncwarp like the rest).
+__device__ __forceinline__ void copy16(uint4* dst, const void* src, bool aligned) {
+  if (aligned) {
+    cp_async16(dst, src);
+  } else {
+    const unsigned short* s = static_cast<const unsigned short*>(src);
+    unsigned short* d = reinterpret_cast<unsigned short*>(dst);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      d[i] = s[i];
+    }
+  }
+}
+
+// The chunks of a stage.
+constexpr int PIPE_CPS = 4;
+
+// One warp's ring: STAGES stages of PIPE_CPS chunks of an 8-row weight tile
+// ([chunk][row], 16 bytes each) and of the activation row, plus the tile's scales
+// and biases (GPRX per row). 16-bit values are kept as raw bits.
+template <int BITS, int GPRX, int STAGES>
+struct PipeRing {
+  static constexpr int XWORDS = PIPE_CPS * (128 / BITS) * 2 / 16;  // 16-byte words of T
+  uint4 w[STAGES][PIPE_CPS][8];
+  uint4 x[STAGES][XWORDS];
+  unsigned short s[8][GPRX];
+  unsigned short b[8][GPRX];
+};
+
+// Issues the copies of stage `st` (of K) into its slot and commits one group (an
+// empty one past the end, so that group counts stay uniform).
+template <typename T, int BITS, int KIN, int STAGES, typename Ring>
+__device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w, const T* x,
+                                           bool w_al, bool x_al, int lane) {
+  constexpr int VALS = 128 / BITS;
+  constexpr int NCH = KIN / VALS;
+  constexpr int WPR = KIN * BITS / 32;
+  constexpr int NST = (NCH + PIPE_CPS - 1) / PIPE_CPS;
+  if (st < NST) {
+    const int slot = st % STAGES;
+    const int r = lane & 7;
+    const int j = lane >> 3;
+    const int ch = st * PIPE_CPS + j;
+    if (ch < NCH) {
+      copy16(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4, w_al);
+    }
+    const int xo = st * PIPE_CPS * VALS + lane * 8;  // 8 values of T per 16 bytes
+    if (lane < Ring::XWORDS && xo < KIN) {
+      copy16(&ring.x[slot][lane], x + xo, x_al);
+    }
+  }
+  cp_async_commit();
+}
+
+// The same chain as mma_row for the 8 rows of a tile, through a PipeRing: `w`, `sc`,
+// `bi` point at the tile's FIRST row (row n0; rows WPR words / GPR values apart),
+// `x` at the activation row. Every lane of the warp must call it, with the same
+// arguments; lane 4g + t ends with row n0 + g's accumulators as mma_row leaves them.
+template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, typename Ring>
+__device__ __forceinline__ void mma_row_pipe(Ring& ring, const uint32_t* w, const T* sc,
+                                             const T* bi, const T* x, bool w_al, bool x_al,
+                                             int lane, float* c) {
+  constexpr int VALS = 128 / BITS;
+  constexpr int NCH = KIN / VALS;
+  constexpr int KPC = VALS / 16;
+  constexpr int GPR = KIN / GROUP;
+  constexpr int NST = (NCH + PIPE_CPS - 1) / PIPE_CPS;
+  constexpr int WAIT = STAGES >= 2 ? STAGES - 2 : 0;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+#pragma unroll
+  for (int p = 0; p < STAGES - 1; ++p) {
+    pipe_issue<T, BITS, KIN, STAGES>(ring, p, w, x, w_al, x_al, lane);
+  }
+  // Scales and biases of the tile, while the first stages are in flight.
+  for (int i = lane; i < 8 * GPR; i += 32) {
+    const int r = i / GPR;
+    const int q = i - r * GPR;
+    ring.s[r][q] = static_cast<unsigned short>(bits16(sc[r * GPR + q]));
+    ring.b[r][q] = static_cast<unsigned short>(bits16(bi[r * GPR + q]));
+  }
+  for (int st = 0; st < NST; ++st) {
+    cp_async_wait<WAIT>();
+    // Stage st is in (every lane's copies), and every lane is done with the slot
+    // the next issue overwrites (it held stage st - 1).
+    __syncwarp();
+    pipe_issue<T, BITS, KIN, STAGES>(ring, st + STAGES - 1, w, x, w_al, x_al, lane);
+    const int slot = st % STAGES;
+    const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
+#pragma unroll
+    for (int j = 0; j < PIPE_CPS; ++j) {
+      const int ch = st * PIPE_CPS + j;
+      if (ch < NCH) {
+        const uint4 wc = ring.w[slot][j][g];
+        uint32_t a[2 * KPC];
+#pragma unroll
+        for (int i = 0; i < KPC; ++i) {
+          const int o = j * VALS / 2 + 8 * i;
+          a[2 * i] = g == 0 ? xw[o + t] : 0u;
+          a[2 * i + 1] = g == 0 ? xw[o + t + 4] : 0u;
+        }
+        const int q = ch * VALS / GROUP;
+        const float s = to_float(from_bits<T>(ring.s[g][q]));
+        const float z = to_float(from_bits<T>(ring.b[g][q]));
+        mma_chunk<T, BITS, DEQ>(wc, a, t, s, z, c);
+      }
+    }
+  }
+  // Drain before the ring is reused (the next chain of this warp).
+  cp_async_wait<0>();
+  __syncwarp();
 }
 
 // mlx-lm's swiglu on MLX's CUDA backend (a compiled element-wise kernel: each op

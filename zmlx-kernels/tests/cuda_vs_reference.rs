@@ -285,18 +285,25 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
             "{} {bits}-bit g{gs} H{hidden} I{inter} E{experts:?}",
             name(dt)
         );
-        let mut variants = vec![DEFAULT];
+        // The default arithmetic through both chains (pipelined, then register
+        // prefetch: ZMLX_CUDA_PIPE=0), both asserted; the alternatives reported.
+        let mut variants = vec![(DEFAULT, None), (DEFAULT, Some("0"))];
         if i < probe {
-            variants.extend(ALTERNATIVES);
+            variants.extend(ALTERNATIVES.iter().map(|&v| (v, None)));
         }
-        for (deq, sum) in variants {
+        for ((deq, sum), pipe) in variants {
             std::env::set_var("ZMLX_CUDA_DEQ", deq);
             std::env::set_var("ZMLX_CUDA_SUM", sum);
+            match pipe {
+                Some(p) => std::env::set_var("ZMLX_CUDA_PIPE", p),
+                None => std::env::remove_var("ZMLX_CUDA_PIPE"),
+            }
+            let chain = if pipe.is_some() { "register" } else { "pipelined" };
             let t0 = std::time::Instant::now();
             let (dh, dy, n) = run_class(dt, bits, gs, hidden, inter, experts);
             let pass = dh.mismatched == 0 && dy.mismatched == 0;
             println!(
-                "CLASS {label} DEQ={deq} SUM={sum}: {n} cases, swiglu {}/{} differ (max {:.2} units), down+combine {}/{} differ (max {:.2} units): {} ({:.1} s)",
+                "CLASS {label} DEQ={deq} SUM={sum} {chain}: {n} cases, swiglu {}/{} differ (max {:.2} units), down+combine {}/{} differ (max {:.2} units): {} ({:.1} s)",
                 dh.mismatched,
                 dh.elems,
                 dh.max_units,
@@ -307,11 +314,12 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
                 t0.elapsed().as_secs_f64()
             );
             if (deq, sum) == DEFAULT && !pass {
-                failed.push(label.clone());
+                failed.push(format!("{label} {chain}"));
             }
         }
         std::env::remove_var("ZMLX_CUDA_DEQ");
         std::env::remove_var("ZMLX_CUDA_SUM");
+        std::env::remove_var("ZMLX_CUDA_PIPE");
     }
     assert!(failed.is_empty(), "classes not bit-identical: {failed:?}");
 }
@@ -417,6 +425,84 @@ fn down_combine_residual_qwen3_30b_a3b() {
         );
     }
     assert!(failed.is_empty(), "residual cases differ: {failed:?}");
+}
+
+/// `rows` x `cols` values of `dt` as a row-contiguous view that starts one element
+/// into its buffer (2 bytes past a 16-byte boundary for f16/bf16): the pipelined
+/// chain must then copy without cp.async, and still give the reference's bits.
+fn odd_offset_view(rows: i32, cols: i32, dt: Dtype, seed: u64) -> Array {
+    let s = gpu_stream();
+    let key = ok(random::key(seed), "key");
+    let flat = ok(
+        random::normal(&[rows * cols + 1], dt, 0.0, 1.0, Some(&key), s),
+        "flat",
+    );
+    let tail = ok(ops::slice(&flat, &[1], &[rows * cols + 1], &[1], s), "slice");
+    ok(ops::reshape(&tail, &[rows, cols], s), "reshape")
+}
+
+/// Activations that are views at an odd element offset (x for SwiGLU, h for down +
+/// combine): bit-identical to the reference through both chains.
+#[test]
+fn expert_kernels_unaligned_activations() {
+    if !cuda() {
+        return;
+    }
+    let s = gpu_stream();
+    let dt = Dtype::Bfloat16;
+    let (hidden, inter, e, k) = (256, 384, 8, 8);
+    let spec = QuantSpec::affine(64, 4);
+    let gate = qweight(&[e, inter, hidden], dt, spec, 71);
+    let up = qweight(&[e, inter, hidden], dt, spec, 72);
+    let down = qweight(&[e, hidden, inter], dt, spec, 73);
+    let c = Case {
+        tokens: 1,
+        k,
+        experts: e,
+    };
+    let r = routing(&c, dt, 74);
+    let x = odd_offset_view(1, hidden, dt, 75);
+    let h = ok(
+        ops::reshape(&odd_offset_view(k, inter, dt, 76), &[1, k, inter], s),
+        "h",
+    );
+    let mut failed = Vec::new();
+    for pipe in [None, Some("0")] {
+        match pipe {
+            Some(p) => std::env::set_var("ZMLX_CUDA_PIPE", p),
+            None => std::env::remove_var("ZMLX_CUDA_PIPE"),
+        }
+        let refh = ok(
+            ReferenceExpertSwiGlu.forward(&x, &gate, &up, &r, s),
+            "ref swiglu",
+        );
+        let hr = ok(ops::reshape(&refh.h, &[1, k, inter], s), "reshape");
+        let hf = ok(
+            gpu::expert_swiglu(KernelBackend::Cuda, &x, &r.indices, &gate, &up, s),
+            "fused swiglu",
+        );
+        let hf = ok(ops::reshape(&hf, &[1, k, inter], s), "reshape");
+        let dh = Diff::of(&hf, &hr, dt);
+        let hid = routed_hidden(&h, &r, s);
+        let input = DownCombineInput {
+            hidden: &hid,
+            down: &down,
+            routing: &r,
+            residual: None,
+        };
+        let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
+        let yf = ok(kernel_combine(&h, &r, &down, None, s), "fused down");
+        let dy = Diff::of(&yf, &yr, dt);
+        println!(
+            "UNALIGNED pipe={pipe:?}: swiglu {}/{} differ, down+combine {}/{} differ",
+            dh.mismatched, dh.elems, dy.mismatched, dy.elems
+        );
+        if dh.mismatched + dy.mismatched != 0 {
+            failed.push(format!("{pipe:?}"));
+        }
+    }
+    std::env::remove_var("ZMLX_CUDA_PIPE");
+    assert!(failed.is_empty(), "unaligned activations differ: {failed:?}");
 }
 
 /// Outside what they reproduce exactly the CUDA kernels refuse (the fused ops then

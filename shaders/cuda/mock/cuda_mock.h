@@ -75,3 +75,7 @@ struct __half2 {
 __nv_bfloat162 __floats2bfloat162_rn(float, float);
 __half2 __floats2half2_rn(float, float);
 // ---- end of packed conversions -------------------------------------------------
+// ---- Pipelined chain (mma.cuh) -------------------------------------------------
+void __syncwarp(unsigned int mask = 0xffffffffu);
+unsigned long long __cvta_generic_to_shared(const void*);
+// ---- end of pipelined chain ----------------------------------------------------

@@ -90,6 +90,46 @@ fn cuda_sum_variant() -> i32 {
         .unwrap_or(0)
 }
 
+/// Static shared memory a CUDA block may declare.
+const CUDA_STATIC_SMEM: i64 = 48 * 1024;
+
+/// Bytes of one warp's `PipeRing` (shaders/cuda/mma.cuh) with `stages` stages, for
+/// 16-bit activations: weights and activations of 4 chunks a stage, plus the
+/// tile's scales and biases.
+fn pipe_ring_bytes(bits: i32, group: i32, kin: i32, stages: i32) -> i64 {
+    let vals = 128 / bits;
+    let per_stage = 4 * 8 * 16 + 4 * vals * 2;
+    let scales = 2 * 8 * (kin / group) * 2;
+    let raw = i64::from(stages) * i64::from(per_stage) + i64::from(scales);
+    (raw + 15) / 16 * 16
+}
+
+/// Stages of the pipelined mma chain (`PIPE` in the expert kernels), 0 for the
+/// register-prefetch chain. Enough stages to keep all of K in flight, at most 8,
+/// and as many as fit `warps` rings plus `other` bytes into static shared memory;
+/// 0 when even two do not fit. `ZMLX_CUDA_PIPE=0` forces the register chain and
+/// `ZMLX_CUDA_PIPE=n` caps the stages at n (for A/B runs on a device). Either
+/// chain gives the same bits (notes/cuda-kernels.md).
+fn cuda_pipe_stages(bits: i32, group: i32, kin: i32, warps: i32, other: i64) -> i32 {
+    let cap = match std::env::var("ZMLX_CUDA_PIPE").ok().and_then(|v| v.parse::<i32>().ok()) {
+        Some(n) if n < 2 => return 0,
+        Some(n) => n.min(8),
+        None => 8,
+    };
+    let chunks = kin / (128 / bits);
+    let all_in_flight = (chunks + 3) / 4 + 1;
+    let mut stages = cap.min(all_in_flight.max(2));
+    while stages >= 2 {
+        if i64::from(warps) * pipe_ring_bytes(bits, group, kin, stages) + other
+            <= CUDA_STATIC_SMEM
+        {
+            return stages;
+        }
+        stages -= 1;
+    }
+    0
+}
+
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
 pub const MAX_ROUTER_EXPERTS: i32 = 512;
 
@@ -458,7 +498,19 @@ pub fn expert_swiglu(
             launch_dims((rows + i64::from(32 / lpr) - 1) / i64::from(32 / lpr))?
         }
     };
-    let last = layout_arg(backend, lpr);
+    let mut targs = vec![
+        ("T", TemplateArg::Dtype(dtype)),
+        ("BITS", TemplateArg::Int(bits)),
+        ("GROUP", TemplateArg::Int(g.spec.group_size)),
+        ("HID", TemplateArg::Int(hidden)),
+        ("INTER", TemplateArg::Int(inter)),
+        layout_arg(backend, lpr),
+    ];
+    if backend == KernelBackend::Cuda {
+        // Two rings (gate, up) and the 8-value up tile.
+        let pipe = cuda_pipe_stages(bits, g.spec.group_size, hidden, 2, 16);
+        targs.push(("PIPE", TemplateArg::Int(pipe)));
+    }
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
     let mut shape = indices.shape().to_vec();
     shape.extend_from_slice(&[1, inter]);
@@ -472,14 +524,7 @@ pub fn expert_swiglu(
             outputs: &[(&shape, dtype)],
             grid,
             threadgroup: tg,
-            template_args: &[
-                ("T", TemplateArg::Dtype(dtype)),
-                ("BITS", TemplateArg::Int(bits)),
-                ("GROUP", TemplateArg::Int(g.spec.group_size)),
-                ("HID", TemplateArg::Int(hidden)),
-                ("INTER", TemplateArg::Int(inter)),
-                last,
-            ],
+            template_args: &targs,
             init_value: None,
             verbose: false,
         },
@@ -577,6 +622,9 @@ pub fn down_combine(
     ];
     if backend == KernelBackend::Cuda {
         targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
+        // Eight rings (the most warps a block has) and the products' tile.
+        let pipe = cuda_pipe_stages(bits, d.spec.group_size, inter, 8, 8 * 32 * 2);
+        targs.push(("PIPE", TemplateArg::Int(pipe)));
     }
     let mut shape = indices.shape()[..indices.ndim() - 1].to_vec();
     shape.push(hidden);
@@ -737,7 +785,7 @@ pub fn route_variant(
 
 #[cfg(test)]
 mod tests {
-    use super::{lanes_per_row, minify};
+    use super::{cuda_pipe_stages, lanes_per_row, minify, pipe_ring_bytes, CUDA_STATIC_SMEM};
 
     #[test]
     fn minify_drops_comments_and_keeps_code() {
@@ -765,6 +813,30 @@ mod tests {
             );
             assert!(!m.contains("//"), "{name}");
         }
+    }
+
+    #[test]
+    fn pipe_stages_fit_static_shared_memory() {
+        // Qwen3-30B-A3B: SwiGLU (K 2048, 64 chunks) takes the cap; down (K 768, 24
+        // chunks = 6 stages) keeps all of K in flight with 7.
+        assert_eq!(cuda_pipe_stages(4, 64, 2048, 2, 16), 8);
+        assert_eq!(cuda_pipe_stages(4, 64, 768, 8, 512), 7);
+        for &(bits, group, kin, warps) in &[
+            (4, 32, 2048, 8),
+            (8, 32, 4096, 8),
+            (4, 128, 7168, 8),
+            (8, 64, 768, 2),
+            (4, 64, 64, 8),
+        ] {
+            let st = cuda_pipe_stages(bits, group, kin, warps, 512);
+            assert!(st == 0 || (2..=8).contains(&st), "{st}");
+            if st > 0 {
+                let bytes = i64::from(warps) * pipe_ring_bytes(bits, group, kin, st) + 512;
+                assert!(bytes <= CUDA_STATIC_SMEM, "{bits} {group} {kin}: {bytes}");
+            }
+        }
+        // Scales alone too large for 8 rings: the register chain.
+        assert_eq!(cuda_pipe_stages(4, 32, 32768, 8, 512), 0);
     }
 
     #[test]
