@@ -22,7 +22,8 @@
 //! fusions (q/k norms + RoPE, residual add + norm) beside the MLX ops they replace.
 //!
 //! Usage: `cuda_moe_bench [--iters N] [--layers L] [--weights W] [--tokens T]
-//! [--per-op-only]` (the last skips the block timing). `ZMLX_GPU_MINIFY=0` passes
+//! [--per-op-only | --block-only]` (the first skips the block timing, the second the
+//! per-op costs). `ZMLX_GPU_MINIFY=0` passes
 //! the kernel sources to MLX as written (with comments), for A/B timing.
 
 use std::time::Instant;
@@ -295,7 +296,9 @@ fn main() -> mlx::Result<()> {
             median(&mut times)
         );
     }
-    per_op_costs(&layers, &x0, n_layers, iters, s)?;
+    if !std::env::args().any(|a| a == "--block-only") {
+        per_op_costs(&layers, &x0, n_layers, iters, s)?;
+    }
     let r = results[0].1;
     for (label, c) in &results[1..] {
         println!("speedup {label} vs reference: {:.2}x", r / c);
