@@ -12,15 +12,15 @@
 // for two T arrays), folding a decoder layer's `h + moe(x)` into this kernel.
 //
 // Work split: one block of WPB = min(TOPK, 8) warps per (token, 8 consecutive
-// output features); warp w runs the mma chains of experts w, w + WPB, ... (PF chunks
-// in flight, as in expert_swiglu.cu; more warps per block would exceed the
-// register file at 16 experts), lanes 0..3 put the rounded products into shared
-// memory, and after a barrier warp 0 sums each output's k products in order.
+// output features); warp w runs the mma chains of experts w, w + WPB, ... through
+// its ring in shared memory (mma_tile in mma.cuh, as in expert_swiglu.cu), lanes
+// 0..3 put the rounded products into shared memory, and after a barrier warp 0
+// sums each output's k products in order.
 //
 // Template arguments: T (f16 or bf16), BITS, GROUP, HID (output features, a
 // multiple of 8), INTER (input features of down, a multiple of max(64, GROUP)),
-// DEQ (see mma.cuh), SUMV (above), RES (0 or 1: add res_in), PIPE (as in
-// expert_swiglu.cu: 0 register prefetch, n > 1 an n-stage ring per warp). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
+// DEQ (see mma.cuh), SUMV (above), RES (0 or 1: add res_in), PIPE (the stages of
+// each warp's ring, 2..8). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
 // EXPERTS]); TOPK <= 32. Launch: 32 * min(TOPK, 8) threads per block, one block
 // per tile.
 // Inputs: h_in [NTOK, TOPK, INTER] T, expert_ids [NTOK, TOPK] uint32, dims_in,
@@ -38,8 +38,8 @@ constexpr int TILES = HID / 8;
 constexpr int MAX_K = 32;
 
 __shared__ T prod[8][MAX_K];
-// One ring per warp (at most 8 warps) for the pipelined chain (PIPE stages).
-__shared__ zmlx::PipeRing<BITS, GPR, (PIPE > 0 ? PIPE : 1)> ring[PIPE > 0 ? 8 : 1];
+// One ring per warp (at most 8 warps; mma_tile in mma.cuh).
+__shared__ zmlx::PipeRing<BITS, GPR, PIPE> ring[8];
 const int lane = threadIdx.x & 31;
 const int warp = threadIdx.x >> 5;
 const int WPB = static_cast<int>(blockDim.x >> 5);
@@ -51,26 +51,21 @@ const long long tok = tile / TILES;
 const int o0 = static_cast<int>(tile % TILES) * 8;
 const int g = lane >> 2;
 const int t = lane & 3;
-const bool vec_w = zmlx::aligned16(w_down);
 
 for (int j = warp; j < TOPK; j += WPB) {
   float c[4] = {0.f, 0.f, 0.f, 0.f};
   const uint32_t e = expert_ids[tok * TOPK + j];
   // An out-of-range expert contributes T(0) * score, as zeros would.
   if (e < static_cast<uint32_t>(EXPERTS)) {
-    // The tile's first row; lane 4g + t works on row o0 + g.
+    // The tile's first row.
     const long long wrow = static_cast<long long>(e) * HID + o0;
     const uint32_t* w = w_down + wrow * WPR;
     const T* sc = s_down + wrow * GPR;
     const T* bi = b_down + wrow * GPR;
     const T* hr = h_in + (tok * TOPK + j) * INTER;
-    if constexpr (PIPE > 0) {
-      zmlx::mma_row_pipe<T, BITS, GROUP, INTER, DEQ, PIPE>(ring[warp], w, sc, bi, hr, vec_w,
-                                                          zmlx::aligned16(h_in), lane, c);
-    } else {
-      zmlx::mma_row<T, BITS, GROUP, INTER, DEQ>(w + g * WPR, sc + g * GPR, bi + g * GPR, hr,
-                                                vec_w, g, t, c);
-    }
+    const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(hr);
+    zmlx::mma_tile_any<T, BITS, GROUP, INTER, DEQ, PIPE>(ring[warp], w, sc, bi, hr, aligned,
+                                                         lane, c);
   }
   if (g == 0) {
     const T s = gate_scores[tok * TOPK + j];

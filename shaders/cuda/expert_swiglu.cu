@@ -7,19 +7,17 @@
 // through qmm_sm80, then the compiled swiglu): see mma.cuh for the arithmetic.
 //
 // Work split: one block of two warps per (pair, 8 consecutive rows n); warp 0 runs
-// the gate projection, warp 1 the up projection. In a warp, lane 4g + t dequantizes
-// row n0 + g (its B fragment values) and lanes 0..3 carry the activations; one mma
-// per 16 values of K, in K order. A chain is serial in K, so each warp keeps PF
-// chunks of weights and activations in flight. The 8 results land in lanes 0..3
-// (two each), are rounded to T and meet in shared memory, where warp 0 applies
-// MLX's swiglu functors. With PIPE > 0 each warp streams its tile through a ring
-// in shared memory (mma_row_pipe) instead of registers.
+// the gate projection, warp 1 the up projection, each streaming its 8-row tile and
+// the activation row through its own ring in shared memory (mma_tile in mma.cuh).
+// In a warp, lane 4g + t dequantizes row n0 + g (its B fragment values) and lanes
+// 0..3 carry the activations; one mma per 16 values of K, in K order. The 8
+// results land in lanes 0..3 (two each), are rounded to T and meet in shared
+// memory, where warp 0 applies MLX's swiglu functors.
 //
 // Template arguments (constexpr lines MLX writes above this body):
 //   T (f16 or bf16), BITS (4 or 8), GROUP (32, 64, 128), HID (input features, a
 //   multiple of max(64, GROUP)), INTER (rows per expert, a multiple of 8), DEQ (see
-//   mma.cuh), PIPE (0: mma_row's register prefetch; n > 1: mma_row_pipe with an
-//   n-stage ring per warp in shared memory, same bits).
+//   mma.cuh), PIPE (the ring's stages, 2..8; gpu.rs picks what fits).
 // Sizes that change between calls travel in dims_in (uint32 [PAIRS, TOPK, EXPERTS]).
 // Launch: 64 threads per block, one block per (pair, 8-row tile).
 // Inputs: x_in [tokens, HID], expert_ids [PAIRS] uint32, dims_in, w_gate/w_up
@@ -34,8 +32,7 @@ constexpr int WPR = HID * BITS / 32;      // uint32 per weight row
 constexpr int TILES = INTER / 8;          // 8-row tiles per expert
 
 __shared__ T up_tile[8];
-// One ring per warp for the pipelined chain (PIPE stages; a 1-stage stub when 0).
-__shared__ zmlx::PipeRing<BITS, GPR, (PIPE > 0 ? PIPE : 1)> ring[PIPE > 0 ? 2 : 1];
+__shared__ zmlx::PipeRing<BITS, GPR, PIPE> ring[2];
 const int lane = threadIdx.x & 31;
 const int proj = threadIdx.x >> 5;        // 0: gate, 1: up
 const long long tile = blockIdx.x;
@@ -54,20 +51,15 @@ float c[4] = {0.f, 0.f, 0.f, 0.f};
 // An out-of-range expert id (a bad routing) yields zeros rather than a stray read.
 const bool valid = e < static_cast<uint32_t>(EXPERTS);
 if (valid) {
-  // The tile's first row; lane 4g + t works on row n0 + g.
+  // The tile's first row.
   const long long wrow = static_cast<long long>(e) * INTER + n0;
   const uint32_t* w = (proj == 0 ? w_gate : w_up) + wrow * WPR;
   const T* sc = (proj == 0 ? s_gate : s_up) + wrow * GPR;
   const T* bi = (proj == 0 ? b_gate : b_up) + wrow * GPR;
   const T* xr = x_in + tok * HID;
-  const bool vec_w = zmlx::aligned16(w_gate) && zmlx::aligned16(w_up);
-  if constexpr (PIPE > 0) {
-    zmlx::mma_row_pipe<T, BITS, GROUP, HID, DEQ, PIPE>(ring[proj], w, sc, bi, xr, vec_w,
-                                                      zmlx::aligned16(x_in), lane, c);
-  } else {
-    zmlx::mma_row<T, BITS, GROUP, HID, DEQ>(w + g * WPR, sc + g * GPR, bi + g * GPR, xr,
-                                            vec_w, g, t, c);
-  }
+  const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(xr);
+  zmlx::mma_tile_any<T, BITS, GROUP, HID, DEQ, PIPE>(ring[proj], w, sc, bi, xr, aligned, lane,
+                                                     c);
 }
 // gather_qmm writes each projection in T.
 if (proj == 1 && g == 0) {

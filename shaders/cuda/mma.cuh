@@ -70,6 +70,15 @@ __device__ __forceinline__ uint32_t bits16(__nv_bfloat16 v) {
 }
 
 template <typename T>
+struct IsHalf {
+  static constexpr bool value = false;
+};
+template <>
+struct IsHalf<__half> {
+  static constexpr bool value = true;
+};
+
+template <typename T>
 __device__ __forceinline__ T from_bits(unsigned short b) {
   return *reinterpret_cast<const T*>(&b);
 }
@@ -123,21 +132,64 @@ __device__ __forceinline__ uint32_t dequant2(uint32_t q0, uint32_t q1, float s, 
   return Pack2<T>::run(fmaf(exact_float(q0), s, z), fmaf(exact_float(q1), s, z));
 }
 
+// Four 4-bit codes -> two packed bf16 pairs, exactly: `nib` holds q0 in bits 0..3 and
+// q1 in bits 4..7; the result holds bf16(q0) in the low half and bf16(q1) in the
+// high half. 0x4300 | q is the bf16 128 + q (q < 128: the ulp at 128 is 1), so
+// one LOP3 builds 128 + q in both halves and one packed subtraction of 128 leaves
+// q (an exact integer).
+__device__ __forceinline__ __nv_bfloat162 bf16x2_codes(uint32_t nib) {
+  const uint32_t v = ((nib & 0xfu) | ((nib << 12) & 0xf0000u)) | 0x43004300u;
+  const __nv_bfloat162 biased = *reinterpret_cast<const __nv_bfloat162*>(&v);
+  const uint32_t k128 = 0x43004300u;
+  return __hsub2(biased, *reinterpret_cast<const __nv_bfloat162*>(&k128));
+}
+
+// A scale or bias broadcast to both halves of a packed pair.
+__device__ __forceinline__ __nv_bfloat162 bf16x2_splat(uint32_t bits) {
+  const uint32_t v = bits | (bits << 16);
+  return *reinterpret_cast<const __nv_bfloat162*>(&v);
+}
+
+__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
 // The B registers of lane t for one 16-wide K block of the lane's weight row:
 // values 2t, 2t + 1 (register 0) and 2t + 8, 2t + 9 (register 1) of the block.
 // `lo` and `hi` are the block's two halves (k 0..7 and 8..15) as packed words:
 // for 4 bits one uint32 each, for 8 bits two (given as lo0/lo1, hi0/hi1).
+// `sb` and `zb` are the group's scale and bias as raw 16-bit patterns.
+//
+// bf16 with 4-bit codes and DEQ 1 (the default, Qwen3-30B-A3B's format) computes
+// each pair with one packed fused multiply-add, `fma.rn.bf16x2(q, s, z)`: q * s + z
+// rounded once to bf16, straight from the exact value. That is the same number as
+// `T(fmaf(q, s, z))` (the f32 path below, DEQ 1): the f32 fma could round first and
+// make a double rounding, but only if the exact sum had nonzero bits both at the
+// bf16 rounding position (8 bits below the result's leading bit) and beyond f32's 24
+// bits, which takes a product q * s spanning more than 16 bits; a 4-bit q times an
+// 8-bit bf16 significand spans at most 12 (and a bias adds no bits below its own 8).
+// About three instructions per two weights instead of about ten. Everything else
+// (f16, 8-bit codes, DEQ 0) takes the f32 path.
 template <typename T, int BITS, int DEQ>
 struct BFrag;
 
 template <typename T, int DEQ>
 struct BFrag<T, 4, DEQ> {
-  static __device__ __forceinline__ void make(uint32_t lo, uint32_t hi, int t, float s,
-                                              float z, uint32_t& b0, uint32_t& b1) {
+  static __device__ __forceinline__ void make(uint32_t lo, uint32_t hi, int t, uint32_t sb,
+                                              uint32_t zb, uint32_t& b0, uint32_t& b1) {
     const uint32_t bl = (lo >> (8 * t)) & 0xffu;
     const uint32_t bh = (hi >> (8 * t)) & 0xffu;
-    b0 = dequant2<T, DEQ>(bl & 0xfu, bl >> 4, s, z);
-    b1 = dequant2<T, DEQ>(bh & 0xfu, bh >> 4, s, z);
+    if constexpr (DEQ == 1 && sizeof(T) == 2 && !IsHalf<T>::value) {
+      const __nv_bfloat162 s2 = bf16x2_splat(sb);
+      const __nv_bfloat162 z2 = bf16x2_splat(zb);
+      b0 = bf16x2_bits(__hfma2(bf16x2_codes(bl), s2, z2));
+      b1 = bf16x2_bits(__hfma2(bf16x2_codes(bh), s2, z2));
+    } else {
+      const float s = to_float(from_bits<T>(static_cast<unsigned short>(sb)));
+      const float z = to_float(from_bits<T>(static_cast<unsigned short>(zb)));
+      b0 = dequant2<T, DEQ>(bl & 0xfu, bl >> 4, s, z);
+      b1 = dequant2<T, DEQ>(bh & 0xfu, bh >> 4, s, z);
+    }
   }
 };
 
@@ -145,8 +197,10 @@ template <typename T, int DEQ>
 struct BFrag<T, 8, DEQ> {
   // lo = word holding k 2t, 2t + 1 (word t / 2 of the block), hi = the word holding
   // k 2t + 8, 2t + 9 (word 2 + t / 2).
-  static __device__ __forceinline__ void make(uint32_t lo, uint32_t hi, int t, float s,
-                                              float z, uint32_t& b0, uint32_t& b1) {
+  static __device__ __forceinline__ void make(uint32_t lo, uint32_t hi, int t, uint32_t sb,
+                                              uint32_t zb, uint32_t& b0, uint32_t& b1) {
+    const float s = to_float(from_bits<T>(static_cast<unsigned short>(sb)));
+    const float z = to_float(from_bits<T>(static_cast<unsigned short>(zb)));
     const int sh = 16 * (t & 1);
     const uint32_t hl = (lo >> sh) & 0xffffu;
     const uint32_t hh = (hi >> sh) & 0xffffu;
@@ -158,105 +212,35 @@ struct BFrag<T, 8, DEQ> {
 // One 128-bit chunk of a weight row (32 4-bit or 16 8-bit values, inside one
 // quantization group) multiplied into the accumulators c: KPC = 2 or 1 blocks.
 // `a` holds the A registers of the chunk's blocks (a[2 * i], a[2 * i + 1] for
-// block i; zero on lanes that do not carry the activation row).
+// block i; zero on lanes that do not carry the activation row); `sb`, `zb` the
+// group's scale and bias bits.
 template <typename T, int BITS, int DEQ>
-__device__ __forceinline__ void mma_chunk(uint4 w, const uint32_t* a, int t, float s, float z,
-                                          float* c) {
+__device__ __forceinline__ void mma_chunk(uint4 w, const uint32_t* a, int t, uint32_t sb,
+                                          uint32_t zb, float* c) {
   uint32_t b0, b1;
   if (BITS == 4) {
-    BFrag<T, 4, DEQ>::make(w.x, w.y, t, s, z, b0, b1);
+    BFrag<T, 4, DEQ>::make(w.x, w.y, t, sb, zb, b0, b1);
     Mma<T>::run(c, a[0], a[1], b0, b1);
-    BFrag<T, 4, DEQ>::make(w.z, w.w, t, s, z, b0, b1);
+    BFrag<T, 4, DEQ>::make(w.z, w.w, t, sb, zb, b0, b1);
     Mma<T>::run(c, a[2], a[3], b0, b1);
   } else {
     const uint32_t lo = (t < 2) ? w.x : w.y;
     const uint32_t hi = (t < 2) ? w.z : w.w;
-    BFrag<T, 8, DEQ>::make(lo, hi, t, s, z, b0, b1);
+    BFrag<T, 8, DEQ>::make(lo, hi, t, sb, zb, b0, b1);
     Mma<T>::run(c, a[0], a[1], b0, b1);
   }
 }
 
-// The A registers for one chunk of the activation row `x` (starting at the chunk's
-// first value): lanes 0..3 (g = 0) load, the others hold zeros.
-template <typename T, int BITS>
-__device__ __forceinline__ void a_chunk(const T* x, int g, int t, uint32_t* a) {
-  constexpr int KPC = 128 / BITS / 16;
-#pragma unroll
-  for (int i = 0; i < KPC; ++i) {
-    if (g == 0) {
-      const uint32_t* p = reinterpret_cast<const uint32_t*>(x + 16 * i);
-      a[2 * i] = p[t];
-      a[2 * i + 1] = p[t + 4];
-    } else {
-      a[2 * i] = 0u;
-      a[2 * i + 1] = 0u;
-    }
-  }
-}
-
-// One weight row's whole mma chain over K (KIN inputs) against the activation row
-// `x`: c += x . w in qmm_sm80's order. The chain is serial in K, so memory latency is
-// hidden by keeping PF chunks of weights, activations and the chunks' scales and
-// biases in flight in registers (a scale loaded only when its group starts stalls
-// the chain on a memory round trip once per group).
-// `w`, `sc`, `bi`: this lane's weight row (row n0 + g of the tile), its scales and
-// biases. Every lane of the warp must call it (the mma is warp-wide).
-template <typename T, int BITS, int GROUP, int KIN, int DEQ>
-__device__ __forceinline__ void mma_row(const uint32_t* w, const T* sc, const T* bi,
-                                        const T* x, bool vec_w, int g, int t, float* c) {
-  constexpr int VALS = 128 / BITS;
-  constexpr int NCH = KIN / VALS;
-  constexpr int KPC = VALS / 16;
-  constexpr int PF = NCH < 8 ? NCH : 8;
-  uint4 rw[PF];
-  uint32_t ra[PF][2 * KPC];
-  T rs[PF];
-  T rb[PF];
-#pragma unroll
-  for (int i = 0; i < PF; ++i) {
-    rw[i] = load_packed(w + i * 4, vec_w);
-    a_chunk<T, BITS>(x + i * VALS, g, t, ra[i]);
-    rs[i] = sc[i * VALS / GROUP];
-    rb[i] = bi[i * VALS / GROUP];
-  }
-  for (int base = 0; base < NCH; base += PF) {
-#pragma unroll
-    for (int i = 0; i < PF; ++i) {
-      const int ch = base + i;
-      if (ch < NCH) {
-        const uint4 wc = rw[i];
-        const T s = rs[i];
-        const T z = rb[i];
-        uint32_t a[2 * KPC];
-#pragma unroll
-        for (int r = 0; r < 2 * KPC; ++r) {
-          a[r] = ra[i][r];
-        }
-        const int nx = ch + PF;
-        if (nx < NCH) {
-          rw[i] = load_packed(w + nx * 4, vec_w);
-          a_chunk<T, BITS>(x + nx * VALS, g, t, ra[i]);
-          rs[i] = sc[nx * VALS / GROUP];
-          rb[i] = bi[nx * VALS / GROUP];
-        }
-        mma_chunk<T, BITS, DEQ>(wc, a, t, to_float(s), to_float(z), c);
-      }
-    }
-  }
-}
-
-// ---- Pipelined chain (PIPE > 0 in the kernel bodies) ----------------------------
+// ---- The mma chain: a per-warp ring in shared memory ----------------------------
 //
-// The register-prefetch chain above keeps PF chunks of one lane's row in flight,
-// and the four lanes of a row each load the same 16 bytes. Measured (device runs
-// 17-19, notes/cuda-kernels.md), a warp then issued one instruction every ~20
-// cycles: the loads were not far enough ahead (the compiler is free to sink them
-// towards their use, and registers cap PF). The pipelined chain moves the weights
-// and activations through a per-warp ring in shared memory with cp.async: every
-// lane copies distinct 16 bytes, STAGES - 1 stages of CPS chunks are in flight
-// while one is multiplied, and registers no longer bound the depth. The
-// arithmetic is the same mma_chunk on the same values in the same K order, so the
-// results are the same bits.
+// A warp owns an 8-row tile and runs its chain over K. Each lane needs 4 bytes of
+// every 16-byte chunk of its row, and a chain is serial, so the weights must
+// stream far ahead of the multiplies. They (and the activation row) move through a
+// per-warp ring in shared memory with cp.async: every lane copies distinct 16
+// bytes, STAGES - 1 stages of PIPE_CPS chunks are in flight while one is
+// multiplied, and no registers hold data in flight. (The first exact kernels kept
+// up to 8 chunks per lane in registers, each lane of a row loading the same 16
+// bytes; device runs 17-20 in notes/cuda-kernels.md.)
 
 // cp.async (sm_80 and later): 16 bytes global -> shared without registers.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
@@ -278,11 +262,12 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// 16 bytes from global to shared memory: cp.async when the source is 16-byte
-// aligned, else a plain copy of eight 16-bit words (a view at an odd offset; slow
-// but correct, and visible to the warp after the next __syncwarp like the rest).
-__device__ __forceinline__ void copy16(uint4* dst, const void* src, bool aligned) {
-  if (aligned) {
+// 16 bytes from global to shared memory: cp.async (ALIGNED: the source is 16-byte
+// aligned), else eight 16-bit loads and stores (a view at an odd offset: slow but
+// correct, visible to the warp after the next __syncwarp like the rest).
+template <bool ALIGNED>
+__device__ __forceinline__ void copy16(uint4* dst, const void* src) {
+  if constexpr (ALIGNED) {
     cp_async16(dst, src);
   } else {
     const unsigned short* s = static_cast<const unsigned short*>(src);
@@ -311,9 +296,9 @@ struct PipeRing {
 
 // Issues the copies of stage `st` (of K) into its slot and commits one group (an
 // empty one past the end, so that group counts stay uniform).
-template <typename T, int BITS, int KIN, int STAGES, typename Ring>
+template <typename T, int BITS, int KIN, int STAGES, bool ALIGNED, typename Ring>
 __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w, const T* x,
-                                           bool w_al, bool x_al, int lane) {
+                                           int lane) {
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = KIN / VALS;
   constexpr int WPR = KIN * BITS / 32;
@@ -324,24 +309,26 @@ __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w
     const int j = lane >> 3;
     const int ch = st * PIPE_CPS + j;
     if (ch < NCH) {
-      copy16(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4, w_al);
+      copy16<ALIGNED>(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4);
     }
     const int xo = st * PIPE_CPS * VALS + lane * 8;  // 8 values of T per 16 bytes
     if (lane < Ring::XWORDS && xo < KIN) {
-      copy16(&ring.x[slot][lane], x + xo, x_al);
+      copy16<ALIGNED>(&ring.x[slot][lane], x + xo);
     }
   }
   cp_async_commit();
 }
 
-// The same chain as mma_row for the 8 rows of a tile, through a PipeRing: `w`, `sc`,
-// `bi` point at the tile's FIRST row (row n0; rows WPR words / GPR values apart),
-// `x` at the activation row. Every lane of the warp must call it, with the same
-// arguments; lane 4g + t ends with row n0 + g's accumulators as mma_row leaves them.
-template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, typename Ring>
-__device__ __forceinline__ void mma_row_pipe(Ring& ring, const uint32_t* w, const T* sc,
-                                             const T* bi, const T* x, bool w_al, bool x_al,
-                                             int lane, float* c) {
+// c += x . w for the 8 rows of a tile in qmm_sm80's order (one mma per 16 values
+// of K, in K order): `w`, `sc`, `bi` point at the tile's FIRST row (rows WPR words
+// / GPR values apart), `x` at the activation row. Every lane of the warp must call
+// it with the same arguments; lanes 0..3 end with the results, c[0] and c[1] of
+// lane t being the tile's rows 2t and 2t + 1 (the C fragment layout above).
+// ALIGNED: weights and activations start 16-byte aligned.
+template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, bool ALIGNED,
+          typename Ring>
+__device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T* sc,
+                                         const T* bi, const T* x, int lane, float* c) {
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = KIN / VALS;
   constexpr int KPC = VALS / 16;
@@ -352,7 +339,7 @@ __device__ __forceinline__ void mma_row_pipe(Ring& ring, const uint32_t* w, cons
   const int t = lane & 3;
 #pragma unroll
   for (int p = 0; p < STAGES - 1; ++p) {
-    pipe_issue<T, BITS, KIN, STAGES>(ring, p, w, x, w_al, x_al, lane);
+    pipe_issue<T, BITS, KIN, STAGES, ALIGNED>(ring, p, w, x, lane);
   }
   // Scales and biases of the tile, while the first stages are in flight.
   for (int i = lane; i < 8 * GPR; i += 32) {
@@ -366,7 +353,7 @@ __device__ __forceinline__ void mma_row_pipe(Ring& ring, const uint32_t* w, cons
     // Stage st is in (every lane's copies), and every lane is done with the slot
     // the next issue overwrites (it held stage st - 1).
     __syncwarp();
-    pipe_issue<T, BITS, KIN, STAGES>(ring, st + STAGES - 1, w, x, w_al, x_al, lane);
+    pipe_issue<T, BITS, KIN, STAGES, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
     const int slot = st % STAGES;
     const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
 #pragma unroll
@@ -382,15 +369,27 @@ __device__ __forceinline__ void mma_row_pipe(Ring& ring, const uint32_t* w, cons
           a[2 * i + 1] = g == 0 ? xw[o + t + 4] : 0u;
         }
         const int q = ch * VALS / GROUP;
-        const float s = to_float(from_bits<T>(ring.s[g][q]));
-        const float z = to_float(from_bits<T>(ring.b[g][q]));
-        mma_chunk<T, BITS, DEQ>(wc, a, t, s, z, c);
+        mma_chunk<T, BITS, DEQ>(wc, a, t, ring.s[g][q], ring.b[g][q], c);
       }
     }
   }
   // Drain before the ring is reused (the next chain of this warp).
   cp_async_wait<0>();
   __syncwarp();
+}
+
+// mma_tile with the copy path chosen once: cp.async when both the weights and the
+// activations are 16-byte aligned (always, for arrays MLX allocates), else the
+// slow copies.
+template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, typename Ring>
+__device__ __forceinline__ void mma_tile_any(Ring& ring, const uint32_t* w, const T* sc,
+                                             const T* bi, const T* x, bool aligned, int lane,
+                                             float* c) {
+  if (aligned) {
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, true>(ring, w, sc, bi, x, lane, c);
+  } else {
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, false>(ring, w, sc, bi, x, lane, c);
+  }
 }
 
 // mlx-lm's swiglu on MLX's CUDA backend (a compiled element-wise kernel: each op

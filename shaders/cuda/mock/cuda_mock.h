@@ -78,4 +78,6 @@ __half2 __floats2half2_rn(float, float);
 // ---- Pipelined chain (mma.cuh) -------------------------------------------------
 void __syncwarp(unsigned int mask = 0xffffffffu);
 unsigned long long __cvta_generic_to_shared(const void*);
+__nv_bfloat162 __hsub2(__nv_bfloat162, __nv_bfloat162);
+__nv_bfloat162 __hfma2(__nv_bfloat162, __nv_bfloat162, __nv_bfloat162);
 // ---- end of pipelined chain ----------------------------------------------------

@@ -63,6 +63,13 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
              out features % 128 == 0 and in features % {kt} == 0)"
         ));
     }
+    // The worst case of both kernels: down + combine's eight rings of two stages.
+    if !pipe_fits(q.spec.bits, q.spec.group_size, k, 8, COMBINE_SMEM, 2) {
+        return Support::No(format!(
+            "{k} input features in groups of {} (the tile's scales and biases need more              shared memory than a CUDA block declares)",
+            q.spec.group_size
+        ));
+    }
     Support::Yes
 }
 
@@ -104,30 +111,32 @@ fn pipe_ring_bytes(bits: i32, group: i32, kin: i32, stages: i32) -> i64 {
     (raw + 15) / 16 * 16
 }
 
-/// Stages of the pipelined mma chain (`PIPE` in the expert kernels), 0 for the
-/// register-prefetch chain. Enough stages to keep all of K in flight, at most 8,
-/// and as many as fit `warps` rings plus `other` bytes into static shared memory;
-/// 0 when even two do not fit. `ZMLX_CUDA_PIPE=0` forces the register chain and
-/// `ZMLX_CUDA_PIPE=n` caps the stages at n (for A/B runs on a device). Either
-/// chain gives the same bits (notes/cuda-kernels.md).
+/// Shared memory of down + combine besides its rings: the products' tile.
+const COMBINE_SMEM: i64 = 8 * 32 * 2;
+
+/// Whether `warps` rings of `stages` stages plus `other` bytes fit a block's static
+/// shared memory.
+fn pipe_fits(bits: i32, group: i32, kin: i32, warps: i32, other: i64, stages: i32) -> bool {
+    i64::from(warps) * pipe_ring_bytes(bits, group, kin, stages) + other <= CUDA_STATIC_SMEM
+}
+
+/// Stages of each warp's ring (`PIPE` in the expert kernels): enough to keep all of
+/// K in flight, at most 8, and as many as fit `warps` rings plus `other` bytes into
+/// static shared memory (at least 2: [`cuda_shape_support`] refuses weights for
+/// which two do not fit). `ZMLX_CUDA_PIPE=n` caps the stages at n (for A/B runs on a
+/// device; any count gives the same bits).
 fn cuda_pipe_stages(bits: i32, group: i32, kin: i32, warps: i32, other: i64) -> i32 {
-    let cap = match std::env::var("ZMLX_CUDA_PIPE").ok().and_then(|v| v.parse::<i32>().ok()) {
-        Some(n) if n < 2 => return 0,
-        Some(n) => n.min(8),
-        None => 8,
-    };
+    let cap = std::env::var("ZMLX_CUDA_PIPE")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(8, |n| n.clamp(2, 8));
     let chunks = kin / (128 / bits);
     let all_in_flight = (chunks + 3) / 4 + 1;
-    let mut stages = cap.min(all_in_flight.max(2));
-    while stages >= 2 {
-        if i64::from(warps) * pipe_ring_bytes(bits, group, kin, stages) + other
-            <= CUDA_STATIC_SMEM
-        {
-            return stages;
-        }
+    let mut stages = cap.min(all_in_flight).max(2);
+    while stages > 2 && !pipe_fits(bits, group, kin, warps, other, stages) {
         stages -= 1;
     }
-    0
+    stages
 }
 
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
@@ -623,7 +632,7 @@ pub fn down_combine(
     if backend == KernelBackend::Cuda {
         targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
         // Eight rings (the most warps a block has) and the products' tile.
-        let pipe = cuda_pipe_stages(bits, d.spec.group_size, inter, 8, 8 * 32 * 2);
+        let pipe = cuda_pipe_stages(bits, d.spec.group_size, inter, 8, COMBINE_SMEM);
         targs.push(("PIPE", TemplateArg::Int(pipe)));
     }
     let mut shape = indices.shape()[..indices.ndim() - 1].to_vec();
@@ -785,7 +794,7 @@ pub fn route_variant(
 
 #[cfg(test)]
 mod tests {
-    use super::{cuda_pipe_stages, lanes_per_row, minify, pipe_ring_bytes, CUDA_STATIC_SMEM};
+    use super::{cuda_pipe_stages, lanes_per_row, minify, pipe_fits, COMBINE_SMEM};
 
     #[test]
     fn minify_drops_comments_and_keeps_code() {
@@ -820,7 +829,7 @@ mod tests {
         // Qwen3-30B-A3B: SwiGLU (K 2048, 64 chunks) takes the cap; down (K 768, 24
         // chunks = 6 stages) keeps all of K in flight with 7.
         assert_eq!(cuda_pipe_stages(4, 64, 2048, 2, 16), 8);
-        assert_eq!(cuda_pipe_stages(4, 64, 768, 8, 512), 7);
+        assert_eq!(cuda_pipe_stages(4, 64, 768, 8, COMBINE_SMEM), 7);
         for &(bits, group, kin, warps) in &[
             (4, 32, 2048, 8),
             (8, 32, 4096, 8),
@@ -828,15 +837,13 @@ mod tests {
             (8, 64, 768, 2),
             (4, 64, 64, 8),
         ] {
-            let st = cuda_pipe_stages(bits, group, kin, warps, 512);
-            assert!(st == 0 || (2..=8).contains(&st), "{st}");
-            if st > 0 {
-                let bytes = i64::from(warps) * pipe_ring_bytes(bits, group, kin, st) + 512;
-                assert!(bytes <= CUDA_STATIC_SMEM, "{bits} {group} {kin}: {bytes}");
-            }
+            assert!(pipe_fits(bits, group, kin, 8, COMBINE_SMEM, 2));
+            let st = cuda_pipe_stages(bits, group, kin, warps, COMBINE_SMEM);
+            assert!((2..=8).contains(&st), "{st}");
+            assert!(pipe_fits(bits, group, kin, warps, COMBINE_SMEM, st));
         }
-        // Scales alone too large for 8 rings: the register chain.
-        assert_eq!(cuda_pipe_stages(4, 32, 32768, 8, 512), 0);
+        // Scales alone too large for eight rings.
+        assert!(!pipe_fits(4, 32, 32768, 8, COMBINE_SMEM, 2));
     }
 
     #[test]
