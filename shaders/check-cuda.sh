@@ -39,7 +39,7 @@ for ty in __half __nv_bfloat16; do
       "constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = $((bits / 4 - 1)); constexpr int PIPE = $pipe;" \
       "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out"
     check down_combine "$ty" \
-      "constexpr int BITS = $bits; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 1; constexpr int SUMV = 1; constexpr int RES = $((bits / 8)); constexpr int PIPE = $((10 - pipe));" \
+      "constexpr int BITS = $bits; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 1; constexpr int RES = $((bits / 8)); constexpr int PIPE = $((10 - pipe));" \
       "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, T* y_out"
   done
 done

@@ -70,22 +70,13 @@ __device__ __forceinline__ uint32_t bits16(__nv_bfloat16 v) {
 }
 
 template <typename T>
-struct IsHalf {
-  static constexpr bool value = false;
-};
-template <>
-struct IsHalf<__half> {
-  static constexpr bool value = true;
-};
-
-template <typename T>
 __device__ __forceinline__ T from_bits(unsigned short b) {
   return *reinterpret_cast<const T*>(&b);
 }
 
-// One dequantized weight as qmm_sm80 makes it. DEQ 1 (the default): one fused
-// rounding, which matches MLX 0.32.4; DEQ 0: the product and the sum each rounded
-// to T (kept for re-checking another MLX version: gpu.rs, ZMLX_CUDA_DEQ).
+// One dequantized weight by the f32 formulations (BFrag below lists all three):
+// DEQ 1, an f32 fma rounded once to T; DEQ 0, the product and the sum each rounded
+// to T (gpu.rs, ZMLX_CUDA_DEQ selects).
 template <typename T, int DEQ>
 __device__ __forceinline__ uint32_t dequant(uint32_t q, float s, float z) {
   if (DEQ == 0) {
@@ -132,26 +123,46 @@ __device__ __forceinline__ uint32_t dequant2(uint32_t q0, uint32_t q1, float s, 
   return Pack2<T>::run(fmaf(exact_float(q0), s, z), fmaf(exact_float(q1), s, z));
 }
 
-// Four 4-bit codes -> two packed bf16 pairs, exactly: `nib` holds q0 in bits 0..3 and
-// q1 in bits 4..7; the result holds bf16(q0) in the low half and bf16(q1) in the
-// high half. 0x4300 | q is the bf16 128 + q (q < 128: the ulp at 128 is 1), so
-// one LOP3 builds 128 + q in both halves and one packed subtraction of 128 leaves
-// q (an exact integer).
-__device__ __forceinline__ __nv_bfloat162 bf16x2_codes(uint32_t nib) {
-  const uint32_t v = ((nib & 0xfu) | ((nib << 12) & 0xf0000u)) | 0x43004300u;
-  const __nv_bfloat162 biased = *reinterpret_cast<const __nv_bfloat162*>(&v);
-  const uint32_t k128 = 0x43004300u;
-  return __hsub2(biased, *reinterpret_cast<const __nv_bfloat162*>(&k128));
+// Packed pairs of T (low half first) for the DEQ 2 dequantization.
+template <typename T>
+struct Pk;
+template <>
+struct Pk<__nv_bfloat16> {
+  using T2 = __nv_bfloat162;
+  // 0x4300 is 128.0: 0x4300 | q is 128 + q for q < 128 (the ulp at 128 is 1).
+  static constexpr uint32_t MAGIC = 0x43004300u;
+};
+template <>
+struct Pk<__half> {
+  using T2 = __half2;
+  // 0x6400 is 1024.0: 0x6400 | q is 1024 + q for q < 1024.
+  static constexpr uint32_t MAGIC = 0x64006400u;
+};
+
+template <typename T>
+__device__ __forceinline__ typename Pk<T>::T2 as_pair(uint32_t v) {
+  return *reinterpret_cast<const typename Pk<T>::T2*>(&v);
 }
 
-// A scale or bias broadcast to both halves of a packed pair.
-__device__ __forceinline__ __nv_bfloat162 bf16x2_splat(uint32_t bits) {
-  const uint32_t v = bits | (bits << 16);
-  return *reinterpret_cast<const __nv_bfloat162*>(&v);
-}
-
-__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
+template <typename T>
+__device__ __forceinline__ uint32_t pair_bits(typename Pk<T>::T2 v) {
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Two 4-bit codes (q0 in bits 0..3 of `nib`, q1 in bits 4..7) as an exact pair of T:
+// one LOP3 builds MAGIC + q in both halves, one packed subtraction removes MAGIC.
+template <typename T>
+__device__ __forceinline__ typename Pk<T>::T2 pair_codes4(uint32_t nib) {
+  const uint32_t v = ((nib & 0xfu) | ((nib << 12) & 0xf0000u)) | Pk<T>::MAGIC;
+  return __hsub2(as_pair<T>(v), as_pair<T>(Pk<T>::MAGIC));
+}
+
+// The pair (q0 * s + z, q1 * s + z), each rounded ONCE to T from its exact value
+// (fma.rn on packed pairs). `q` holds the codes as an exact pair, `sb`/`zb` the
+// group's scale and bias bits.
+template <typename T>
+__device__ __forceinline__ uint32_t pair_fma(typename Pk<T>::T2 q, uint32_t sb, uint32_t zb) {
+  return pair_bits<T>(__hfma2(q, as_pair<T>(sb | (sb << 16)), as_pair<T>(zb | (zb << 16))));
 }
 
 // The B registers of lane t for one 16-wide K block of the lane's weight row:
@@ -160,16 +171,14 @@ __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
 // for 4 bits one uint32 each, for 8 bits two (given as lo0/lo1, hi0/hi1).
 // `sb` and `zb` are the group's scale and bias as raw 16-bit patterns.
 //
-// bf16 with 4-bit codes and DEQ 1 (the default, Qwen3-30B-A3B's format) computes
-// each pair with one packed fused multiply-add, `fma.rn.bf16x2(q, s, z)`: q * s + z
-// rounded once to bf16, straight from the exact value. That is the same number as
-// `T(fmaf(q, s, z))` (the f32 path below, DEQ 1): the f32 fma could round first and
-// make a double rounding, but only if the exact sum had nonzero bits both at the
-// bf16 rounding position (8 bits below the result's leading bit) and beyond f32's 24
-// bits, which takes a product q * s spanning more than 16 bits; a 4-bit q times an
-// 8-bit bf16 significand spans at most 12 (and a bias adds no bits below its own 8).
-// About three instructions per two weights instead of about ten. Everything else
-// (f16, 8-bit codes, DEQ 0) takes the f32 path.
+// DEQ 2 rounds q * s + z once from its exact value, with a packed fused
+// multiply-add; DEQ 1 rounds an f32 fma (exact q * s, so one f32 rounding of the
+// sum) to T; DEQ 0 rounds the product and the sum to T. DEQ 1 and 2 differ only
+// where the f32 rounding lands on a midpoint of T's grid that the exact sum is
+// not on, which needs a bias far below q * s (|z| below q * s's f32 half-ulp) and
+// q * s itself a midpoint; tests/cuda_vs_reference.rs builds such weights to see
+// which one MLX computes. DEQ 2 also costs about 3 instructions per two 4-bit
+// weights instead of about 10.
 template <typename T, int BITS, int DEQ>
 struct BFrag;
 
@@ -179,11 +188,9 @@ struct BFrag<T, 4, DEQ> {
                                               uint32_t zb, uint32_t& b0, uint32_t& b1) {
     const uint32_t bl = (lo >> (8 * t)) & 0xffu;
     const uint32_t bh = (hi >> (8 * t)) & 0xffu;
-    if constexpr (DEQ == 1 && sizeof(T) == 2 && !IsHalf<T>::value) {
-      const __nv_bfloat162 s2 = bf16x2_splat(sb);
-      const __nv_bfloat162 z2 = bf16x2_splat(zb);
-      b0 = bf16x2_bits(__hfma2(bf16x2_codes(bl), s2, z2));
-      b1 = bf16x2_bits(__hfma2(bf16x2_codes(bh), s2, z2));
+    if constexpr (DEQ == 2) {
+      b0 = pair_fma<T>(pair_codes4<T>(bl), sb, zb);
+      b1 = pair_fma<T>(pair_codes4<T>(bh), sb, zb);
     } else {
       const float s = to_float(from_bits<T>(static_cast<unsigned short>(sb)));
       const float z = to_float(from_bits<T>(static_cast<unsigned short>(zb)));
@@ -199,13 +206,21 @@ struct BFrag<T, 8, DEQ> {
   // k 2t + 8, 2t + 9 (word 2 + t / 2).
   static __device__ __forceinline__ void make(uint32_t lo, uint32_t hi, int t, uint32_t sb,
                                               uint32_t zb, uint32_t& b0, uint32_t& b1) {
-    const float s = to_float(from_bits<T>(static_cast<unsigned short>(sb)));
-    const float z = to_float(from_bits<T>(static_cast<unsigned short>(zb)));
     const int sh = 16 * (t & 1);
     const uint32_t hl = (lo >> sh) & 0xffffu;
     const uint32_t hh = (hi >> sh) & 0xffffu;
-    b0 = dequant2<T, DEQ>(hl & 0xffu, hl >> 8, s, z);
-    b1 = dequant2<T, DEQ>(hh & 0xffu, hh >> 8, s, z);
+    if constexpr (DEQ == 2) {
+      // Codes up to 255 are exact in T (8 or more significand bits).
+      const uint32_t ql = Pack2<T>::run(exact_float(hl & 0xffu), exact_float(hl >> 8));
+      const uint32_t qh = Pack2<T>::run(exact_float(hh & 0xffu), exact_float(hh >> 8));
+      b0 = pair_fma<T>(as_pair<T>(ql), sb, zb);
+      b1 = pair_fma<T>(as_pair<T>(qh), sb, zb);
+    } else {
+      const float s = to_float(from_bits<T>(static_cast<unsigned short>(sb)));
+      const float z = to_float(from_bits<T>(static_cast<unsigned short>(zb)));
+      b0 = dequant2<T, DEQ>(hl & 0xffu, hl >> 8, s, z);
+      b1 = dequant2<T, DEQ>(hh & 0xffu, hh >> 8, s, z);
+    }
   }
 };
 

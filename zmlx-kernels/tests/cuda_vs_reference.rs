@@ -270,9 +270,10 @@ type Class<'a> = (Dtype, i32, i32, i32, i32, &'a [i32]);
 /// first `probe` classes, with the alternative formulations (reported only: they
 /// show which rounding MLX's dequantization and k-sum use; see gpu.rs).
 fn check_classes(classes: &[Class<'_>], probe: usize) {
-    const DEFAULT: (&str, &str) = ("1", "0");
-    const ALTERNATIVES: [(&str, &str); 6] = [
+    const DEFAULT: (&str, &str) = ("2", "0");
+    const ALTERNATIVES: [(&str, &str); 7] = [
         ("0", "0"),
+        ("1", "0"),
         ("1", "1"),
         ("1", "2"),
         ("1", "3"),
@@ -429,6 +430,124 @@ fn down_combine_residual_qwen3_30b_a3b() {
         );
     }
     assert!(failed.is_empty(), "residual cases differ: {failed:?}");
+}
+
+/// A small deterministic generator for hand-built weights (splitmix64).
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// 4-bit g64 bf16 weights `[experts, rows, cols]` built so that the two single-
+/// rounding formulations of the dequantization (DEQ 1: an f32 fma rounded to bf16;
+/// DEQ 2: one rounding of the exact value) disagree often: scales with odd
+/// significands (so `3 * scale` and other odd products are bf16 midpoints) and, in
+/// half the groups, biases of +-2^-40 scale (below the f32 half-ulp of `q * scale`,
+/// so the f32 sum rounds to the midpoint and then to even), the other half ordinary.
+fn midpoint_weight(experts: i32, rows: i32, cols: i32, seed: u64) -> Weight {
+    let mut r = Mix(seed);
+    let groups = (experts * rows * cols / 64) as usize;
+    let words: Vec<u32> = (0..(experts * rows * cols / 8))
+        .map(|_| r.next() as u32)
+        .collect();
+    let mut scales = Vec::with_capacity(groups);
+    let mut biases = Vec::with_capacity(groups);
+    for _ in 0..groups {
+        // Significand 129..=169 (odd): 3 * m has 9 significant bits, its last set.
+        let m = 129 + 2 * (r.next() % 21) as u32;
+        let e = -8 - (r.next() % 4) as i32;
+        let scale = m as f32 * 2f32.powi(e - 7);
+        let tiny = r.next() % 2 == 0;
+        let sign = if r.next() % 2 == 0 { 1.0 } else { -1.0 };
+        let bias = if tiny {
+            sign * (128 + (r.next() % 128) as u32) as f32 * 2f32.powi(e - 40)
+        } else {
+            -8.0 * scale
+        };
+        scales.push(half::bf16::from_f32(scale));
+        biases.push(half::bf16::from_f32(bias));
+    }
+    let gshape = [experts, rows, cols / 64];
+    Weight::Quantized(QuantizedWeight {
+        weight: ok(
+            Array::from_slice(&words, &[experts, rows, cols / 8]),
+            "words",
+        ),
+        scales: ok(Array::from_slice(&scales, &gshape), "scales"),
+        biases: Some(ok(Array::from_slice(&biases, &gshape), "biases")),
+        spec: QuantSpec::affine(64, 4),
+    })
+}
+
+/// Which single rounding MLX's CUDA `gather_qmm` applies when dequantizing: on
+/// weights where the two formulations differ (`midpoint_weight`), the kernels with
+/// each DEQ against the reference; the default must match bit for bit.
+#[test]
+fn dequant_rounding_matches_mlx() {
+    if !cuda() {
+        return;
+    }
+    let s = gpu_stream();
+    let dt = Dtype::Bfloat16;
+    let (hidden, inter, e, k) = (256, 384, 8, 8);
+    let gate = midpoint_weight(e, inter, hidden, 1);
+    let up = midpoint_weight(e, inter, hidden, 2);
+    let down = midpoint_weight(e, hidden, inter, 3);
+    let c = Case {
+        tokens: 1,
+        k,
+        experts: e,
+    };
+    let r = routing(&c, dt, 81);
+    let key = ok(random::key(82), "key");
+    let x = ok(
+        random::normal(&[1, hidden], dt, 0.0, 1.0, Some(&key), s),
+        "x",
+    );
+    let refh = ok(
+        ReferenceExpertSwiGlu.forward(&x, &gate, &up, &r, s),
+        "ref swiglu",
+    );
+    let hr = ok(ops::reshape(&refh.h, &[1, k, inter], s), "reshape");
+    let hid = routed_hidden(&hr, &r, s);
+    let input = DownCombineInput {
+        hidden: &hid,
+        down: &down,
+        routing: &r,
+        residual: None,
+    };
+    let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
+    let mut default_differs = 0;
+    for deq in ["2", "1", "0"] {
+        std::env::set_var("ZMLX_CUDA_DEQ", deq);
+        let hf = ok(
+            gpu::expert_swiglu(KernelBackend::Cuda, &x, &r.indices, &gate, &up, s),
+            "fused swiglu",
+        );
+        let hf = ok(ops::reshape(&hf, &[1, k, inter], s), "reshape");
+        let dh = Diff::of(&hf, &hr, dt);
+        let yf = ok(kernel_combine(&hr, &r, &down, None, s), "fused down");
+        let dy = Diff::of(&yf, &yr, dt);
+        println!(
+            "DEQPROBE DEQ={deq}: swiglu {}/{} differ, down+combine {}/{} differ",
+            dh.mismatched, dh.elems, dy.mismatched, dy.elems
+        );
+        if deq == "2" {
+            default_differs = dh.mismatched + dy.mismatched;
+        }
+    }
+    std::env::remove_var("ZMLX_CUDA_DEQ");
+    assert_eq!(
+        default_differs, 0,
+        "the default dequantization differs from MLX"
+    );
 }
 
 /// `rows` x `cols` values of `dt` as a row-contiguous view that starts one element

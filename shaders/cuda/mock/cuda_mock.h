@@ -80,4 +80,6 @@ void __syncwarp(unsigned int mask = 0xffffffffu);
 unsigned long long __cvta_generic_to_shared(const void*);
 __nv_bfloat162 __hsub2(__nv_bfloat162, __nv_bfloat162);
 __nv_bfloat162 __hfma2(__nv_bfloat162, __nv_bfloat162, __nv_bfloat162);
+__half2 __hsub2(__half2, __half2);
+__half2 __hfma2(__half2, __half2, __half2);
 // ---- end of pipelined chain ----------------------------------------------------

@@ -73,14 +73,18 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
     Support::Yes
 }
 
-/// How the CUDA kernels dequantize (`DEQ` in shaders/cuda/mma.cuh): 1 = one fused
-/// rounding of `q * scale + bias` (the default: bit-identical to MLX 0.32.4 on an
-/// H100, notes/cuda-kernels.md), 0 = a rounding after the product and after the sum.
-/// `ZMLX_CUDA_DEQ=0` selects the latter, for re-checking against another MLX.
+/// How the CUDA kernels dequantize (`DEQ` in shaders/cuda/mma.cuh): 2 = `q * scale +
+/// bias` rounded once to T from its exact value (a packed fused multiply-add; the
+/// default), 1 = an f32 fused multiply-add rounded to T, 0 = the product and the sum
+/// each rounded to T. 1 and 2 differ only on weights whose bias is far below
+/// `q * scale` (tests/cuda_vs_reference.rs builds such weights to tell which one MLX
+/// computes; notes/cuda-kernels.md). `ZMLX_CUDA_DEQ=n` selects another, for checking
+/// against MLX on a device.
 fn cuda_deq_variant() -> i32 {
     match std::env::var("ZMLX_CUDA_DEQ").as_deref() {
         Ok("0") => 0,
-        _ => 1,
+        Ok("1") => 1,
+        _ => 2,
     }
 }
 
