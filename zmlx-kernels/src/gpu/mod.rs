@@ -77,9 +77,10 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
 /// bias` rounded once to T from its exact value (a packed fused multiply-add; the
 /// default), 1 = an f32 fused multiply-add rounded to T, 0 = the product and the sum
 /// each rounded to T. 1 and 2 differ only on weights whose bias is far below
-/// `q * scale` (tests/cuda_vs_reference.rs builds such weights to tell which one MLX
-/// computes; notes/cuda-kernels.md). `ZMLX_CUDA_DEQ=n` selects another, for checking
-/// against MLX on a device.
+/// `q * scale`: tests/cuda_vs_reference.rs builds such weights, and on them MLX
+/// 0.32.4's CUDA `gather_qmm` gives exactly what 2 gives (notes/cuda-kernels.md,
+/// device run 22). `ZMLX_CUDA_DEQ=n` selects another, for checking against MLX on a
+/// device.
 fn cuda_deq_variant() -> i32 {
     match std::env::var("ZMLX_CUDA_DEQ").as_deref() {
         Ok("0") => 0,
