@@ -9,8 +9,8 @@
 // Work split: one block of two warps per (pair, 8 consecutive rows n); warp 0 runs
 // the gate projection, warp 1 the up projection, each streaming its 8-row tile and
 // the activation row through its own ring in shared memory (mma_tile in mma.cuh).
-// In a warp, lane 4g + t dequantizes row n0 + g (its B fragment values) and lanes
-// 0..3 carry the activations; one mma per 16 values of K, in K order. The 8
+// In a warp, lane 4g + t dequantizes row n0 + g (its B fragment values) and every
+// lane carries the activations; one mma per 16 values of K, in K order. The 8
 // results land in lanes 0..3 (two each), are rounded to T and meet in shared
 // memory, where warp 0 applies MLX's swiglu functors.
 //

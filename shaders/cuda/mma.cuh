@@ -22,9 +22,9 @@
 // columns 2t + 8 and 2t + 9 (registers 1 and 3: row g + 8). B (16 x 8, column
 // major): register 0 holds rows 2t, 2t + 1 of column g, register 1 rows 2t + 8,
 // 2t + 9. C: c0, c1 = row g, columns 2t, 2t + 1 (c2, c3: row g + 8). The kernels
-// put the one activation row in A's row 0 (the other rows are zero: each output
-// depends only on its own row), eight weight rows in B's columns, and read the
-// results from lanes 0..3.
+// put the one activation row in every row of A (each output depends only on its
+// own row, so row 0 comes out as if alone), eight weight rows in B's columns, and
+// read the results from lanes 0..3.
 
 #include "mlx/backend/cuda/device/binary_ops.cuh"
 #include "mlx/backend/cuda/device/unary_ops.cuh"
@@ -34,7 +34,11 @@ namespace zmlx {
 template <typename T>
 struct Mma;
 
-// D = A * B + D for one 16-wide K block (bf16 inputs, fp32 accumulators).
+// D = A * B + D for one 16-wide K block (bf16 inputs, fp32 accumulators). Every
+// row of A holds the same activations (rows g and g + 8 take the same registers),
+// so every row of D is the same dot products; each row's result depends only on
+// that row, so row 0 is what a lone activation row gives, and no lane spends
+// instructions on zeros.
 template <>
 struct Mma<__nv_bfloat16> {
   static __device__ __forceinline__ void run(float* c, uint32_t a0, uint32_t a2, uint32_t b0,
@@ -43,7 +47,7 @@ struct Mma<__nv_bfloat16> {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+        : "r"(a0), "r"(a0), "r"(a2), "r"(a2), "r"(b0), "r"(b1));
 #endif
   }
 };
@@ -57,7 +61,7 @@ struct Mma<__half> {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+        : "r"(a0), "r"(a0), "r"(a2), "r"(a2), "r"(b0), "r"(b1));
 #endif
   }
 };
@@ -149,11 +153,16 @@ __device__ __forceinline__ uint32_t pair_bits(typename Pk<T>::T2 v) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Two 4-bit codes (q0 in bits 0..3 of `nib`, q1 in bits 4..7) as an exact pair of T:
-// one LOP3 builds MAGIC + q in both halves, one packed subtraction removes MAGIC.
+// The two 4-bit codes in byte `sel` of `w` (q0 in its bits 0..3, q1 in 4..7) as an
+// exact pair of T: a byte permute moves the byte down (zeros above), a multiply by
+// 0x1001 puts a copy 12 bits up (q1 lands in bits 16..19; the copies cannot carry
+// into each other), one LOP3 keeps q0 and q1 and ORs in MAGIC (MAGIC + q in both
+// halves), and one packed subtraction removes MAGIC. `sel` is a byte_perm selector
+// (0x4440 | byte index).
 template <typename T>
-__device__ __forceinline__ typename Pk<T>::T2 pair_codes4(uint32_t nib) {
-  const uint32_t v = ((nib & 0xfu) | ((nib << 12) & 0xf0000u)) | Pk<T>::MAGIC;
+__device__ __forceinline__ typename Pk<T>::T2 pair_codes4(uint32_t w, uint32_t sel) {
+  const uint32_t b = __byte_perm(w, 0u, sel);
+  const uint32_t v = ((b * 0x1001u) & 0x000f000fu) | Pk<T>::MAGIC;
   return __hsub2(as_pair<T>(v), as_pair<T>(Pk<T>::MAGIC));
 }
 
@@ -189,12 +198,13 @@ template <typename T, int DEQ>
 struct BFrag<T, 4, DEQ> {
   static __device__ __forceinline__ void make(uint32_t lo, uint32_t hi, int t, uint32_t sb,
                                               uint32_t zb, uint32_t& b0, uint32_t& b1) {
-    const uint32_t bl = (lo >> (8 * t)) & 0xffu;
-    const uint32_t bh = (hi >> (8 * t)) & 0xffu;
     if constexpr (DEQ == 2) {
-      b0 = pair_fma<T>(pair_codes4<T>(bl), sb, zb);
-      b1 = pair_fma<T>(pair_codes4<T>(bh), sb, zb);
+      const uint32_t sel = 0x4440u | static_cast<uint32_t>(t);
+      b0 = pair_fma<T>(pair_codes4<T>(lo, sel), sb, zb);
+      b1 = pair_fma<T>(pair_codes4<T>(hi, sel), sb, zb);
     } else {
+      const uint32_t bl = (lo >> (8 * t)) & 0xffu;
+      const uint32_t bh = (hi >> (8 * t)) & 0xffu;
       const float s = to_float(from_bits<T>(static_cast<unsigned short>(sb)));
       const float z = to_float(from_bits<T>(static_cast<unsigned short>(zb)));
       b0 = dequant2<T, DEQ>(bl & 0xfu, bl >> 4, s, z);
@@ -230,7 +240,7 @@ struct BFrag<T, 8, DEQ> {
 // One 128-bit chunk of a weight row (32 4-bit or 16 8-bit values, inside one
 // quantization group) multiplied into the accumulators c: KPC = 2 or 1 blocks.
 // `a` holds the A registers of the chunk's blocks (a[2 * i], a[2 * i + 1] for
-// block i; zero on lanes that do not carry the activation row); `sb`, `zb` the
+// block i, the same on every lane with the same t); `sb`, `zb` the
 // group's scale and bias bits.
 template <typename T, int BITS, int DEQ>
 __device__ __forceinline__ void mma_chunk(uint4 w, const uint32_t* a, int t, uint32_t sb,
@@ -383,8 +393,8 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
 #pragma unroll
         for (int i = 0; i < KPC; ++i) {
           const int o = j * VALS / 2 + 8 * i;
-          a[2 * i] = g == 0 ? xw[o + t] : 0u;
-          a[2 * i + 1] = g == 0 ? xw[o + t + 4] : 0u;
+          a[2 * i] = xw[o + t];
+          a[2 * i + 1] = xw[o + t + 4];
         }
         const int q = ch * VALS / GROUP;
         mma_chunk<T, BITS, DEQ>(wc, a, t, ring.s[g][q], ring.b[g][q], c);

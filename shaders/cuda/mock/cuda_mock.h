@@ -82,4 +82,5 @@ __nv_bfloat162 __hsub2(__nv_bfloat162, __nv_bfloat162);
 __nv_bfloat162 __hfma2(__nv_bfloat162, __nv_bfloat162, __nv_bfloat162);
 __half2 __hsub2(__half2, __half2);
 __half2 __hfma2(__half2, __half2, __half2);
+unsigned int __byte_perm(unsigned int, unsigned int, unsigned int);
 // ---- end of pipelined chain ----------------------------------------------------
