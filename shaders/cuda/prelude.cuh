@@ -47,6 +47,10 @@ __device__ __forceinline__ bool aligned16(const void* p) {
   return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
 }
 
+__device__ __forceinline__ bool aligned4(const void* p) {
+  return (reinterpret_cast<unsigned long long>(p) & 3ull) == 0;
+}
+
 }  // namespace zmlx
 
 // ---- Router (moe_gate.cu) helpers: MLX CUDA router arithmetic ------------------
