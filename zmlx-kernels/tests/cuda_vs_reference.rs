@@ -464,8 +464,8 @@ fn midpoint_weight(experts: i32, rows: i32, cols: i32, seed: u64) -> Weight {
         let m = 129 + 2 * (r.next() % 21) as u32;
         let e = -8 - (r.next() % 4) as i32;
         let scale = m as f32 * 2f32.powi(e - 7);
-        let tiny = r.next() % 2 == 0;
-        let sign = if r.next() % 2 == 0 { 1.0 } else { -1.0 };
+        let tiny = r.next() & 1 == 0;
+        let sign = if r.next() & 1 == 0 { 1.0 } else { -1.0 };
         let bias = if tiny {
             sign * (128 + (r.next() % 128) as u32) as f32 * 2f32.powi(e - 40)
         } else {
