@@ -799,7 +799,13 @@ pub fn route_variant(
 
 #[cfg(test)]
 mod tests {
-    use super::{cuda_pipe_stages, lanes_per_row, minify, pipe_fits, COMBINE_SMEM};
+    use super::{
+        cuda_pipe_stages, cuda_shape_support, lanes_per_row, minify, pipe_fits, COMBINE_SMEM,
+    };
+    use crate::contract::Support;
+    use crate::weight::Weight;
+    use mlx::quantization::QuantizedWeight;
+    use mlx::{Dtype, StreamOrDevice};
 
     #[test]
     fn minify_drops_comments_and_keeps_code() {
@@ -849,6 +855,29 @@ mod tests {
         }
         // Scales alone too large for eight rings.
         assert!(!pipe_fits(4, 32, 32768, 8, COMBINE_SMEM, 2));
+    }
+
+    /// A quantized weight `[experts, n, k]` (lazy zeros: only shapes and dtypes are
+    /// looked at).
+    fn lazy_weight(n: i32, k: i32, group: i32, bits: i32) -> Weight {
+        let s = StreamOrDevice::Device(mlx::Device::cpu());
+        let zeros = |shape: &[i32], dt| mlx::ops::zeros(shape, dt, s).expect("zeros");
+        Weight::Quantized(QuantizedWeight {
+            weight: zeros(&[8, n, k * bits / 32], Dtype::Uint32),
+            scales: zeros(&[8, n, k / group], Dtype::Bfloat16),
+            biases: Some(zeros(&[8, n, k / group], Dtype::Bfloat16)),
+            spec: mlx::quantization::QuantSpec::affine(group, bits),
+        })
+    }
+
+    #[test]
+    fn cuda_support_refuses_tiles_whose_rings_do_not_fit() {
+        assert!(cuda_shape_support(&lazy_weight(768, 2048, 64, 4)).is_yes());
+        assert!(cuda_shape_support(&lazy_weight(2048, 768, 64, 4)).is_yes());
+        match cuda_shape_support(&lazy_weight(128, 32768, 32, 4)) {
+            Support::No(why) => assert!(why.contains("shared memory"), "{why}"),
+            Support::Yes => panic!("a tile whose scales overflow shared memory was accepted"),
+        }
     }
 
     #[test]
