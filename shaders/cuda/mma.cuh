@@ -374,8 +374,8 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
   const int t = lane & 3;
   // The tile's scales and biases join the first group as 4-byte copies when every
   // row's run of GPR values starts 4-byte aligned; otherwise they are loaded while
-  // the first stages are in flight (a round trip the chain then waits for: Nsight
-  // Compute, device run 25, found a fifth of the SwiGLU kernel's stalls there).
+  // the first stages are in flight (a round trip the chain then waits for: the
+  // SASS samples of device run 23 put about a seventh of the SwiGLU's stalls on it).
   bool scales_async = false;
   if constexpr (GPR % 2 == 0) {
     if (aligned4(sc) && aligned4(bi)) {
@@ -411,7 +411,8 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
     const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
     // All of the stage's shared-memory loads first, then the multiplies: the
     // loads' latency is paid once a stage instead of once a chunk (Nsight Compute,
-    // device run 26: short-scoreboard stalls were a sixth of the SwiGLU's).
+    // device run 26: short-scoreboard stalls were a sixth of the SwiGLU's; run 27
+    // measured no change in duration, and it is no slower).
     uint4 wc[PIPE_CPS];
     uint32_t a[PIPE_CPS][2 * KPC];
     uint32_t sb[PIPE_CPS];
