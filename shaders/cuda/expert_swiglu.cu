@@ -6,8 +6,8 @@
 // bit what MLX's CUDA backend gives for mlx-lm's op sequence (two gather_qmm calls
 // through qmm_sm80, then the compiled swiglu): see mma.cuh for the arithmetic.
 //
-// Work split: one block of two warps per (pair, 8 consecutive rows n); warp 0 runs
-// the gate projection, warp 1 the up projection, each streaming its 8-row tile and
+// Work split: two warps per (pair, 8 consecutive rows n), TPB such tiles a block;
+// the even warp of a tile runs the gate projection, the odd one the up projection, each streaming its 8-row tile and
 // the activation row through its own ring in shared memory (mma_tile in mma.cuh).
 // In a warp, lane 4g + t dequantizes row n0 + g (its B fragment values) and every
 // lane carries the activations; one mma per 16 values of K, in K order. The 8
@@ -17,9 +17,10 @@
 // Template arguments (constexpr lines MLX writes above this body):
 //   T (f16 or bf16), BITS (4 or 8), GROUP (32, 64, 128), HID (input features, a
 //   multiple of max(64, GROUP)), INTER (rows per expert, a multiple of 8), DEQ (see
-//   mma.cuh), PIPE (the ring's stages, 2..8; gpu.rs picks what fits).
+//   mma.cuh), PIPE (the ring's stages, 2..8; gpu.rs picks what fits), TPB (tiles a
+//   block).
 // Sizes that change between calls travel in dims_in (uint32 [PAIRS, TOPK, EXPERTS]).
-// Launch: 64 threads per block, one block per (pair, 8-row tile).
+// Launch: 64 * TPB threads per block, one block per TPB (pair, 8-row tile)s.
 // Inputs: x_in [tokens, HID], expert_ids [PAIRS] uint32, dims_in, w_gate/w_up
 // [EXPERTS, INTER, HID * BITS / 32] uint32, s_gate/b_gate/s_up/b_up
 // [EXPERTS, INTER, HID / GROUP] T. Output: h_out [PAIRS, INTER] T.
@@ -31,25 +32,26 @@ constexpr int GPR = HID / GROUP;          // groups per weight row
 constexpr int WPR = HID * BITS / 32;      // uint32 per weight row
 constexpr int TILES = INTER / 8;          // 8-row tiles per expert
 
-__shared__ T up_tile[8];
-__shared__ zmlx::PipeRing<BITS, GPR, PIPE> ring[2];
+__shared__ T up_tile[TPB][8];
+__shared__ zmlx::PipeRing<BITS, GPR, PIPE> ring[2 * TPB];
 const int lane = threadIdx.x & 31;
-const int proj = threadIdx.x >> 5;        // 0: gate, 1: up
-const long long tile = blockIdx.x;
-// Block-uniform: a whole block leaves together.
-if (tile >= static_cast<long long>(PAIRS) * TILES) {
-  return;
-}
-const long long pair = tile / TILES;
+const int warp = threadIdx.x >> 5;
+const int lt = warp >> 1;                 // the block's tile this warp works on
+const int proj = warp & 1;                // 0: gate, 1: up
+const long long tile = static_cast<long long>(blockIdx.x) * TPB + lt;
+// The last block may hold tiles past the end: their warps skip the work but still
+// reach the barrier below.
+const bool live = tile < static_cast<long long>(PAIRS) * TILES;
+const long long pair = live ? tile / TILES : 0;
 const int n0 = static_cast<int>(tile % TILES) * 8;
 const int g = lane >> 2;
 const int t = lane & 3;
 const long long tok = pair / TOPK;
-const uint32_t e = expert_ids[pair];
+const uint32_t e = live ? expert_ids[pair] : 0u;
 
 float c[4] = {0.f, 0.f, 0.f, 0.f};
 // An out-of-range expert id (a bad routing) yields zeros rather than a stray read.
-const bool valid = e < static_cast<uint32_t>(EXPERTS);
+const bool valid = live && e < static_cast<uint32_t>(EXPERTS);
 if (valid) {
   // The tile's first row.
   const long long wrow = static_cast<long long>(e) * INTER + n0;
@@ -58,22 +60,22 @@ if (valid) {
   const T* bi = (proj == 0 ? b_gate : b_up) + wrow * GPR;
   const T* xr = x_in + tok * HID;
   const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(xr);
-  zmlx::mma_tile_any<T, BITS, GROUP, HID, DEQ, PIPE>(ring[proj], w, sc, bi, xr, aligned, lane,
+  zmlx::mma_tile_any<T, BITS, GROUP, HID, DEQ, PIPE>(ring[warp], w, sc, bi, xr, aligned, lane,
                                                      c);
 }
 // gather_qmm writes each projection in T.
 if (proj == 1 && g == 0) {
-  up_tile[2 * t] = zmlx::from_float<T>(c[0]);
-  up_tile[2 * t + 1] = zmlx::from_float<T>(c[1]);
+  up_tile[lt][2 * t] = zmlx::from_float<T>(c[0]);
+  up_tile[lt][2 * t + 1] = zmlx::from_float<T>(c[1]);
 }
 __syncthreads();
-if (proj == 0 && g == 0) {
+if (live && proj == 0 && g == 0) {
   T* out = h_out + pair * INTER + n0 + 2 * t;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     T h = zmlx::from_float<T>(0.f);
     if (valid) {
-      h = zmlx::mlx_swiglu<T>(zmlx::from_float<T>(c[i]), up_tile[2 * t + i]);
+      h = zmlx::mlx_swiglu<T>(zmlx::from_float<T>(c[i]), up_tile[lt][2 * t + i]);
     }
     out[i] = h;
   }

@@ -144,6 +144,16 @@ fn cuda_pipe_stages(bits: i32, group: i32, kin: i32, warps: i32, other: i64) -> 
     stages
 }
 
+/// Tiles per block of the CUDA SwiGLU kernel (`TPB`): 1, or `ZMLX_CUDA_TPB` = 2 or 4
+/// (for A/B runs on a device; the bits are the same either way).
+fn cuda_swiglu_tiles_per_block() -> i32 {
+    match std::env::var("ZMLX_CUDA_TPB").as_deref() {
+        Ok("2") => 2,
+        Ok("4") => 4,
+        _ => 1,
+    }
+}
+
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
 pub const MAX_ROUTER_EXPERTS: i32 = 512;
 
@@ -501,11 +511,13 @@ pub fn expert_swiglu(
     )?;
     // CUDA: a block of two warps per (pair, 8 rows); Metal: `lpr` lanes per row.
     let lpr = lanes_per_row(hidden * bits / 128);
+    let tpb = cuda_swiglu_tiles_per_block();
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, gate, pairs)?;
-            // Blocks of two warps (gate, up) per (pair, 8 rows).
-            block_dims(i64::from(pairs) * i64::from(inter / 8), 64)?
+            // Two warps (gate, up) per (pair, 8 rows), `tpb` such tiles a block.
+            let tiles = i64::from(pairs) * i64::from(inter / 8);
+            block_dims((tiles + i64::from(tpb) - 1) / i64::from(tpb), 64 * tpb)?
         }
         KernelBackend::Metal => {
             let rows = i64::from(pairs) * i64::from(inter);
@@ -521,9 +533,16 @@ pub fn expert_swiglu(
         layout_arg(backend, lpr),
     ];
     if backend == KernelBackend::Cuda {
-        // Two rings (gate, up) and the 8-value up tile.
-        let pipe = cuda_pipe_stages(bits, g.spec.group_size, hidden, 2, 16);
+        // Two rings (gate, up) and the 8-value up tile per tile of the block.
+        let pipe = cuda_pipe_stages(
+            bits,
+            g.spec.group_size,
+            hidden,
+            2 * tpb,
+            16 * i64::from(tpb),
+        );
         targs.push(("PIPE", TemplateArg::Int(pipe)));
+        targs.push(("TPB", TemplateArg::Int(tpb)));
     }
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
     let mut shape = indices.shape().to_vec();
