@@ -144,13 +144,14 @@ fn cuda_pipe_stages(bits: i32, group: i32, kin: i32, warps: i32, other: i64) -> 
     stages
 }
 
-/// Tiles per block of the CUDA SwiGLU kernel (`TPB`): 1, or `ZMLX_CUDA_TPB` = 2 or 4
-/// (for A/B runs on a device; the bits are the same either way).
+/// Tiles per block of the CUDA SwiGLU kernel (`TPB`): 2 (measured fastest of 1, 2
+/// and 4 on an H200, notes/cuda-kernels.md, device run 32), or `ZMLX_CUDA_TPB` = 1
+/// or 4 (for A/B runs on a device; the bits are the same either way).
 fn cuda_swiglu_tiles_per_block() -> i32 {
     match std::env::var("ZMLX_CUDA_TPB").as_deref() {
-        Ok("2") => 2,
+        Ok("1") => 1,
         Ok("4") => 4,
-        _ => 1,
+        _ => 2,
     }
 }
 
