@@ -510,7 +510,8 @@ pub fn expert_swiglu(
         &["h_out"],
         sources(backend).swiglu,
     )?;
-    // CUDA: a block of two warps per (pair, 8 rows); Metal: `lpr` lanes per row.
+    // CUDA: two warps per (pair, 8 rows), `tpb` such tiles a block; Metal: `lpr`
+    // lanes per row.
     let lpr = lanes_per_row(hidden * bits / 128);
     let tpb = cuda_swiglu_tiles_per_block();
     let (grid, tg) = match backend {
