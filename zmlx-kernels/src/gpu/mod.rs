@@ -66,7 +66,8 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
     // The worst case of both kernels: down + combine's eight rings of two stages.
     if !pipe_fits(q.spec.bits, q.spec.group_size, k, 8, COMBINE_SMEM, 2) {
         return Support::No(format!(
-            "{k} input features in groups of {} (the tile's scales and biases need more              shared memory than a CUDA block declares)",
+            "{k} input features in groups of {} (the tile's scales and biases need more \
+             shared memory than a CUDA block declares)",
             q.spec.group_size
         ));
     }
@@ -896,7 +897,13 @@ mod tests {
         assert!(cuda_shape_support(&lazy_weight(768, 2048, 64, 4)).is_yes());
         assert!(cuda_shape_support(&lazy_weight(2048, 768, 64, 4)).is_yes());
         match cuda_shape_support(&lazy_weight(128, 32768, 32, 4)) {
-            Support::No(why) => assert!(why.contains("shared memory"), "{why}"),
+            Support::No(why) => {
+                assert!(why.contains("32768 input features"), "{why}");
+                assert!(
+                    why.contains("shared memory") && !why.contains("  "),
+                    "{why}"
+                );
+            }
             Support::Yes => panic!("a tile whose scales overflow shared memory was accepted"),
         }
     }
