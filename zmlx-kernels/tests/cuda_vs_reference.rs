@@ -486,6 +486,63 @@ fn midpoint_weight(experts: i32, rows: i32, cols: i32, seed: u64) -> Weight {
     })
 }
 
+/// One token, top-8 over 8 experts at H256 I384 (bf16): the routing of `seed`.
+fn one_token_routing(seed: u64) -> Routing {
+    let c = Case {
+        tokens: 1,
+        k: 8,
+        experts: 8,
+    };
+    routing(&c, Dtype::Bfloat16, seed)
+}
+
+/// The reference SwiGLU of one token, `[1, k, inter]` in routing order.
+fn reference_hidden(x: &Array, gate: &Weight, up: &Weight, r: &Routing) -> Array {
+    let s = gpu_stream();
+    let refh = ok(
+        ReferenceExpertSwiGlu.forward(x, gate, up, r, s),
+        "ref swiglu",
+    );
+    let k = *r.indices.shape().last().expect("k");
+    ok(
+        ops::reshape(&refh.h, &[1, k, gate.out_features()], s),
+        "reshape",
+    )
+}
+
+/// Bit differences of one token's CUDA SwiGLU on `x` and down + combine on `h`
+/// (`[1, k, inter]`) against the reference on `x_ref` and `h_ref` (the same values).
+#[allow(clippy::too_many_arguments)]
+fn one_token_diffs(
+    x: &Array,
+    x_ref: &Array,
+    h: &Array,
+    h_ref: &Array,
+    gate: &Weight,
+    up: &Weight,
+    down: &Weight,
+    r: &Routing,
+) -> (Diff, Diff) {
+    let s = gpu_stream();
+    let dt = x.dtype();
+    let hr = reference_hidden(x_ref, gate, up, r);
+    let hf = ok(
+        gpu::expert_swiglu(KernelBackend::Cuda, x, &r.indices, gate, up, s),
+        "fused swiglu",
+    );
+    let hf = ok(ops::reshape(&hf, hr.shape(), s), "reshape");
+    let hid = routed_hidden(h_ref, r, s);
+    let input = DownCombineInput {
+        hidden: &hid,
+        down,
+        routing: r,
+        residual: None,
+    };
+    let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
+    let yf = ok(kernel_combine(h, r, down, None, s), "fused down");
+    (Diff::of(&hf, &hr, dt), Diff::of(&yf, &yr, dt))
+}
+
 /// Which single rounding MLX's CUDA `gather_qmm` applies when dequantizing: on
 /// weights where the two formulations differ (`midpoint_weight`), the kernels with
 /// each DEQ against the reference; the default must match bit for bit.
@@ -494,47 +551,29 @@ fn dequant_rounding_matches_mlx() {
     if !cuda() {
         return;
     }
-    let s = gpu_stream();
-    let dt = Dtype::Bfloat16;
-    let (hidden, inter, e, k) = (256, 384, 8, 8);
+    let (hidden, inter, e) = (256, 384, 8);
     let gate = midpoint_weight(e, inter, hidden, 1);
     let up = midpoint_weight(e, inter, hidden, 2);
     let down = midpoint_weight(e, hidden, inter, 3);
-    let c = Case {
-        tokens: 1,
-        k,
-        experts: e,
-    };
-    let r = routing(&c, dt, 81);
+    let r = one_token_routing(81);
     let key = ok(random::key(82), "key");
     let x = ok(
-        random::normal(&[1, hidden], dt, 0.0, 1.0, Some(&key), s),
+        random::normal(
+            &[1, hidden],
+            Dtype::Bfloat16,
+            0.0,
+            1.0,
+            Some(&key),
+            gpu_stream(),
+        ),
         "x",
     );
-    let refh = ok(
-        ReferenceExpertSwiGlu.forward(&x, &gate, &up, &r, s),
-        "ref swiglu",
-    );
-    let hr = ok(ops::reshape(&refh.h, &[1, k, inter], s), "reshape");
-    let hid = routed_hidden(&hr, &r, s);
-    let input = DownCombineInput {
-        hidden: &hid,
-        down: &down,
-        routing: &r,
-        residual: None,
-    };
-    let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
+    // Down + combine takes the reference SwiGLU's output.
+    let hr = reference_hidden(&x, &gate, &up, &r);
     let mut default_differs = 0;
     for deq in ["2", "1", "0"] {
         std::env::set_var("ZMLX_CUDA_DEQ", deq);
-        let hf = ok(
-            gpu::expert_swiglu(KernelBackend::Cuda, &x, &r.indices, &gate, &up, s),
-            "fused swiglu",
-        );
-        let hf = ok(ops::reshape(&hf, &[1, k, inter], s), "reshape");
-        let dh = Diff::of(&hf, &hr, dt);
-        let yf = ok(kernel_combine(&hr, &r, &down, None, s), "fused down");
-        let dy = Diff::of(&yf, &yr, dt);
+        let (dh, dy) = one_token_diffs(&x, &x, &hr, &hr, &gate, &up, &down, &r);
         println!(
             "DEQPROBE DEQ={deq}: swiglu {}/{} differ, down+combine {}/{} differ",
             dh.mismatched, dh.elems, dy.mismatched, dy.elems
@@ -584,46 +623,33 @@ fn expert_kernels_unaligned_activations() {
     if !cuda() {
         return;
     }
-    let s = gpu_stream();
     let dt = Dtype::Bfloat16;
     let (hidden, inter, e, k) = (256, 384, 8, 8);
     let spec = QuantSpec::affine(64, 4);
     let gate = qweight(&[e, inter, hidden], dt, spec, 71);
     let up = qweight(&[e, inter, hidden], dt, spec, 72);
     let down = qweight(&[e, hidden, inter], dt, spec, 73);
-    let c = Case {
-        tokens: 1,
-        k,
-        experts: e,
-    };
-    let r = routing(&c, dt, 74);
+    let r = one_token_routing(74);
     let x = odd_offset_view(1, hidden, dt, 75);
     let h = ok(
-        ops::reshape(&odd_offset_view(k, inter, dt, 76), &[1, k, inter], s),
+        ops::reshape(
+            &odd_offset_view(k, inter, dt, 76),
+            &[1, k, inter],
+            gpu_stream(),
+        ),
         "h",
     );
     // The reference on aligned copies of the same values (x * 1 is exact).
-    let refh = ok(
-        ReferenceExpertSwiGlu.forward(&aligned_copy(&x), &gate, &up, &r, s),
-        "ref swiglu",
+    let (dh, dy) = one_token_diffs(
+        &x,
+        &aligned_copy(&x),
+        &h,
+        &aligned_copy(&h),
+        &gate,
+        &up,
+        &down,
+        &r,
     );
-    let hr = ok(ops::reshape(&refh.h, &[1, k, inter], s), "reshape");
-    let hf = ok(
-        gpu::expert_swiglu(KernelBackend::Cuda, &x, &r.indices, &gate, &up, s),
-        "fused swiglu",
-    );
-    let hf = ok(ops::reshape(&hf, &[1, k, inter], s), "reshape");
-    let dh = Diff::of(&hf, &hr, dt);
-    let hid = routed_hidden(&aligned_copy(&h), &r, s);
-    let input = DownCombineInput {
-        hidden: &hid,
-        down: &down,
-        routing: &r,
-        residual: None,
-    };
-    let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
-    let yf = ok(kernel_combine(&h, &r, &down, None, s), "fused down");
-    let dy = Diff::of(&yf, &yr, dt);
     println!(
         "UNALIGNED: swiglu {}/{} differ, down+combine {}/{} differ",
         dh.mismatched, dh.elems, dy.mismatched, dy.elems

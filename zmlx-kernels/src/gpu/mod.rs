@@ -83,11 +83,21 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
 /// device run 22). `ZMLX_CUDA_DEQ=n` selects another, for checking against MLX on a
 /// device.
 fn cuda_deq_variant() -> i32 {
-    match std::env::var("ZMLX_CUDA_DEQ").as_deref() {
-        Ok("0") => 0,
-        Ok("1") => 1,
-        _ => 2,
-    }
+    env_choice("ZMLX_CUDA_DEQ", &[0, 1, 2], 2)
+}
+
+/// The integer in environment variable `name`, if set and parseable.
+fn env_i32(name: &str) -> Option<i32> {
+    std::env::var(name).ok().and_then(|v| v.parse::<i32>().ok())
+}
+
+/// The integer in environment variable `name` when `allowed` holds it, else
+/// `default`. The kernel variants are read on every call, not cached: the device
+/// tests switch them with `set_var` within one process.
+pub(super) fn env_choice(name: &str, allowed: &[i32], default: i32) -> i32 {
+    env_i32(name)
+        .filter(|v| allowed.contains(v))
+        .unwrap_or(default)
 }
 
 /// The order and accumulator of the combine's k-sum (`SUMV` in
@@ -96,11 +106,7 @@ fn cuda_deq_variant() -> i32 {
 /// H100 (notes/cuda-kernels.md, device run 3). `ZMLX_CUDA_SUM=n` selects another,
 /// for checking against MLX on a device.
 fn cuda_sum_variant() -> i32 {
-    std::env::var("ZMLX_CUDA_SUM")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-        .filter(|v| (0..=5).contains(v))
-        .unwrap_or(0)
+    env_choice("ZMLX_CUDA_SUM", &[0, 1, 2, 3, 4, 5], 0)
 }
 
 /// Static shared memory a CUDA block may declare.
@@ -132,10 +138,7 @@ fn pipe_fits(bits: i32, group: i32, kin: i32, warps: i32, other: i64, stages: i3
 /// which two do not fit). `ZMLX_CUDA_PIPE=n` caps the stages at n (for A/B runs on a
 /// device; any count gives the same bits).
 fn cuda_pipe_stages(bits: i32, group: i32, kin: i32, warps: i32, other: i64) -> i32 {
-    let cap = std::env::var("ZMLX_CUDA_PIPE")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(8, |n| n.clamp(2, 8));
+    let cap = env_i32("ZMLX_CUDA_PIPE").map_or(8, |n| n.clamp(2, 8));
     let chunks = kin / (128 / bits);
     let all_in_flight = (chunks + 3) / 4 + 1;
     let mut stages = cap.min(all_in_flight).max(2);
@@ -149,11 +152,7 @@ fn cuda_pipe_stages(bits: i32, group: i32, kin: i32, warps: i32, other: i64) -> 
 /// and 4 on an H200, notes/cuda-kernels.md, device run 32), or `ZMLX_CUDA_TPB` = 1
 /// or 4 (for A/B runs on a device; the bits are the same either way).
 fn cuda_swiglu_tiles_per_block() -> i32 {
-    match std::env::var("ZMLX_CUDA_TPB").as_deref() {
-        Ok("1") => 1,
-        Ok("4") => 4,
-        _ => 2,
-    }
+    env_choice("ZMLX_CUDA_TPB", &[1, 2, 4], 2)
 }
 
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
@@ -566,7 +565,7 @@ pub fn expert_swiglu(
         },
         s,
     )?;
-    Ok(out.into_iter().next().expect("one output"))
+    one(out)
 }
 
 /// `y[t] = sum_j scores[t, j] * (h[t, j] @ down[e(t, j)].T)`: `h` is
@@ -700,7 +699,7 @@ pub fn down_combine(
         },
         s,
     )?;
-    Ok(out.into_iter().next().expect("one output"))
+    one(out)
 }
 
 /// How the CUDA router reproduces one step of MLX's softmax that MLX leaves to the
@@ -712,10 +711,7 @@ pub fn down_combine(
 /// bf16/f16, 64 for f32). `ZMLX_ROUTER_VARIANT=1` selects the latter;
 /// tests/cuda_vs_reference.rs tries both.
 fn router_variant() -> i32 {
-    match std::env::var("ZMLX_ROUTER_VARIANT").as_deref() {
-        Ok("1") => 1,
-        _ => 0,
-    }
+    env_choice("ZMLX_ROUTER_VARIANT", &[0, 1], 0)
 }
 
 /// Softmax (precise) over the experts, top-`k`, optional renormalisation: `logits`
@@ -810,19 +806,34 @@ pub fn route_variant(
     )?;
     let mut shape = logits.shape().to_vec();
     *shape.last_mut().expect("logits have an expert axis") = k;
-    let mut it = out.into_iter();
-    let ids = it.next().expect("two outputs");
-    let scores = it.next().expect("two outputs");
+    let (ids, scores) = two(out)?;
     Ok((
         ops::reshape(&ids, &shape, s)?,
         ops::reshape(&scores, &shape, s)?,
     ))
 }
 
+/// The output of a one-output kernel call.
+fn one(out: Vec<Array>) -> Result<Array> {
+    out.into_iter()
+        .next()
+        .ok_or_else(|| Error::invalid("gpu", "a one-output kernel returned none"))
+}
+
+/// The two outputs of a two-output kernel call.
+pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
+    let mut it = out.into_iter();
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(Error::invalid("gpu", "a two-output kernel returned fewer")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{
-        cuda_pipe_stages, cuda_shape_support, lanes_per_row, minify, pipe_fits, COMBINE_SMEM,
+        cuda_pipe_stages, cuda_shape_support, env_choice, lanes_per_row, minify, pipe_fits,
+        COMBINE_SMEM,
     };
     use crate::contract::Support;
     use crate::weight::Weight;
@@ -855,6 +866,18 @@ mod tests {
             );
             assert!(!m.contains("//"), "{name}");
         }
+    }
+
+    #[test]
+    fn env_choice_takes_only_allowed_integers() {
+        let name = "ZMLX_TEST_ENV_CHOICE";
+        std::env::remove_var(name);
+        assert_eq!(env_choice(name, &[1, 2, 4], 2), 2);
+        for (value, want) in [("4", 4), ("1", 1), ("3", 2), ("x", 2), ("", 2)] {
+            std::env::set_var(name, value);
+            assert_eq!(env_choice(name, &[1, 2, 4], 2), want, "{value:?}");
+        }
+        std::env::remove_var(name);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use mlx::kernel::{KernelBackend, KernelLaunch, TemplateArg};
 use mlx::{Array, Dtype, Error, Result, StreamOrDevice};
 
-use super::{block_dims, kernel_with_header, Slot};
+use super::{block_dims, env_choice, kernel_with_header, two, Slot};
 use crate::norm::HeadNormRopeSpec;
 
 const HEADER: &str = concat!(
@@ -29,20 +29,14 @@ const HEAD_NORM_ROPE: &str = include_str!("../../../shaders/cuda/head_norm_rope.
 /// t`), 1 = a rounded square then an addition. `ZMLX_CUDA_NORM_FMA=0` selects the
 /// latter, for checking against another MLX build.
 fn norm_fma_variant() -> i32 {
-    match std::env::var("ZMLX_CUDA_NORM_FMA").as_deref() {
-        Ok("0") => 1,
-        _ => 0,
-    }
+    // ZMLX_CUDA_NORM_FMA=1 (the default) means the fma, which is FMAV 0.
+    1 - env_choice("ZMLX_CUDA_NORM_FMA", &[0, 1], 1)
 }
 
 /// Which fma contraction of MLX's rotation the kernel uses (`ROPEV` in
 /// shaders/cuda/head_norm_rope.cu, 0..=2); `ZMLX_CUDA_ROPE=n` selects one.
 fn rope_variant() -> i32 {
-    std::env::var("ZMLX_CUDA_ROPE")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-        .filter(|v| (0..=2).contains(v))
-        .unwrap_or(0)
+    env_choice("ZMLX_CUDA_ROPE", &[0, 1, 2], 0)
 }
 
 /// Values per 16-byte vector of `dtype`, or an error for a dtype the kernels do not
@@ -358,15 +352,6 @@ pub fn head_norm_rope_variant(
         s,
     )?;
     two(out)
-}
-
-/// The two outputs of a two-output kernel call.
-fn two(out: Vec<Array>) -> Result<(Array, Array)> {
-    let mut it = out.into_iter();
-    match (it.next(), it.next()) {
-        (Some(a), Some(b)) => Ok((a, b)),
-        _ => Err(Error::invalid("gpu", "a two-output kernel returned fewer")),
-    }
 }
 
 #[cfg(test)]
