@@ -89,7 +89,11 @@ pub struct Generation {
     pub peak_memory: usize,
 }
 
-/// One step's outputs: the chosen token and the step's logits.
+/// One step's outputs: the chosen token (shape `[1]`) and the step's logits, as f32
+/// when the caller keeps them. Both are read on the host without any further op: a
+/// new node (a reshape, a cast) would be queued on the device stream behind the
+/// next step, and reading it would wait for that step too, which undoes the
+/// pipelining.
 struct Step {
     token: Array,
     logits: Array,
@@ -251,10 +255,12 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
         )?;
         let logprobs = ops::subtract(&last, &ops::logsumexp(&last, &[-1], true, s)?, s)?;
         let token = sampler.sample(&logprobs, s)?;
-        Ok(Step {
-            token,
-            logits: last,
-        })
+        let logits = if opts.record_logits {
+            ops::astype(&last, Dtype::Float32, s)?
+        } else {
+            last
+        };
+        Ok(Step { token, logits })
     };
 
     let mut out = Generation {
@@ -296,7 +302,7 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
             break;
         }
         let t_wait = Instant::now();
-        let token = current.token.reshape(&[-1])?.to_vec::<u32>()?[0];
+        let token = current.token.item::<u32>()?;
         if let Some(tm) = timing.as_mut().filter(|_| n > 0) {
             tm.wait += t_wait.elapsed().as_secs_f64();
         }
@@ -305,8 +311,7 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
         }
         out.tokens.push(token);
         if opts.record_logits {
-            out.logits
-                .push(current.logits.astype(Dtype::Float32)?.to_vec::<f32>()?);
+            out.logits.push(current.logits.to_vec::<f32>()?);
         }
         if n % 256 == 0 {
             mlx::memory::clear_cache()?;
