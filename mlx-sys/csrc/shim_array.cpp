@@ -100,12 +100,23 @@ size_t mlxs_array_nbytes(mlxs_array a) {
 
 int mlxs_array_to_host(mlxs_array a, void* dst, size_t dst_bytes) {
   return guard([&] {
-    auto& x = A(a);
+    mx::array x = A(a);  // a handle (shared node), so that eval() may update it
     if (dst_bytes != x.nbytes()) {
       throw std::invalid_argument("[to_host] destination holds " + std::to_string(dst_bytes) +
                                   " bytes, the array " + std::to_string(x.nbytes()));
     }
-    // contiguous() is free for row-contiguous arrays; it copies views and broadcasts.
+    // A row-contiguous result is read in place, as MLX's own item() does: eval()
+    // of an array that an async_eval already queued only waits for its event. A
+    // new node (the contiguous copy below) would be queued on a stream, and on a
+    // GPU stream behind everything queued since, which makes the read wait for
+    // that work too. Views and broadcasts still take the copy.
+    x.eval();
+    if (x.flags().row_contiguous && x.data_size() == x.size()) {
+      if (x.nbytes() > 0) {
+        std::memcpy(dst, x.data<char>(), x.nbytes());
+      }
+      return;
+    }
     auto c = mx::contiguous(x, false, mx::Device::cpu);
     c.eval();
     if (c.nbytes() > 0) {
