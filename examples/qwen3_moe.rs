@@ -43,7 +43,7 @@ usage: qwen3_moe [options]
   --device cpu|gpu      where MLX runs (default cpu)
   --slots a,b           patch only these slots (router, expert_swiglu, down_combine,
                         linear, norm, merged_proj, decode_views, head_norm_rope,
-                        add_norm)
+                        add_norm, route_swiglu)
   --exclude a,b         leave these slots unpatched
   --ignore-exclusions   also patch slots the preset's exclude lists leave out
                         (to re-measure an exclusion)

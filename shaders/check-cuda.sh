@@ -10,9 +10,10 @@ cxx=${CXX:-g++}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 status=0
-check() { # name, type, template lines, signature[, headers (default: the expert kernels')]
-  local name=$1 ty=$2 consts=$3 sig=$4 body=$here/cuda/$1.cu
-  local headers=${5:-prelude.cuh mma.cuh}
+check() { # name, type, template lines, signature[, headers (default: the expert
+  # kernels')[, body files (default: name.cu)]]
+  local name=$1 ty=$2 consts=$3 sig=$4
+  local headers=${5:-prelude.cuh mma.cuh} bodies=${6:-$1.cu}
   {
     echo '#define ZMLX_SYNTAX_ONLY'
     echo '#include "cuda_mock.h"'
@@ -21,8 +22,10 @@ check() { # name, type, template lines, signature[, headers (default: the expert
     echo "__global__ void custom_kernel_${name}(${sig//T/$ty}) {"
     echo "  using T = $ty;"
     echo "$consts"
-    echo "#line 1 \"$body\""
-    cat "$body"
+    for b in $bodies; do
+      echo "#line 1 \"$here/cuda/$b\""
+      cat "$here/cuda/$b"
+    done
     echo "}"
     echo "}"
   } >"$tmp/$name.cpp"
@@ -35,9 +38,13 @@ check() { # name, type, template lines, signature[, headers (default: the expert
 for ty in __half __nv_bfloat16; do
   for bits in 4 8; do
     pipe=$((bits == 4 ? 8 : 2))
-    check expert_swiglu "$ty" \
-      "constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = $((bits / 4 - 1)); constexpr int PIPE = $pipe; constexpr int TPB = 4;" \
-      "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out"
+    swiglu_consts="constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = $((bits / 4 - 1)); constexpr int PIPE = $pipe; constexpr int TPB = 4;"
+    check expert_swiglu "$ty" "$swiglu_consts" \
+      "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out" \
+      "prelude.cuh mma.cuh" "swiglu_ids.cu expert_swiglu.cu"
+    check routed_swiglu "$ty" "$swiglu_consts constexpr int RK = 8; constexpr int REXP = 128; constexpr bool NORM = true;" \
+      "const T* x_in, const T* logits_in, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out, uint32_t* ids_out, T* scores_out" \
+      "prelude.cuh mma.cuh route.cuh" "swiglu_route.cu expert_swiglu.cu"
     check down_combine "$ty" \
       "constexpr int BITS = $bits; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 1; constexpr int RES = $((bits / 8)); constexpr int PIPE = $((10 - pipe));" \
       "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, T* y_out"
@@ -47,7 +54,7 @@ for ty in float __half __nv_bfloat16; do
   check moe_gate "$ty" \
     "constexpr int EXPERTS = 128; constexpr int TOPK = 8; constexpr int EPL = 4; constexpr bool NORM = true;" \
     "const T* logits_in, const uint32_t* dims_in, uint32_t* ids_out, T* scores_out" \
-    "prelude.cuh"
+    "prelude.cuh route.cuh"
 done
 for ty in float __half __nv_bfloat16; do
   for axis in 128 2048 1000; do

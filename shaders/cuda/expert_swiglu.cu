@@ -1,5 +1,6 @@
-// zmlx fused expert SwiGLU (body for MLX's fast::cuda_kernel; helpers in prelude.cuh
-// and mma.cuh).
+// zmlx fused expert SwiGLU (body for MLX's fast::cuda_kernel, after a first part
+// that defines `expert_of`: swiglu_ids.cu, or swiglu_route.cu for the kernel that
+// also routes; helpers in prelude.cuh, mma.cuh, route.cuh).
 //
 // h[p, n] = swiglu(x[tok(p)] . gate[e(p), n], x[tok(p)] . up[e(p), n]) for every
 // (token, expert) pair p and intermediate row n, weights affine-quantized, bit for
@@ -21,7 +22,8 @@
 //   block).
 // Sizes that change between calls travel in dims_in (uint32 [PAIRS, TOPK, EXPERTS]).
 // Launch: 64 * TPB threads per block, one block per TPB (pair, 8-row tile)s.
-// Inputs: x_in [tokens, HID], expert_ids [PAIRS] uint32, dims_in, w_gate/w_up
+// Inputs: x_in [tokens, HID], expert_ids [PAIRS] uint32 (or logits_in, see
+// swiglu_route.cu), dims_in, w_gate/w_up
 // [EXPERTS, INTER, HID * BITS / 32] uint32, s_gate/b_gate/s_up/b_up
 // [EXPERTS, INTER, HID / GROUP] T. Output: h_out [PAIRS, INTER] T.
 
@@ -47,7 +49,10 @@ const int n0 = static_cast<int>(tile % TILES) * 8;
 const int g = lane >> 2;
 const int t = lane & 3;
 const long long tok = pair / TOPK;
-const uint32_t e = live ? expert_ids[pair] : 0u;
+// Where the kernel routes itself (swiglu_route.cu), the gate warp of each token's
+// first tile writes the token's routing.
+const bool writer = proj == 0 && tile % (static_cast<long long>(TOPK) * TILES) == 0;
+const uint32_t e = live ? expert_of(pair, writer) : 0u;
 
 float c[4] = {0.f, 0.f, 0.f, 0.f};
 // An out-of-range expert id (a bad routing) yields zeros rather than a stray read.

@@ -190,10 +190,28 @@ impl MoeBlock {
         s: StreamOrDevice,
     ) -> Result<Array> {
         let logits = self.gate.forward(slots, x, s)?;
-        let routing = slots.router.route(&logits, &self.router, s)?;
-        let hidden = slots
-            .expert_swiglu
-            .forward(x, &self.gate_proj, &self.up_proj, &routing, s)?;
+        let routed = match slots.fuse_route_swiglu {
+            true => slots.expert_swiglu.forward_routed(
+                x,
+                &logits,
+                &self.router,
+                &self.gate_proj,
+                &self.up_proj,
+                s,
+            )?,
+            false => None,
+        };
+        let (hidden, routing) = match routed {
+            Some(both) => both,
+            None => {
+                let routing = slots.router.route(&logits, &self.router, s)?;
+                let hidden =
+                    slots
+                        .expert_swiglu
+                        .forward(x, &self.gate_proj, &self.up_proj, &routing, s)?;
+                (hidden, routing)
+            }
+        };
         let input = DownCombineInput {
             hidden: &hidden,
             down: &self.down_proj,

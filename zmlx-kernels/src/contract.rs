@@ -73,6 +73,27 @@ pub trait ExpertSwiGluOp: Send + Sync {
         routing: &Routing,
         s: StreamOrDevice,
     ) -> Result<ExpertHidden>;
+
+    /// Routes each token (`logits`, `[..., experts]`, by `spec`) and computes
+    /// [`forward`](Self::forward) on that routing in one op; returns the activations
+    /// and the routing, the same arrays as the router and `forward` would give.
+    /// `Ok(None)` where the implementation has no such op for this case: the caller
+    /// then routes and calls `forward`. The default has none.
+    ///
+    /// # Errors
+    /// On shape or dtype mismatches, or when MLX fails.
+    fn forward_routed(
+        &self,
+        x: &Array,
+        logits: &Array,
+        spec: &RouterSpec,
+        gate: &Weight,
+        up: &Weight,
+        s: StreamOrDevice,
+    ) -> Result<Option<(ExpertHidden, Routing)>> {
+        let _ = (x, logits, spec, gate, up, s);
+        Ok(None)
+    }
 }
 
 /// Down projection of each (token, expert) activation and the weighted sum over

@@ -8,8 +8,8 @@
 use mlx::quantization::{gather_mm, gather_qmm};
 use mlx::{ops, Array, Dtype, Error, Result, StreamOrDevice};
 
-use crate::contract::{ExpertSwiGluOp, Support};
-use crate::moe_gate::Routing;
+use crate::contract::{ExpertSwiGluOp, RouterOp, Support};
+use crate::moe_gate::{RouterSpec, Routing};
 use crate::weight::Weight;
 
 /// mlx-lm sorts (token, expert) pairs by expert from this many pairs on.
@@ -178,6 +178,36 @@ impl mlx::primitive::CpuKernel for SwiGluKernel {
     }
 }
 
+impl FusedExpertSwiGlu {
+    /// Whether [`ExpertSwiGluOp::forward_routed`] has a one-op kernel for this router
+    /// and these weights on `device`: CUDA only (the router kernel's code inside the
+    /// SwiGLU kernel), softmax top-k routing, where the router kernel and this
+    /// SwiGLU each take the case.
+    pub fn supports_routed(
+        &self,
+        spec: &RouterSpec,
+        experts: i32,
+        gate: &Weight,
+        up: &Weight,
+        device: mlx::Device,
+    ) -> Support {
+        if crate::gpu::backend_for(device) != Some(mlx::kernel::KernelBackend::Cuda) {
+            return Support::No(
+                "routing inside the SwiGLU kernel is a CUDA kernel (elsewhere the router \
+                 and the SwiGLU run as two ops)"
+                    .into(),
+            );
+        }
+        if let Support::No(why) = crate::moe_gate::FusedRouter.supports(spec, experts, device) {
+            return Support::No(why);
+        }
+        if !matches!(spec, RouterSpec::SoftmaxTopK { .. }) {
+            return Support::No("the routed SwiGLU kernel does softmax top-k routing".into());
+        }
+        self.supports(gate, up, device)
+    }
+}
+
 impl ExpertSwiGluOp for FusedExpertSwiGlu {
     fn name(&self) -> &'static str {
         "zmlx"
@@ -286,5 +316,54 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
             inv_order: None,
             indices_shape,
         })
+    }
+
+    fn forward_routed(
+        &self,
+        x: &Array,
+        logits: &Array,
+        spec: &RouterSpec,
+        gate: &Weight,
+        up: &Weight,
+        s: StreamOrDevice,
+    ) -> Result<Option<(ExpertHidden, Routing)>> {
+        let RouterSpec::SoftmaxTopK { k, normalize } = *spec else {
+            return Ok(None);
+        };
+        let device = s.device()?;
+        let experts = crate::moe_gate::check_router_args(logits, spec)?;
+        if !self
+            .supports_routed(spec, experts, gate, up, device)
+            .is_yes()
+            || x.dtype() != gate.activation_dtype()
+            || logits.dtype() != x.dtype()
+        {
+            return Ok(None);
+        }
+        // The pair counts the two-op path gives the kernels (see `forward`).
+        let pairs = logits.size() / experts.max(1) as usize * k as usize;
+        if !(crate::gpu::MIN_EXACT_PAIRS..crate::gpu::MAX_PAIRS).contains(&pairs) {
+            return Ok(None);
+        }
+        let (h, indices, scores) = crate::gpu::routed_expert_swiglu(
+            mlx::kernel::KernelBackend::Cuda,
+            x,
+            logits,
+            k,
+            normalize,
+            gate,
+            up,
+            s,
+        )?;
+        let indices_shape = indices.shape().to_vec();
+        Ok(Some((
+            ExpertHidden {
+                h,
+                idx: indices.clone(),
+                inv_order: None,
+                indices_shape,
+            },
+            Routing { indices, scores },
+        )))
     }
 }

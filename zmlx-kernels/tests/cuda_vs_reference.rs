@@ -930,3 +930,126 @@ fn down_combine_sum_order_by_hidden_size() {
         "the default k-sum order is not exact at hidden 2048"
     );
 }
+
+/// The SwiGLU kernel that routes (`gpu::routed_expert_swiglu`, and the trait's
+/// `FusedExpertSwiGlu::forward_routed`) against the two ops it replaces (the router
+/// kernel, then the SwiGLU kernel) and against the reference (`ReferenceRouter`,
+/// then `ReferenceExpertSwiGlu`): the activations, the expert ids (in order) and the
+/// scores, all bitwise, on random and on integer (tied) logits. Classes: Qwen3's
+/// shapes (bf16 4-bit g64, H2048 I768 E128, top-8, 1 and 3 tokens), f16 at E8 top-8,
+/// and bf16 8-bit g32 at E160 top-4 without renormalisation (two of MLX's softmax
+/// warps, the last half empty).
+#[test]
+fn routed_swiglu_matches_router_then_swiglu() {
+    if !cuda() {
+        return;
+    }
+    let s = gpu_stream();
+    let classes: [(Dtype, i32, i32, i32, i32, i32, i32, bool, &[i32]); 3] = [
+        (Dtype::Bfloat16, 4, 64, 2048, 768, 128, 8, true, &[1, 3]),
+        (Dtype::Float16, 4, 64, 256, 384, 8, 8, true, &[1, 2]),
+        (Dtype::Bfloat16, 8, 32, 256, 384, 160, 4, false, &[2, 5]),
+    ];
+    let mut failed = Vec::new();
+    for (ci, &(dt, bits, gs, hidden, inter, e, k, normalize, tokens)) in classes.iter().enumerate()
+    {
+        let spec = QuantSpec::affine(gs, bits);
+        let seed = 9000 + ci as u64 * 10;
+        let gate = qweight(&[e, inter, hidden], dt, spec, seed);
+        let up = qweight(&[e, inter, hidden], dt, spec, seed + 1);
+        let router = RouterSpec::SoftmaxTopK { k, normalize };
+        for &t in tokens {
+            for tied in [false, true] {
+                let what = format!(
+                    "{} {bits}b g{gs} H{hidden} I{inter} E{e} k{k} T{t} tied {tied}",
+                    name(dt)
+                );
+                let key = ok(random::key(seed + 100 + t as u64), "key");
+                let x = ok(
+                    random::normal(&[t, hidden], dt, 0.0, 1.0, Some(&key), s),
+                    "x",
+                );
+                let logits = router_logits(dt, e, t, seed + 200 + t as u64, tied, false);
+                let (h, ids, scores) = ok(
+                    gpu::routed_expert_swiglu(
+                        KernelBackend::Cuda,
+                        &x,
+                        &logits,
+                        k,
+                        normalize,
+                        &gate,
+                        &up,
+                        s,
+                    ),
+                    &format!("routed swiglu {what}"),
+                );
+                // The two fused ops it replaces.
+                let (fi, fs) = ok(
+                    gpu::route(KernelBackend::Cuda, &logits, k, normalize, s),
+                    "route",
+                );
+                let fh = ok(
+                    gpu::expert_swiglu(KernelBackend::Cuda, &x, &fi, &gate, &up, s),
+                    "swiglu",
+                );
+                // The reference ops.
+                let rr = ok(ReferenceRouter.route(&logits, &router, s), "ref route");
+                let rh = ok(
+                    ReferenceExpertSwiGlu.forward(&x, &gate, &up, &rr, s),
+                    "ref swiglu",
+                );
+                let rh = ok(ops::reshape(&rh.h, &[t, k, inter], s), "reshape");
+                // Through the slot's trait.
+                let via_trait = ok(
+                    zmlx_kernels::expert_swiglu::FusedExpertSwiGlu
+                        .forward_routed(&x, &logits, &router, &gate, &up, s),
+                    "forward_routed",
+                );
+                let Some((th, tr)) = via_trait else {
+                    failed.push(format!("{what}: forward_routed declined"));
+                    continue;
+                };
+                let h3 = ok(ops::reshape(&h, &[t, k, inter], s), "reshape");
+                let ids_v = ok(ids.to_vec::<u32>(), "ids");
+                let sc_v = host(&scores);
+                let mut bad = Vec::new();
+                for (label, other_ids, other_sc) in [
+                    ("two fused ops", &fi, &fs),
+                    ("reference", &rr.indices, &rr.scores),
+                    ("trait", &tr.indices, &tr.scores),
+                ] {
+                    if ok(other_ids.to_vec::<u32>(), "ids") != ids_v {
+                        bad.push(format!("ids vs {label}"));
+                    }
+                    let o = host(other_sc);
+                    if o.iter().zip(&sc_v).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                        bad.push(format!("scores vs {label}"));
+                    }
+                }
+                let fh = ok(ops::reshape(&fh, &[t, k, inter], s), "reshape");
+                let th = ok(ops::reshape(&th.h, &[t, k, inter], s), "reshape");
+                for (label, other) in [("two fused ops", &fh), ("reference", &rh), ("trait", &th)] {
+                    let d = Diff::of(&h3, other, dt);
+                    if d.mismatched > 0 {
+                        bad.push(format!(
+                            "h vs {label}: {}/{} differ (max {:.2} units)",
+                            d.mismatched, d.elems, d.max_units
+                        ));
+                    }
+                }
+                println!(
+                    "ROUTED {what}: {}",
+                    if bad.is_empty() {
+                        "EXACT".to_string()
+                    } else {
+                        bad.join(", ")
+                    }
+                );
+                if !bad.is_empty() {
+                    failed.push(what);
+                }
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}

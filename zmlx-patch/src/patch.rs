@@ -265,6 +265,21 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
                     path,
                     &mut r.fallbacks,
                 ),
+                (
+                    SlotName::RouteSwiGlu,
+                    Module::Moe {
+                        path,
+                        router,
+                        experts,
+                        gate,
+                        up,
+                        ..
+                    },
+                ) => check(
+                    FusedExpertSwiGlu.supports_routed(router, *experts, gate, up, device),
+                    path,
+                    &mut r.fallbacks,
+                ),
                 (SlotName::DownCombine, Module::Moe { path, down, .. }) => check(
                     FusedDownCombine.supports(down, device),
                     path,
@@ -320,6 +335,7 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
             SlotName::DecodeViews => slots.decode_views = true,
             SlotName::HeadNormRope => slots.fuse_head_norm_rope = true,
             SlotName::AddNorm => slots.fuse_add_norm = true,
+            SlotName::RouteSwiGlu => slots.fuse_route_swiglu = true,
         }
     }
     Ok(report)

@@ -23,6 +23,7 @@ pub const PRESETS: &[Preset] = &[Preset {
         SlotName::DecodeViews,
         SlotName::HeadNormRope,
         SlotName::AddNorm,
+        SlotName::RouteSwiGlu,
     ],
 }];
 

@@ -34,11 +34,14 @@ pub enum SlotName {
     /// The residual add after attention and the following RMS norm as one op
     /// ([`zmlx_kernels::norm::fused_add_rms_norm`]; CUDA).
     AddNorm,
+    /// Router gating inside the expert SwiGLU kernel, one op instead of two
+    /// ([`zmlx_kernels::gpu::routed_expert_swiglu`]; CUDA).
+    RouteSwiGlu,
 }
 
 impl SlotName {
     /// Every slot.
-    pub const ALL: [SlotName; 9] = [
+    pub const ALL: [SlotName; 10] = [
         SlotName::Router,
         SlotName::ExpertSwiGlu,
         SlotName::DownCombine,
@@ -48,6 +51,7 @@ impl SlotName {
         SlotName::DecodeViews,
         SlotName::HeadNormRope,
         SlotName::AddNorm,
+        SlotName::RouteSwiGlu,
     ];
 
     /// The slot's name as reports print it.
@@ -62,6 +66,7 @@ impl SlotName {
             SlotName::DecodeViews => "decode_views",
             SlotName::HeadNormRope => "head_norm_rope",
             SlotName::AddNorm => "add_norm",
+            SlotName::RouteSwiGlu => "route_swiglu",
         }
     }
 }
@@ -90,6 +95,10 @@ pub struct Slots {
     /// Whether the residual add after attention and the next norm run as one fused
     /// op (where [`zmlx_kernels::norm::add_norm_support`] says so per call).
     pub fuse_add_norm: bool,
+    /// Whether MoE blocks route inside the expert SwiGLU op
+    /// ([`zmlx_kernels::ExpertSwiGluOp::forward_routed`], where `expert_swiglu`
+    /// has it for the case; otherwise `router` then `expert_swiglu`).
+    pub fuse_route_swiglu: bool,
 }
 
 impl Slots {
@@ -105,6 +114,7 @@ impl Slots {
             decode_views: false,
             fuse_head_norm_rope: false,
             fuse_add_norm: false,
+            fuse_route_swiglu: false,
         }
     }
 
@@ -124,6 +134,8 @@ impl Slots {
             SlotName::HeadNormRope => "mlx",
             SlotName::AddNorm if self.fuse_add_norm => "zmlx",
             SlotName::AddNorm => "mlx",
+            SlotName::RouteSwiGlu if self.fuse_route_swiglu => "zmlx",
+            SlotName::RouteSwiGlu => "mlx",
         }
     }
 }

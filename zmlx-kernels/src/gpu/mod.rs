@@ -178,6 +178,8 @@ struct Sources {
     swiglu: &'static str,
     down: &'static str,
     gate: &'static str,
+    /// Header and body of the SwiGLU kernel that also routes (CUDA only).
+    routed_swiglu: Option<(&'static str, &'static str)>,
 }
 
 const CUDA: Sources = Sources {
@@ -185,10 +187,27 @@ const CUDA: Sources = Sources {
         include_str!("../../../shaders/cuda/prelude.cuh"),
         include_str!("../../../shaders/cuda/mma.cuh")
     ),
-    gate_header: include_str!("../../../shaders/cuda/prelude.cuh"),
-    swiglu: include_str!("../../../shaders/cuda/expert_swiglu.cu"),
+    gate_header: concat!(
+        include_str!("../../../shaders/cuda/prelude.cuh"),
+        include_str!("../../../shaders/cuda/route.cuh")
+    ),
+    swiglu: concat!(
+        include_str!("../../../shaders/cuda/swiglu_ids.cu"),
+        include_str!("../../../shaders/cuda/expert_swiglu.cu")
+    ),
     down: include_str!("../../../shaders/cuda/down_combine.cu"),
     gate: include_str!("../../../shaders/cuda/moe_gate.cu"),
+    routed_swiglu: Some((
+        concat!(
+            include_str!("../../../shaders/cuda/prelude.cuh"),
+            include_str!("../../../shaders/cuda/mma.cuh"),
+            include_str!("../../../shaders/cuda/route.cuh")
+        ),
+        concat!(
+            include_str!("../../../shaders/cuda/swiglu_route.cu"),
+            include_str!("../../../shaders/cuda/expert_swiglu.cu")
+        ),
+    )),
 };
 
 const METAL: Sources = Sources {
@@ -197,6 +216,7 @@ const METAL: Sources = Sources {
     swiglu: include_str!("../../../shaders/metal/expert_swiglu.metal"),
     down: include_str!("../../../shaders/metal/down_combine.metal"),
     gate: include_str!("../../../shaders/metal/moe_gate.metal"),
+    routed_swiglu: None,
 };
 
 fn sources(b: KernelBackend) -> &'static Sources {
@@ -473,7 +493,75 @@ pub fn expert_swiglu(
     up: &Weight,
     s: StreamOrDevice,
 ) -> Result<Array> {
+    let out = swiglu_call(backend, x, PairExperts::Ids(indices), gate, up, s)?;
+    one(out)
+}
+
+/// [`route`] and [`expert_swiglu`] in one kernel (CUDA): each warp routes its
+/// pair's token with the router kernel's code, so the router costs no launch of its
+/// own. `logits` is `[..., experts]` (the activation dtype); returns `h` as
+/// [`expert_swiglu`] does and the routing as [`route`] does (indices uint32 and
+/// scores, `[..., k]`), bit for bit the same arrays.
+///
+/// # Errors
+/// As [`expert_swiglu`] and [`route`]; also on Metal (no such kernel there) and on
+/// logits whose dtype is not the activations'.
+pub fn routed_expert_swiglu(
+    backend: KernelBackend,
+    x: &Array,
+    logits: &Array,
+    k: i32,
+    normalize: bool,
+    gate: &Weight,
+    up: &Weight,
+    s: StreamOrDevice,
+) -> Result<(Array, Array, Array)> {
+    let out = swiglu_call(
+        backend,
+        x,
+        PairExperts::Route {
+            logits,
+            k,
+            normalize,
+        },
+        gate,
+        up,
+        s,
+    )?;
+    let mut it = out.into_iter();
+    match (it.next(), it.next(), it.next()) {
+        (Some(h), Some(ids), Some(scores)) => Ok((h, ids, scores)),
+        _ => Err(Error::invalid(
+            "routed_expert_swiglu",
+            "the kernel returned fewer than three outputs",
+        )),
+    }
+}
+
+/// Where the SwiGLU kernel takes each pair's expert from.
+enum PairExperts<'a> {
+    /// The router's indices, `[..., k]` uint32.
+    Ids(&'a Array),
+    /// Router logits `[..., experts]`: the kernel routes (softmax top-k).
+    Route {
+        logits: &'a Array,
+        k: i32,
+        normalize: bool,
+    },
+}
+
+/// The SwiGLU launch shared by [`expert_swiglu`] and [`routed_expert_swiglu`]:
+/// returns `[h]` or `[h, ids, scores]`.
+fn swiglu_call(
+    backend: KernelBackend,
+    x: &Array,
+    experts_of: PairExperts<'_>,
+    gate: &Weight,
+    up: &Weight,
+    s: StreamOrDevice,
+) -> Result<Vec<Array>> {
     static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
+    static ROUTED: Slot = OnceLock::new();
     const OP: &str = "expert_swiglu";
     let (g, u) = (quantized(OP, gate)?, quantized(OP, up)?);
     if g.spec != u.spec || g.scales.dtype() != u.scales.dtype() {
@@ -489,27 +577,105 @@ pub fn expert_swiglu(
     let hidden = gate.in_features();
     let inter = gate.out_features();
     let experts = gate.experts();
-    let k = *indices.shape().last().unwrap_or(&1);
-    let pairs = indices.size() as i32;
+    // The routing's shape, [..., k], and the kernel's per-variant arguments.
+    let (route_shape, kern, first, extra_dims, route_targs) = match experts_of {
+        PairExperts::Ids(indices) => {
+            let kern = kernel(
+                &SLOTS[slot_index(backend)],
+                backend,
+                "zmlx_expert_swiglu",
+                &[
+                    "x_in",
+                    "expert_ids",
+                    "dims_in",
+                    "w_gate",
+                    "s_gate",
+                    "b_gate",
+                    "w_up",
+                    "s_up",
+                    "b_up",
+                ],
+                &["h_out"],
+                sources(backend).swiglu,
+            )?;
+            (indices.shape().to_vec(), kern, indices, vec![], vec![])
+        }
+        PairExperts::Route {
+            logits,
+            k,
+            normalize,
+        } => {
+            let Some((header, body)) = sources(backend).routed_swiglu else {
+                return Err(Error::invalid(
+                    OP,
+                    "no routed SwiGLU kernel on this backend",
+                ));
+            };
+            let router_experts = logits.shape().last().copied().unwrap_or(0);
+            if router_experts != experts {
+                return Err(Error::invalid(
+                    OP,
+                    format!("{router_experts} router logits a token for {experts} experts"),
+                ));
+            }
+            if logits.dtype() != dtype
+                || logits.shape()[..logits.ndim() - 1] != x.shape()[..x.ndim() - 1]
+            {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "router logits {:?} {:?} do not match the activations {:?} {:?}",
+                        logits.dtype(),
+                        logits.shape(),
+                        dtype,
+                        x.shape()
+                    ),
+                ));
+            }
+            if experts > MAX_ROUTER_EXPERTS || !(1..=MAX_ROUTER_K.min(experts)).contains(&k) {
+                return Err(Error::invalid(
+                    OP,
+                    format!("{experts} experts, top-{k} (the router takes up to 512 and 16)"),
+                ));
+            }
+            let kern = kernel_with_header(
+                &ROUTED,
+                backend,
+                "zmlx_routed_swiglu",
+                &[
+                    "x_in",
+                    "logits_in",
+                    "dims_in",
+                    "w_gate",
+                    "s_gate",
+                    "b_gate",
+                    "w_up",
+                    "s_up",
+                    "b_up",
+                ],
+                &["h_out", "ids_out", "scores_out"],
+                body,
+                header,
+            )?;
+            let mut shape = logits.shape().to_vec();
+            *shape.last_mut().expect("logits have an expert axis") = k;
+            // The router's VARIANT and score chunk, as `route` passes them.
+            let chunk = if logits.ndim() == 1 {
+                8
+            } else {
+                16 / dtype.size() as i32
+            };
+            let targs = vec![
+                ("RK", TemplateArg::Int(k)),
+                ("REXP", TemplateArg::Int(experts)),
+                ("NORM", TemplateArg::Bool(normalize)),
+            ];
+            (shape, kern, logits, vec![router_variant(), chunk], targs)
+        }
+    };
+    let k = *route_shape.last().unwrap_or(&1);
+    let pairs = route_shape.iter().product::<i32>();
     let bits = g.spec.bits;
-    let kern = kernel(
-        &SLOTS[slot_index(backend)],
-        backend,
-        "zmlx_expert_swiglu",
-        &[
-            "x_in",
-            "expert_ids",
-            "dims_in",
-            "w_gate",
-            "s_gate",
-            "b_gate",
-            "w_up",
-            "s_up",
-            "b_up",
-        ],
-        &["h_out"],
-        sources(backend).swiglu,
-    )?;
     // CUDA: two warps per (pair, 8 rows), `tpb` such tiles a block; Metal: `lpr`
     // lanes per row.
     let lpr = lanes_per_row(hidden * bits / 128);
@@ -546,17 +712,30 @@ pub fn expert_swiglu(
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("TPB", TemplateArg::Int(tpb)));
     }
+    targs.extend(route_targs);
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
-    let mut shape = indices.shape().to_vec();
+    let mut shape = route_shape.clone();
     shape.extend_from_slice(&[1, inter]);
     let (gb, ub) = (biases(OP, g)?, biases(OP, u)?);
-    let dims = dims_array(&[pairs, k, experts])?;
-    let out = kern.call(
+    let mut dims = vec![pairs, k, experts];
+    dims.extend(extra_dims);
+    let dims = dims_array(&dims)?;
+    let inputs = [
+        x, first, &dims, &g.weight, &g.scales, gb, &u.weight, &u.scales, ub,
+    ];
+    let outputs: Vec<(&[i32], Dtype)> = if matches!(experts_of, PairExperts::Ids(_)) {
+        vec![(&shape, dtype)]
+    } else {
+        vec![
+            (&shape, dtype),
+            (&route_shape, Dtype::Uint32),
+            (&route_shape, dtype),
+        ]
+    };
+    kern.call(
         &KernelLaunch {
-            inputs: &[
-                x, indices, &dims, &g.weight, &g.scales, gb, &u.weight, &u.scales, ub,
-            ],
-            outputs: &[(&shape, dtype)],
+            inputs: &inputs,
+            outputs: &outputs,
             grid,
             threadgroup: tg,
             template_args: &targs,
@@ -564,8 +743,7 @@ pub fn expert_swiglu(
             verbose: false,
         },
         s,
-    )?;
-    one(out)
+    )
 }
 
 /// `y[t] = sum_j scores[t, j] * (h[t, j] @ down[e(t, j)].T)`: `h` is
