@@ -327,7 +327,7 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
         up: &Weight,
         s: StreamOrDevice,
     ) -> Result<Option<(ExpertHidden, Routing)>> {
-        let RouterSpec::SoftmaxTopK { k, normalize } = *spec else {
+        let RouterSpec::SoftmaxTopK { k, .. } = *spec else {
             return Ok(None);
         };
         let device = s.device()?;
@@ -349,8 +349,7 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
             mlx::kernel::KernelBackend::Cuda,
             x,
             logits,
-            k,
-            normalize,
+            spec,
             gate,
             up,
             s,

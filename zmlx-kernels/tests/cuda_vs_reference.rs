@@ -931,6 +931,19 @@ fn down_combine_sum_order_by_hidden_size() {
     );
 }
 
+/// One class of `routed_swiglu_matches_router_then_swiglu`.
+struct RoutedClass {
+    dt: Dtype,
+    /// (bits, group size)
+    quant: (i32, i32),
+    hidden: i32,
+    inter: i32,
+    experts: i32,
+    k: i32,
+    normalize: bool,
+    tokens: &'static [i32],
+}
+
 /// The SwiGLU kernel that routes (`gpu::routed_expert_swiglu`, and the trait's
 /// `FusedExpertSwiGlu::forward_routed`) against the two ops it replaces (the router
 /// kernel, then the SwiGLU kernel) and against the reference (`ReferenceRouter`,
@@ -945,14 +958,50 @@ fn routed_swiglu_matches_router_then_swiglu() {
         return;
     }
     let s = gpu_stream();
-    let classes: [(Dtype, i32, i32, i32, i32, i32, i32, bool, &[i32]); 3] = [
-        (Dtype::Bfloat16, 4, 64, 2048, 768, 128, 8, true, &[1, 3]),
-        (Dtype::Float16, 4, 64, 256, 384, 8, 8, true, &[1, 2]),
-        (Dtype::Bfloat16, 8, 32, 256, 384, 160, 4, false, &[2, 5]),
+    let classes = [
+        RoutedClass {
+            dt: Dtype::Bfloat16,
+            quant: (4, 64),
+            hidden: 2048,
+            inter: 768,
+            experts: 128,
+            k: 8,
+            normalize: true,
+            tokens: &[1, 3],
+        },
+        RoutedClass {
+            dt: Dtype::Float16,
+            quant: (4, 64),
+            hidden: 256,
+            inter: 384,
+            experts: 8,
+            k: 8,
+            normalize: true,
+            tokens: &[1, 2],
+        },
+        RoutedClass {
+            dt: Dtype::Bfloat16,
+            quant: (8, 32),
+            hidden: 256,
+            inter: 384,
+            experts: 160,
+            k: 4,
+            normalize: false,
+            tokens: &[2, 5],
+        },
     ];
     let mut failed = Vec::new();
-    for (ci, &(dt, bits, gs, hidden, inter, e, k, normalize, tokens)) in classes.iter().enumerate()
-    {
+    for (ci, c) in classes.iter().enumerate() {
+        let (dt, (bits, gs), hidden, inter, e, k, normalize) = (
+            c.dt,
+            c.quant,
+            c.hidden,
+            c.inter,
+            c.experts,
+            c.k,
+            c.normalize,
+        );
+        let tokens = c.tokens;
         let spec = QuantSpec::affine(gs, bits);
         let seed = 9000 + ci as u64 * 10;
         let gate = qweight(&[e, inter, hidden], dt, spec, seed);
@@ -975,8 +1024,7 @@ fn routed_swiglu_matches_router_then_swiglu() {
                         KernelBackend::Cuda,
                         &x,
                         &logits,
-                        k,
-                        normalize,
+                        &router,
                         &gate,
                         &up,
                         s,

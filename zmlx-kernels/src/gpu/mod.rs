@@ -25,6 +25,7 @@ use mlx::quantization::{QuantMode, QuantizedWeight};
 use mlx::{ops, Array, Device, DeviceType, Dtype, Error, Result, StreamOrDevice};
 
 use crate::contract::Support;
+use crate::moe_gate::RouterSpec;
 use crate::weight::Weight;
 
 pub mod norm;
@@ -499,23 +500,29 @@ pub fn expert_swiglu(
 
 /// [`route`] and [`expert_swiglu`] in one kernel (CUDA): each warp routes its
 /// pair's token with the router kernel's code, so the router costs no launch of its
-/// own. `logits` is `[..., experts]` (the activation dtype); returns `h` as
-/// [`expert_swiglu`] does and the routing as [`route`] does (indices uint32 and
-/// scores, `[..., k]`), bit for bit the same arrays.
+/// own. `logits` is `[..., experts]` (the activation dtype), `spec` a
+/// [`RouterSpec::SoftmaxTopK`]; returns `h` as [`expert_swiglu`] does and the
+/// routing as [`route`] does (indices uint32 and scores, `[..., k]`), bit for bit
+/// the same arrays.
 ///
 /// # Errors
-/// As [`expert_swiglu`] and [`route`]; also on Metal (no such kernel there) and on
-/// logits whose dtype is not the activations'.
+/// As [`expert_swiglu`] and [`route`]; also on Metal (no such kernel there), on
+/// another routing rule, and on logits whose dtype is not the activations'.
 pub fn routed_expert_swiglu(
     backend: KernelBackend,
     x: &Array,
     logits: &Array,
-    k: i32,
-    normalize: bool,
+    spec: &RouterSpec,
     gate: &Weight,
     up: &Weight,
     s: StreamOrDevice,
 ) -> Result<(Array, Array, Array)> {
+    let RouterSpec::SoftmaxTopK { k, normalize } = *spec else {
+        return Err(Error::invalid(
+            "expert_swiglu",
+            "the routed SwiGLU kernel does softmax top-k routing only",
+        ));
+    };
     let out = swiglu_call(
         backend,
         x,
