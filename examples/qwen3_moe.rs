@@ -18,7 +18,7 @@ use zmlx::autopatch::{auto_patch, AutoOptions};
 use zmlx::fidelity::{compare, Verdict, DEFAULT_PROMPTS};
 use zmlx::generate::{generate, GenerateOptions};
 use zmlx::models::qwen3_moe::Qwen3Moe;
-use zmlx::records::{hardware, record, RunRecord, SpeedRuns};
+use zmlx::records::{hardware, median, record, RunRecord, SpeedRuns};
 use zmlx::synthetic::{self, Layout, Preset, SynthSpec, WeightFormat};
 use zmlx_patch::{patch, PatchOptions, SlotName};
 
@@ -341,12 +341,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         for (model, runs, toks, label) in order {
             let one = if args.in_process {
+                let warmup_s = warm_up(model, &prompt)?;
                 let g = generate(model, &prompt, &opts)?;
                 OneRun {
                     decode_tps: g.decode_tps,
                     prefill_tps: g.prompt_tps,
                     peak_memory: g.peak_memory,
                     tokens: g.tokens,
+                    warmup_s,
                 }
             } else {
                 child_run(label, &patched_slots)?
@@ -355,6 +357,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             runs.prefill_tps.push(one.prefill_tps);
             runs.peak_memory.push(one.peak_memory);
             runs.generated_tokens.push(one.tokens.len());
+            runs.warmup_s.push(one.warmup_s);
             *toks = one.tokens;
         }
         eprintln!(
@@ -385,6 +388,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "peak memory (GB)    {:>10.3}   {:>10.3}",
         base_runs.peak_max() as f64 / 1e9,
         patch_runs.peak_max() as f64 / 1e9
+    );
+    println!(
+        "warm-up (s)         {:>10.2}   {:>10.2}   (median; one token before each timed run: \
+         first-call compilation)",
+        median(&base_runs.warmup_s),
+        median(&patch_runs.warmup_s)
     );
     match speedup {
         Some(x) => println!("speedup             {x:.2}x   (fidelity PASS)"),
@@ -431,12 +440,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 "decode_tps": b,
                 "prefill_tps": base_runs.prefill_median(),
                 "peak_mem_gb": base_runs.peak_max() as f64 / 1e9,
+                "warmup_s": median(&base_runs.warmup_s),
             },
             "patched": {
                 "tokens": patch_tokens,
                 "decode_tps": p,
                 "prefill_tps": patch_runs.prefill_median(),
                 "peak_mem_gb": patch_runs.peak_max() as f64 / 1e9,
+                "warmup_s": median(&patch_runs.warmup_s),
             },
             "fidelity": {
                 "verdict": fidelity.verdict,
@@ -461,6 +472,22 @@ struct OneRun {
     prefill_tps: f64,
     peak_memory: usize,
     tokens: Vec<u32>,
+    /// Seconds of the warm-up generation before it (see [`warm_up`]).
+    warmup_s: f64,
+}
+
+/// One generation of a single token before the timed one, so that first-call
+/// costs (kernel compilation: MLX's JIT, and NVRTC for custom CUDA kernels, which
+/// MLX keeps in memory only; buffer allocation) stay out of the prompt tokens/s of
+/// the timed run. Returns its duration, which the report shows as start-up cost.
+fn warm_up(model: &Qwen3Moe, prompt: &[u32]) -> Result<f64, Box<dyn std::error::Error>> {
+    let t = std::time::Instant::now();
+    let opts = GenerateOptions {
+        max_tokens: 1,
+        ..GenerateOptions::default()
+    };
+    generate(model, prompt, &opts)?;
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// Options of this invocation that a child speed run must not inherit: (flag, takes
@@ -538,6 +565,7 @@ fn child_run(label: &str, slots: &[&str]) -> Result<OneRun, Box<dyn std::error::
         prefill_tps: num("prefill_tps")?,
         peak_memory: (num("peak_mem_gb")? * 1e9).round() as usize,
         tokens,
+        warmup_s: num("warmup_s")?,
     })
 }
 
@@ -556,6 +584,9 @@ fn run_single(
     };
     let mut runs = SpeedRuns::default();
     let mut tokens = Vec::new();
+    let warmup_s = warm_up(model, prompt)?;
+    eprintln!("warm-up (one token, first-call compilation): {warmup_s:.2} s");
+    runs.warmup_s.push(warmup_s);
     for r in 0..args.runs {
         let g = generate(model, prompt, &opts)?;
         eprintln!(
@@ -591,6 +622,7 @@ fn run_single(
             "decode_tps_runs": runs.decode_tps,
             "prefill_tps": runs.prefill_median(),
             "peak_mem_gb": runs.peak_max() as f64 / 1e9,
+            "warmup_s": warmup_s,
         });
         println!("{obj}");
     }

@@ -26,6 +26,11 @@ pub struct SpeedRuns {
     pub peak_memory: Vec<usize>,
     /// Tokens generated in each run.
     pub generated_tokens: Vec<usize>,
+    /// Seconds of the warm-up generation (one token) that precedes the timed
+    /// generation in each process: first-call kernel compilation (MLX's JIT, and
+    /// NVRTC for custom CUDA kernels, which MLX does not cache on disk) and buffer
+    /// allocation. Not part of the speed figures.
+    pub warmup_s: Vec<f64>,
 }
 
 /// The median of `v` (0 for none).
@@ -204,6 +209,7 @@ pub fn record(dir: &Path, r: &RunRecord, command: &str) -> Result<PathBuf> {
             "decode_tps_median": r.baseline.decode_median(),
             "prefill_tps_median": r.baseline.prefill_median(),
             "peak_mem_gb": r.baseline.peak_max() as f64 / 1e9,
+            "warmup_s": r.baseline.warmup_s,
         },
         "patched": {
             "decode_tps": r.patched.decode_tps,
@@ -211,6 +217,7 @@ pub fn record(dir: &Path, r: &RunRecord, command: &str) -> Result<PathBuf> {
             "decode_tps_median": r.patched.decode_median(),
             "prefill_tps_median": r.patched.prefill_median(),
             "peak_mem_gb": r.patched.peak_max() as f64 / 1e9,
+            "warmup_s": r.patched.warmup_s,
         },
         "speedup": r.speedup(),
         "fidelity": {

@@ -4,6 +4,7 @@
 #include "mlx/backend/cuda/cuda.h"
 #include "mlx/backend/gpu/device_info.h"
 #include "mlx/backend/metal/metal.h"
+#include "mlx/primitives.h"
 #include "shim_common.hpp"
 
 using namespace shim;
@@ -105,17 +106,29 @@ int mlxs_array_to_host(mlxs_array a, void* dst, size_t dst_bytes) {
       throw std::invalid_argument("[to_host] destination holds " + std::to_string(dst_bytes) +
                                   " bytes, the array " + std::to_string(x.nbytes()));
     }
-    // A row-contiguous result is read in place, as MLX's own item() does: eval()
-    // of an array that an async_eval already queued only waits for its event. A
-    // new node (the contiguous copy below) would be queued on a stream, and on a
-    // GPU stream behind everything queued since, which makes the read wait for
-    // that work too. Views and broadcasts still take the copy.
-    x.eval();
-    if (x.flags().row_contiguous && x.data_size() == x.size()) {
-      if (x.nbytes() > 0) {
-        std::memcpy(dst, x.data<char>(), x.nbytes());
+    // An array computed on a GPU stream is read in place once eval() returns (for an
+    // array an async_eval already queued, eval() only waits for its event), as MLX's
+    // own item() does. The copy below is a new node on the CPU stream: for a GPU
+    // array its wait goes through the CPU stream's thread (~2 ms a read on CUDA,
+    // which stalled each decode step). Arrays of CPU streams keep the copy: it is
+    // queued behind the work already on that stream, so the host does not build
+    // the next graph while the CPU runs the current one (reading in place there
+    // let the two overlap and corrupted the heap now and then, in MLX's baseline
+    // ops too; not understood, so not done).
+    bool on_gpu = false;
+    if (x.has_primitive()) {
+      on_gpu = x.primitive().stream().device == mx::Device::gpu;
+    } else if (x.event().valid()) {
+      on_gpu = x.event().stream().device == mx::Device::gpu;
+    }
+    if (on_gpu) {
+      x.eval();
+      if (x.flags().row_contiguous && x.data_size() == x.size()) {
+        if (x.nbytes() > 0) {
+          std::memcpy(dst, x.data<char>(), x.nbytes());
+        }
+        return;
       }
-      return;
     }
     auto c = mx::contiguous(x, false, mx::Device::cpu);
     c.eval();
