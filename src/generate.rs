@@ -242,6 +242,8 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
         rest = &rest[n..];
     }
 
+    let on_cpu = model.stream.device()?.kind == mlx::DeviceType::Cpu;
+    let s = model.stream;
     let mut step = |input: &Array, cache: &mut [crate::kv_cache::KvCache]| -> Result<Step> {
         let s = model.stream;
         let tokens = ops::reshape(input, &[1, -1], s)?;
@@ -302,6 +304,13 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
             break;
         }
         let t_wait = Instant::now();
+        if on_cpu {
+            // On the CPU the host waits for the queued step before reading: letting
+            // it build the next graph while MLX's CPU stream runs corrupted the heap
+            // now and then (notebook.md, 2026-11-26 05:30); the CPU has no device to
+            // overlap with anyway. On a GPU the read waits only for this token.
+            s.synchronize()?;
+        }
         let token = current.token.item::<u32>()?;
         if let Some(tm) = timing.as_mut().filter(|_| n > 0) {
             tm.wait += t_wait.elapsed().as_secs_f64();

@@ -4,7 +4,6 @@
 #include "mlx/backend/cuda/cuda.h"
 #include "mlx/backend/gpu/device_info.h"
 #include "mlx/backend/metal/metal.h"
-#include "mlx/primitives.h"
 #include "shim_common.hpp"
 
 using namespace shim;
@@ -106,29 +105,17 @@ int mlxs_array_to_host(mlxs_array a, void* dst, size_t dst_bytes) {
       throw std::invalid_argument("[to_host] destination holds " + std::to_string(dst_bytes) +
                                   " bytes, the array " + std::to_string(x.nbytes()));
     }
-    // An array computed on a GPU stream is read in place once eval() returns (for an
-    // array an async_eval already queued, eval() only waits for its event), as MLX's
-    // own item() does. The copy below is a new node on the CPU stream: for a GPU
-    // array its wait goes through the CPU stream's thread (~2 ms a read on CUDA,
-    // which stalled each decode step). Arrays of CPU streams keep the copy: it is
-    // queued behind the work already on that stream, so the host does not build
-    // the next graph while the CPU runs the current one (reading in place there
-    // let the two overlap and corrupted the heap now and then, in MLX's baseline
-    // ops too; not understood, so not done).
-    bool on_gpu = false;
-    if (x.has_primitive()) {
-      on_gpu = x.primitive().stream().device == mx::Device::gpu;
-    } else if (x.event().valid()) {
-      on_gpu = x.event().stream().device == mx::Device::gpu;
-    }
-    if (on_gpu) {
-      x.eval();
-      if (x.flags().row_contiguous && x.data_size() == x.size()) {
-        if (x.nbytes() > 0) {
-          std::memcpy(dst, x.data<char>(), x.nbytes());
-        }
-        return;
+    // A row-contiguous array is read in place once eval() returns (for an array an
+    // async_eval already queued, eval() only waits for its event), as MLX's own
+    // item() does. The copy below is a new node on the CPU stream: for a GPU array
+    // its wait goes through the CPU stream's thread (~2 ms a read on CUDA, which
+    // stalled each pipelined decode step). Views and broadcasts take the copy.
+    x.eval();
+    if (x.flags().row_contiguous && x.data_size() == x.size()) {
+      if (x.nbytes() > 0) {
+        std::memcpy(dst, x.data<char>(), x.nbytes());
       }
+      return;
     }
     auto c = mx::contiguous(x, false, mx::Device::cpu);
     c.eval();

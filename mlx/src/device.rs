@@ -237,6 +237,15 @@ impl From<&StreamOrDevice> for StreamOrDevice {
     }
 }
 
+impl StreamOrDevice {
+    /// Waits until every op queued on this stream (a device: its default stream;
+    /// the default: the default device's default stream) has run.
+    pub fn synchronize(self) -> Result<()> {
+        // SAFETY: plain value.
+        check(unsafe { sys::mlxs_synchronize(self.raw()) })
+    }
+}
+
 /// Waits until all queued work on every stream has run.
 pub fn synchronize() -> Result<()> {
     // SAFETY: plain value.
