@@ -66,6 +66,12 @@ pub(crate) fn check_expert_args(
             "expert indices must be uint32",
         ));
     }
+    if routing.indices.ndim() == 0 || x.ndim() == 0 {
+        return Err(Error::invalid(
+            "expert_swiglu",
+            "activations and routing indices need at least one axis",
+        ));
+    }
     if routing.indices.shape()[..routing.indices.ndim() - 1] != x.shape()[..x.ndim() - 1] {
         return Err(Error::invalid(
             "expert_swiglu",

@@ -710,6 +710,42 @@ fn down_combine_residual_mismatch_is_an_error() {
     }
 }
 
+/// Scalar (0-d) activations or routing indices are an error, not a panic, for the
+/// SwiGLU op; on the CPU `forward_routed` declines (the two-op path takes over).
+#[test]
+fn expert_swiglu_scalar_inputs_are_errors() {
+    let (experts, hidden, inter) = (8, 64, 64);
+    let dtype = Dtype::Bfloat16;
+    let gate = qweight(2, &[experts, inter, hidden], dtype, 4, 64);
+    let up = qweight(3, &[experts, inter, hidden], dtype, 4, 64);
+    let x = normal(4, &[1, hidden], 1.0, dtype);
+    let scalar_ids = zmlx_kernels::moe_gate::Routing {
+        indices: Array::scalar(1u32).unwrap(),
+        scores: Array::scalar(1.0f32).unwrap(),
+    };
+    for op in [
+        &FusedExpertSwiGlu as &dyn ExpertSwiGluOp,
+        &ReferenceExpertSwiGlu as &dyn ExpertSwiGluOp,
+    ] {
+        match op.forward(&x, &gate, &up, &scalar_ids, cpu()) {
+            Err(mlx::Error::InvalidArgument { op: name, .. }) => {
+                assert_eq!(name, "expert_swiglu", "{}", op.name())
+            }
+            Err(e) => panic!("{}: unexpected error kind {e}", op.name()),
+            Ok(_) => panic!("{}: scalar routing indices were accepted", op.name()),
+        }
+    }
+    let logits = normal(5, &[1, experts], 1.0, dtype);
+    let spec = RouterSpec::SoftmaxTopK {
+        k: 2,
+        normalize: true,
+    };
+    let routed = FusedExpertSwiGlu
+        .forward_routed(&x, &logits, &spec, &gate, &up, cpu())
+        .unwrap();
+    assert!(routed.is_none(), "the CPU has no routed SwiGLU kernel");
+}
+
 /// Expert counts from 8 to 512 and k from 1 to 16.
 #[test]
 fn moe_expert_counts() {

@@ -618,6 +618,12 @@ fn swiglu_call(
                     "no routed SwiGLU kernel on this backend",
                 ));
             };
+            if logits.ndim() == 0 || x.ndim() == 0 {
+                return Err(Error::invalid(
+                    OP,
+                    "router logits and activations need a feature axis",
+                ));
+            }
             let router_experts = logits.shape().last().copied().unwrap_or(0);
             if router_experts != experts {
                 return Err(Error::invalid(
@@ -845,6 +851,9 @@ pub fn down_combine(
         // Eight rings (the most warps a block has) and the products' tile.
         let pipe = cuda_pipe_stages(bits, d.spec.group_size, inter, 8, COMBINE_SMEM);
         targs.push(("PIPE", TemplateArg::Int(pipe)));
+    }
+    if indices.ndim() == 0 {
+        return Err(Error::invalid(OP, "routing indices need an expert axis"));
     }
     let mut shape = indices.shape()[..indices.ndim() - 1].to_vec();
     shape.push(hidden);
