@@ -3,7 +3,9 @@
 //! The loop is mlx-lm's `generate_step`: the prompt but its last token is run in
 //! chunks that only fill the KV cache; the last token gives the first logits; each
 //! decode step queues the next step (`async_eval`) before reading the current token,
-//! so the host never waits for the device between tokens.
+//! so on a GPU the host builds step n+1 while the device runs step n. On the CPU the
+//! host waits for the queued step before each read (the CPU stream and the host
+//! share the same cores, and overlapping them corrupted MLX's heap now and then).
 //!
 //! Speeds follow mlx-lm's definitions: prompt tokens/s is the prompt length over the
 //! time until the first generated token is available (so it includes one decode
