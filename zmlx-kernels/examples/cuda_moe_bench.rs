@@ -6,7 +6,9 @@
 //! Variants (all start from the same router logits op, `quantized_matmul`):
 //! - `reference`: mlx-lm's op sequence;
 //! - `fused`: the reference router, then `FusedExpertSwiGlu` and `FusedDownCombine`;
-//! - `fused+router`: the same with `FusedRouter` (the GPU router kernel).
+//! - `fused+router`: the same with `FusedRouter` (the GPU router kernel);
+//! - `routed`: the SwiGLU kernel that routes (`FusedExpertSwiGlu::forward_routed`,
+//!   the `route_swiglu` slot), then `FusedDownCombine`: three ops a block.
 //!
 //! Before timing, one block of each variant is compared with the reference: the
 //! count of outputs whose bits differ (0 = bit-identical) and the max difference.
@@ -53,6 +55,18 @@ enum Variant {
     Reference,
     Fused,
     FusedRouterKernel,
+    Routed,
+}
+
+impl Variant {
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Reference => "reference",
+            Variant::Fused => "fused",
+            Variant::FusedRouterKernel => "fused+router",
+            Variant::Routed => "routed",
+        }
+    }
 }
 
 fn arg(name: &str, default: usize) -> usize {
@@ -85,11 +99,27 @@ fn block(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Arr
         normalize: true,
     };
     let logits = quantized_matmul(x, &l.router, true, s)?;
+    if v == Variant::Routed {
+        let Some((h, routing)) =
+            FusedExpertSwiGlu.forward_routed(x, &logits, &spec, &l.gate, &l.up, s)?
+        else {
+            return Err(mlx::Error::invalid(
+                "cuda_moe_bench",
+                "the routed SwiGLU kernel declined this block",
+            ));
+        };
+        let input = DownCombineInput {
+            hidden: &h,
+            down: &l.down,
+            routing: &routing,
+            residual: None,
+        };
+        return FusedDownCombine.forward(&input, s);
+    }
     let routing = match v {
-        Variant::Reference => ReferenceRouter.route(&logits, &spec, s)?,
         // `fused`: the expert kernels with the reference router.
-        Variant::Fused => ReferenceRouter.route(&logits, &spec, s)?,
-        Variant::FusedRouterKernel => FusedRouter.route(&logits, &spec, s)?,
+        Variant::Reference | Variant::Fused => ReferenceRouter.route(&logits, &spec, s)?,
+        Variant::FusedRouterKernel | Variant::Routed => FusedRouter.route(&logits, &spec, s)?,
     };
     let (hidden, y) = if v == Variant::Reference {
         let h = ReferenceExpertSwiGlu.forward(x, &l.gate, &l.up, &routing, s)?;
@@ -182,7 +212,7 @@ fn main() -> mlx::Result<()> {
 
     // Agreement of one block (same input and weights) before timing.
     let yr = block(&layers[0], &x0, Variant::Reference, s)?;
-    for v in [Variant::Fused, Variant::FusedRouterKernel] {
+    for v in [Variant::Fused, Variant::FusedRouterKernel, Variant::Routed] {
         let yf = block(&layers[0], &x0, v, s)?;
         let d = ops::astype(&ops::subtract(&yf, &yr, s)?, Dtype::Float32, s)?;
         let dv = d.to_vec::<f32>()?;
@@ -197,12 +227,8 @@ fn main() -> mlx::Result<()> {
             .count();
         println!(
             "one block, {}: {differ}/{} outputs differ in bits, max |fused - reference| = {maxd:.3e} (max |reference| = {maxr:.3e})",
-            fv.len(),
-            if v == Variant::Fused {
-                "fused"
-            } else {
-                "fused+router"
-            }
+            v.label(),
+            fv.len()
         );
     }
 
@@ -222,11 +248,13 @@ fn main() -> mlx::Result<()> {
     );
 
     let mut results = Vec::new();
-    for (v, label) in [
-        (Variant::Reference, "reference"),
-        (Variant::Fused, "fused"),
-        (Variant::FusedRouterKernel, "fused+router"),
+    for v in [
+        Variant::Reference,
+        Variant::Fused,
+        Variant::FusedRouterKernel,
+        Variant::Routed,
     ] {
+        let label = v.label();
         for _ in 0..3 {
             chain(&layers, n_layers, &x0, v, s)?.eval()?;
         }
