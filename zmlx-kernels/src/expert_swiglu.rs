@@ -199,8 +199,8 @@ impl FusedExpertSwiGlu {
     ) -> Support {
         if crate::gpu::backend_for(device) != Some(mlx::kernel::KernelBackend::Cuda) {
             return Support::No(
-                "routing inside the SwiGLU kernel is a CUDA kernel (elsewhere the router \
-                 and the SwiGLU run as two ops)"
+                "the routed SwiGLU kernel is CUDA-only; here the router and the SwiGLU \
+                 run as two ops"
                     .into(),
             );
         }
