@@ -118,6 +118,48 @@ impl MergedProjection {
         Ok(zmlx_patch::merge::split_outputs(&y, &sizes, s)?)
     }
 
+    /// For one token (`x` is `[b, 1, in]`): the parts' outputs laid out per head,
+    /// `[b, heads[i], 1, head_dim]` each, from one reshape of the merged output and
+    /// one split (two view ops where splitting and reshaping each part take four).
+    /// The same arrays the parts' outputs give after a `[b, heads, 1, d]` reshape.
+    /// `None` when the parts are not merged or `x` is not one token.
+    ///
+    /// # Errors
+    /// When the heads do not cover the merged output, or when MLX fails.
+    pub fn forward_heads(
+        &self,
+        slots: &Slots,
+        parts: &[&Linear],
+        x: &Array,
+        heads: &[i32],
+        head_dim: i32,
+        s: StreamOrDevice,
+    ) -> Result<Option<Vec<Array>>> {
+        if !slots.merge_projections || x.ndim() != 3 || x.shape()[1] != 1 {
+            return Ok(None);
+        }
+        let Some(w) = self.stacked(parts, s)? else {
+            return Ok(None);
+        };
+        let total: i32 = heads.iter().sum();
+        if total * head_dim != w.out_features() {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "{total} heads of {head_dim} do not cover the merged projection's {} \
+                 features",
+                w.out_features()
+            )));
+        }
+        let y = slots.linear.forward(x, w, s)?;
+        let y = ops::reshape(&y, &[x.shape()[0], total, 1, head_dim], s)?;
+        let mut bounds = Vec::with_capacity(heads.len().saturating_sub(1));
+        let mut acc = 0;
+        for &n in &heads[..heads.len().saturating_sub(1)] {
+            acc += n;
+            bounds.push(acc);
+        }
+        Ok(Some(ops::split_at(&y, &bounds, 1, s)?))
+    }
+
     /// The stacked weight of `parts`, built and evaluated on first use.
     fn stacked(&self, parts: &[&Linear], s: StreamOrDevice) -> Result<Option<&Weight>> {
         if let Some(w) = self.stacked.get() {

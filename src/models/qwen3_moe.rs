@@ -76,12 +76,50 @@ impl Attention {
         s: StreamOrDevice,
     ) -> Result<Array> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
+        let parts = [&self.q_proj, &self.k_proj, &self.v_proj];
+        let offset = cache.offset();
+        // One token, merged q/k/v, per-head layouts as views, MLX's norms and RoPE:
+        // the merged output is reshaped once and split per head group.
+        let by_heads = match l == 1 && slots.decode_views && !slots.fuse_head_norm_rope {
+            true => self.qkv.forward_heads(
+                slots,
+                &parts,
+                x,
+                &[self.n_heads, self.n_kv_heads, self.n_kv_heads],
+                self.head_dim,
+                s,
+            )?,
+            false => None,
+        };
+        if let Some(heads) = by_heads {
+            let [q, k, v]: [Array; 3] = heads
+                .try_into()
+                .map_err(|_| Error::InvalidArgument("q/k/v split gave a wrong count".into()))?;
+            let q = rope(
+                &self.q_norm.forward(slots, &q, s)?,
+                self.head_dim,
+                false,
+                self.rope_theta,
+                1.0,
+                offset,
+                s,
+            )?;
+            let k = rope(
+                &self.k_norm.forward(slots, &k, s)?,
+                self.head_dim,
+                false,
+                self.rope_theta,
+                1.0,
+                offset,
+                s,
+            )?;
+            return self.attend(slots, &q, &k, &v, cache, s);
+        }
         let [q, k, v]: [Array; 3] = self
             .qkv
-            .forward(slots, &[&self.q_proj, &self.k_proj, &self.v_proj], x, s)?
+            .forward(slots, &parts, x, s)?
             .try_into()
             .expect("three projections give three outputs");
-        let offset = cache.offset();
         let fused = match self.head_norm_rope_spec() {
             // The kernel takes one dtype throughout; anything else (MLX would
             // promote) keeps MLX's ops.
@@ -147,14 +185,29 @@ impl Attention {
                 v,
             )
         };
-        let (k, v) = cache.update_and_fetch(&k, &v, s)?;
+        self.attend(slots, &q, &k, &v, cache, s)
+    }
+
+    /// Attention over the cache for `q`, `k`, `v` laid out `[b, heads, l, d]` (RoPE
+    /// applied), then the output projection.
+    fn attend(
+        &self,
+        slots: &Slots,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        cache: &mut KvCache,
+        s: StreamOrDevice,
+    ) -> Result<Array> {
+        let (b, l) = (q.shape()[0], q.shape()[2]);
+        let (k, v) = cache.update_and_fetch(k, v, s)?;
         let mask = if l > 1 {
             AttentionMask::Causal
         } else {
             AttentionMask::None
         };
         let scale = (self.head_dim as f32).powf(-0.5);
-        let o = scaled_dot_product_attention(&q, &k, &v, scale, mask, s)?;
+        let o = scaled_dot_product_attention(q, &k, &v, scale, mask, s)?;
         let o = if l == 1 && slots.decode_views {
             ops::reshape(&o, &[b, 1, -1], s)?
         } else {
