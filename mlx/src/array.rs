@@ -187,6 +187,14 @@ impl Array {
 
     /// A copy of the elements in row-major order (evaluates the array).
     ///
+    /// A row-contiguous array is read in place once evaluated (for an array that an
+    /// [`crate::async_eval`] already queued this only waits for that array), so the
+    /// host can go on while the device runs later work. On MLX's CPU backend, letting
+    /// the host build and queue new graphs while the CPU stream still runs earlier
+    /// ones has corrupted the heap now and then (zmlx's notebook, 2026-11-26): a
+    /// pipelined loop on the CPU should synchronize the stream before reading, as
+    /// `zmlx::generate` does.
+    ///
     /// # Errors
     /// When `T` is not the array's element type, or evaluation fails.
     #[track_caller]
