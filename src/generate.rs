@@ -247,7 +247,6 @@ pub fn generate(model: &Qwen3Moe, prompt: &[u32], opts: &GenerateOptions) -> Res
     let on_cpu = model.stream.device()?.kind == mlx::DeviceType::Cpu;
     let s = model.stream;
     let mut step = |input: &Array, cache: &mut [crate::kv_cache::KvCache]| -> Result<Step> {
-        let s = model.stream;
         let tokens = ops::reshape(input, &[1, -1], s)?;
         let logits = model.forward(&tokens, cache)?;
         let l = logits.shape()[1];

@@ -115,7 +115,7 @@ impl MergedProjection {
         };
         let y = slots.linear.forward(x, w, s)?;
         let sizes: Vec<i32> = parts.iter().map(|p| p.weight.out_features()).collect();
-        Ok(zmlx_patch::merge::split_outputs(&y, &sizes, s)?)
+        Ok(zmlx_patch::merge::split_outputs(&y, &sizes, -1, s)?)
     }
 
     /// For one token (`x` is `[b, 1, in]`): the parts' outputs laid out per head,
@@ -151,13 +151,7 @@ impl MergedProjection {
         }
         let y = slots.linear.forward(x, w, s)?;
         let y = ops::reshape(&y, &[x.shape()[0], total, 1, head_dim], s)?;
-        let mut bounds = Vec::with_capacity(heads.len().saturating_sub(1));
-        let mut acc = 0;
-        for &n in &heads[..heads.len().saturating_sub(1)] {
-            acc += n;
-            bounds.push(acc);
-        }
-        Ok(Some(ops::split_at(&y, &bounds, 1, s)?))
+        Ok(Some(zmlx_patch::merge::split_outputs(&y, heads, 1, s)?))
     }
 
     /// The stacked weight of `parts`, built and evaluated on first use.

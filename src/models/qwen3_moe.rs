@@ -78,8 +78,8 @@ impl Attention {
         let (b, l) = (x.shape()[0], x.shape()[1]);
         let parts = [&self.q_proj, &self.k_proj, &self.v_proj];
         let offset = cache.offset();
-        // One token, merged q/k/v, per-head layouts as views, MLX's norms and RoPE:
-        // the merged output is reshaped once and split per head group.
+        // One token with merged q/k/v and per-head views: the merged output is
+        // reshaped once and split per head group.
         let by_heads = match l == 1 && slots.decode_views && !slots.fuse_head_norm_rope {
             true => self.qkv.forward_heads(
                 slots,
@@ -91,100 +91,89 @@ impl Attention {
             )?,
             false => None,
         };
-        if let Some(heads) = by_heads {
-            let [q, k, v]: [Array; 3] = heads
-                .try_into()
-                .map_err(|_| Error::InvalidArgument("q/k/v split gave a wrong count".into()))?;
-            let q = rope(
-                &self.q_norm.forward(slots, &q, s)?,
-                self.head_dim,
-                false,
-                self.rope_theta,
-                1.0,
-                offset,
-                s,
-            )?;
-            let k = rope(
-                &self.k_norm.forward(slots, &k, s)?,
-                self.head_dim,
-                false,
-                self.rope_theta,
-                1.0,
-                offset,
-                s,
-            )?;
-            return self.attend(slots, &q, &k, &v, cache, s);
-        }
-        let [q, k, v]: [Array; 3] = self
-            .qkv
-            .forward(slots, &parts, x, s)?
-            .try_into()
-            .expect("three projections give three outputs");
-        let fused = match self.head_norm_rope_spec() {
-            // The kernel takes one dtype throughout; anything else (MLX would
-            // promote) keeps MLX's ops.
-            Some(spec)
-                if l == 1
-                    && slots.fuse_head_norm_rope
-                    && [&k, &self.q_norm.weight, &self.k_norm.weight]
-                        .iter()
-                        .all(|a| a.dtype() == q.dtype())
-                    && head_norm_rope_support(&spec, l, Some(q.dtype()), s.device()?).is_yes() =>
-            {
-                Some(spec)
-            }
-            _ => None,
-        };
-        let (q, k, v) = if let Some(spec) = fused {
-            // Both norms and both rotations in one op; the outputs are already
-            // [b, heads, 1, d].
-            let (q, k) = fused_head_norm_rope(
-                &q,
-                &k,
-                &self.q_norm.weight,
-                &self.k_norm.weight,
-                &spec,
-                offset,
-                s,
-            )?;
-            (q, k, ops::reshape(&v, &[b, self.n_kv_heads, 1, -1], s)?)
-        } else {
-            let (q, k, v) = if l == 1 && slots.decode_views {
-                // One token: [b, 1, n * d] -> [b, n, 1, d] is a single reshape (the
-                // same array mlx-lm's reshape + transpose gives, since only a size-1
-                // axis moves), three view ops fewer per layer.
-                let q = ops::reshape(&q, &[b, self.n_heads, 1, -1], s)?;
-                let k = ops::reshape(&k, &[b, self.n_kv_heads, 1, -1], s)?;
-                let v = ops::reshape(&v, &[b, self.n_kv_heads, 1, -1], s)?;
+        // q and k normed, all three laid out [b, heads, l, d]; RoPE follows.
+        let (q, k, v) = match by_heads {
+            Some(heads) => {
+                let [q, k, v]: [Array; 3] = heads
+                    .try_into()
+                    .map_err(|_| Error::InvalidArgument("q/k/v split gave a wrong count".into()))?;
                 (
                     self.q_norm.forward(slots, &q, s)?,
                     self.k_norm.forward(slots, &k, s)?,
                     v,
                 )
-            } else {
-                let q = self.q_norm.forward(
-                    slots,
-                    &ops::reshape(&q, &[b, l, self.n_heads, -1], s)?,
-                    s,
-                )?;
-                let k = self.k_norm.forward(
-                    slots,
-                    &ops::reshape(&k, &[b, l, self.n_kv_heads, -1], s)?,
-                    s,
-                )?;
-                let v = ops::reshape(&v, &[b, l, self.n_kv_heads, -1], s)?;
-                (
-                    ops::transpose(&q, &[0, 2, 1, 3], s)?,
-                    ops::transpose(&k, &[0, 2, 1, 3], s)?,
-                    ops::transpose(&v, &[0, 2, 1, 3], s)?,
-                )
-            };
-            (
-                rope(&q, self.head_dim, false, self.rope_theta, 1.0, offset, s)?,
-                rope(&k, self.head_dim, false, self.rope_theta, 1.0, offset, s)?,
-                v,
-            )
+            }
+            None => {
+                let [q, k, v]: [Array; 3] = self
+                    .qkv
+                    .forward(slots, &parts, x, s)?
+                    .try_into()
+                    .expect("three projections give three outputs");
+                let fused = match self.head_norm_rope_spec() {
+                    // The kernel takes one dtype throughout; anything else (MLX would
+                    // promote) keeps MLX's ops.
+                    Some(spec)
+                        if l == 1
+                            && slots.fuse_head_norm_rope
+                            && [&k, &self.q_norm.weight, &self.k_norm.weight]
+                                .iter()
+                                .all(|a| a.dtype() == q.dtype())
+                            && head_norm_rope_support(&spec, l, Some(q.dtype()), s.device()?)
+                                .is_yes() =>
+                    {
+                        Some(spec)
+                    }
+                    _ => None,
+                };
+                if let Some(spec) = fused {
+                    // Both norms and both rotations in one op; the outputs are already
+                    // [b, heads, 1, d].
+                    let (q, k) = fused_head_norm_rope(
+                        &q,
+                        &k,
+                        &self.q_norm.weight,
+                        &self.k_norm.weight,
+                        &spec,
+                        offset,
+                        s,
+                    )?;
+                    let v = ops::reshape(&v, &[b, self.n_kv_heads, 1, -1], s)?;
+                    return self.attend(slots, &q, &k, &v, cache, s);
+                }
+                if l == 1 && slots.decode_views {
+                    // One token: [b, 1, n * d] -> [b, n, 1, d] is a single reshape (the
+                    // same array mlx-lm's reshape + transpose gives, since only a size-1
+                    // axis moves), three view ops fewer per layer.
+                    let q = ops::reshape(&q, &[b, self.n_heads, 1, -1], s)?;
+                    let k = ops::reshape(&k, &[b, self.n_kv_heads, 1, -1], s)?;
+                    let v = ops::reshape(&v, &[b, self.n_kv_heads, 1, -1], s)?;
+                    (
+                        self.q_norm.forward(slots, &q, s)?,
+                        self.k_norm.forward(slots, &k, s)?,
+                        v,
+                    )
+                } else {
+                    let q = self.q_norm.forward(
+                        slots,
+                        &ops::reshape(&q, &[b, l, self.n_heads, -1], s)?,
+                        s,
+                    )?;
+                    let k = self.k_norm.forward(
+                        slots,
+                        &ops::reshape(&k, &[b, l, self.n_kv_heads, -1], s)?,
+                        s,
+                    )?;
+                    let v = ops::reshape(&v, &[b, l, self.n_kv_heads, -1], s)?;
+                    (
+                        ops::transpose(&q, &[0, 2, 1, 3], s)?,
+                        ops::transpose(&k, &[0, 2, 1, 3], s)?,
+                        ops::transpose(&v, &[0, 2, 1, 3], s)?,
+                    )
+                }
+            }
         };
+        let q = rope(&q, self.head_dim, false, self.rope_theta, 1.0, offset, s)?;
+        let k = rope(&k, self.head_dim, false, self.rope_theta, 1.0, offset, s)?;
         self.attend(slots, &q, &k, &v, cache, s)
     }
 

@@ -99,51 +99,40 @@ fn block(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Arr
         normalize: true,
     };
     let logits = quantized_matmul(x, &l.router, true, s)?;
-    if v == Variant::Routed {
-        let Some((h, routing)) =
-            FusedExpertSwiGlu.forward_routed(x, &logits, &spec, &l.gate, &l.up, s)?
-        else {
-            return Err(mlx::Error::invalid(
-                "cuda_moe_bench",
-                "the routed SwiGLU kernel declined this block",
-            ));
-        };
-        let input = DownCombineInput {
-            hidden: &h,
-            down: &l.down,
-            routing: &routing,
-            residual: None,
-        };
-        return FusedDownCombine.forward(&input, s);
-    }
-    let routing = match v {
+    let (h, routing) = match v {
+        Variant::Routed => FusedExpertSwiGlu
+            .forward_routed(x, &logits, &spec, &l.gate, &l.up, s)?
+            .ok_or_else(|| {
+                mlx::Error::invalid(
+                    "cuda_moe_bench",
+                    "the routed SwiGLU kernel declined this block",
+                )
+            })?,
+        Variant::Reference => {
+            let routing = ReferenceRouter.route(&logits, &spec, s)?;
+            let h = ReferenceExpertSwiGlu.forward(x, &l.gate, &l.up, &routing, s)?;
+            (h, routing)
+        }
         // `fused`: the expert kernels with the reference router.
-        Variant::Reference | Variant::Fused => ReferenceRouter.route(&logits, &spec, s)?,
-        Variant::FusedRouterKernel | Variant::Routed => FusedRouter.route(&logits, &spec, s)?,
+        Variant::Fused | Variant::FusedRouterKernel => {
+            let routing = match v {
+                Variant::Fused => ReferenceRouter.route(&logits, &spec, s)?,
+                _ => FusedRouter.route(&logits, &spec, s)?,
+            };
+            let h = FusedExpertSwiGlu.forward(x, &l.gate, &l.up, &routing, s)?;
+            (h, routing)
+        }
     };
-    let (hidden, y) = if v == Variant::Reference {
-        let h = ReferenceExpertSwiGlu.forward(x, &l.gate, &l.up, &routing, s)?;
-        let input = DownCombineInput {
-            hidden: &h,
-            down: &l.down,
-            routing: &routing,
-            residual: None,
-        };
-        let y = ReferenceDownCombine.forward(&input, s)?;
-        (h, y)
-    } else {
-        let h = FusedExpertSwiGlu.forward(x, &l.gate, &l.up, &routing, s)?;
-        let input = DownCombineInput {
-            hidden: &h,
-            down: &l.down,
-            routing: &routing,
-            residual: None,
-        };
-        let y = FusedDownCombine.forward(&input, s)?;
-        (h, y)
+    let input = DownCombineInput {
+        hidden: &h,
+        down: &l.down,
+        routing: &routing,
+        residual: None,
     };
-    drop(hidden);
-    Ok(y)
+    match v {
+        Variant::Reference => ReferenceDownCombine.forward(&input, s),
+        _ => FusedDownCombine.forward(&input, s),
+    }
 }
 
 fn chain(

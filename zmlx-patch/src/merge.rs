@@ -93,18 +93,32 @@ pub fn merge_rows(weights: &[&Weight], s: StreamOrDevice) -> Result<Weight> {
     }))
 }
 
-/// Splits the last axis of `y` (the output of a merged projection) back into the
-/// projections' outputs, `sizes` being their output features in merge order.
+/// Splits axis `axis` of `y` (the output of a merged projection, `-1` for its
+/// features) back into the projections' outputs, `sizes` being their extents along
+/// that axis in merge order.
 ///
 /// # Errors
-/// When the sizes do not add up to `y`'s last axis, or MLX fails.
-pub fn split_outputs(y: &mlx::Array, sizes: &[i32], s: StreamOrDevice) -> Result<Vec<mlx::Array>> {
-    let total: i32 = sizes.iter().sum();
-    let last = y.shape().last().copied().unwrap_or(0);
-    if total != last {
+/// When `axis` is out of range, the sizes do not add up to that axis, or MLX fails.
+pub fn split_outputs(
+    y: &mlx::Array,
+    sizes: &[i32],
+    axis: i32,
+    s: StreamOrDevice,
+) -> Result<Vec<mlx::Array>> {
+    let nd = y.ndim() as i32;
+    let ax = if axis < 0 { axis + nd } else { axis };
+    if !(0..nd).contains(&ax) {
         return Err(Error::invalid(
             "split_outputs",
-            format!("the parts add up to {total} features, the merged output has {last}"),
+            format!("axis {axis} of a {nd}-axis merged output"),
+        ));
+    }
+    let total: i32 = sizes.iter().sum();
+    let extent = y.shape()[ax as usize];
+    if total != extent {
+        return Err(Error::invalid(
+            "split_outputs",
+            format!("the parts add up to {total}, the merged output has {extent} on axis {axis}"),
         ));
     }
     let mut bounds = Vec::with_capacity(sizes.len().saturating_sub(1));
@@ -113,7 +127,7 @@ pub fn split_outputs(y: &mlx::Array, sizes: &[i32], s: StreamOrDevice) -> Result
         acc += n;
         bounds.push(acc);
     }
-    ops::split_at(y, &bounds, -1, s)
+    ops::split_at(y, &bounds, ax, s)
 }
 
 #[cfg(test)]
@@ -149,7 +163,7 @@ mod tests {
             Weight::Quantized(q) => quantized_matmul(x, q, true, s).unwrap(),
             Weight::Float(_) => unreachable!(),
         };
-        let parts = split_outputs(&mm(&merged, &x), &[96, 32, 32], s).unwrap();
+        let parts = split_outputs(&mm(&merged, &x), &[96, 32, 32], -1, s).unwrap();
         for (w, p) in ws.iter().zip(&parts) {
             let a = ops::view(&mm(w, &x), Dtype::Uint16, s).unwrap();
             let b = ops::view(p, Dtype::Uint16, s).unwrap();
@@ -175,6 +189,6 @@ mod tests {
         let err = merge_rows(&[&a, &b], s).unwrap_err().to_string();
         assert!(err.contains("quantization"), "{err}");
         let y = ops::zeros(&[1, 10], Dtype::Float32, s).unwrap();
-        assert!(split_outputs(&y, &[4, 4], s).is_err());
+        assert!(split_outputs(&y, &[4, 4], -1, s).is_err());
     }
 }

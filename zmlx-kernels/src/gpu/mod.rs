@@ -645,12 +645,7 @@ fn swiglu_call(
                     ),
                 ));
             }
-            if experts > MAX_ROUTER_EXPERTS || !(1..=MAX_ROUTER_K.min(experts)).contains(&k) {
-                return Err(Error::invalid(
-                    OP,
-                    format!("{experts} experts, top-{k} (the router takes up to 512 and 16)"),
-                ));
-            }
+            check_router_k(OP, experts, k)?;
             let kern = kernel_with_header(
                 &ROUTED,
                 backend,
@@ -673,11 +668,7 @@ fn swiglu_call(
             let mut shape = logits.shape().to_vec();
             *shape.last_mut().expect("logits have an expert axis") = k;
             // The router's VARIANT and score chunk, as `route` passes them.
-            let chunk = if logits.ndim() == 1 {
-                8
-            } else {
-                16 / dtype.size() as i32
-            };
+            let chunk = router_score_chunk(logits);
             let targs = vec![
                 ("RK", TemplateArg::Int(k)),
                 ("REXP", TemplateArg::Int(experts)),
@@ -904,6 +895,29 @@ pub fn down_combine(
 /// It changes results only above 16 * (16 / itemsize) experts (more than 128 for
 /// bf16/f16, 64 for f32). `ZMLX_ROUTER_VARIANT=1` selects the latter;
 /// tests/cuda_vs_reference.rs tries both.
+/// The router kernel's limits: up to [`MAX_ROUTER_EXPERTS`] experts, top-`k` for
+/// `k` from 1 to [`MAX_ROUTER_K`] (and at most the expert count).
+fn check_router_k(op: &'static str, experts: i32, k: i32) -> Result<()> {
+    if experts > MAX_ROUTER_EXPERTS || !(1..=MAX_ROUTER_K.min(experts)).contains(&k) {
+        return Err(Error::invalid(
+            op,
+            format!("{experts} experts, top-{k} (the router kernel takes up to 512 and 16)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The chunk of scores one thread of MLX's sum folds when it renormalises the
+/// router's scores: 16 bytes a thread in its row reduce (`[..., k]` scores), 8 values
+/// in its all-reduce (1-D scores of one token).
+fn router_score_chunk(logits: &Array) -> i32 {
+    if logits.ndim() == 1 {
+        8
+    } else {
+        16 / logits.dtype().size() as i32
+    }
+}
+
 fn router_variant() -> i32 {
     env_choice("ZMLX_ROUTER_VARIANT", &[0, 1], 0)
 }
@@ -947,12 +961,7 @@ pub fn route_variant(
     const OP: &str = "moe_gate";
     let experts = logits.shape().last().copied().unwrap_or(0);
     let dtype = logits.dtype();
-    if experts > MAX_ROUTER_EXPERTS || !(1..=MAX_ROUTER_K.min(experts)).contains(&k) {
-        return Err(Error::invalid(
-            OP,
-            format!("{experts} experts, top-{k} (the kernel takes up to 512 and 16)"),
-        ));
-    }
+    check_router_k(OP, experts, k)?;
     if !matches!(dtype, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16) {
         return Err(Error::invalid(OP, format!("logits of dtype {dtype:?}")));
     }
@@ -960,13 +969,7 @@ pub fn route_variant(
         return Err(Error::invalid(OP, format!("router variant {variant}")));
     }
     let ntok = (logits.size() / experts as usize) as i32;
-    // The chunk of scores one thread of MLX's sum folds: 16 bytes a thread in its
-    // row reduce ([..., k] scores), 8 values in its all-reduce (1-D scores).
-    let chunk = if logits.ndim() == 1 {
-        8
-    } else {
-        16 / dtype.size() as i32
-    };
+    let chunk = router_score_chunk(logits);
     let kern = kernel_with_header(
         &SLOTS[slot_index(backend)],
         backend,
