@@ -23,9 +23,14 @@
 //! Then the per-op costs: single MLX ops, each fused kernel, and the attention-side
 //! fusions (q/k norms + RoPE, residual add + norm) beside the MLX ops they replace.
 //!
+//! `--host-cost` instead splits each op's cost into graph building, MLX's encoding
+//! (`async_eval`) and the rest (GPU time not hidden behind the host): a chain of
+//! `--layers` copies of one op (or of one small op group) is built, encoded and
+//! synchronized, and each phase is divided by the chain length.
+//!
 //! Usage: `cuda_moe_bench [--iters N] [--layers L] [--weights W] [--tokens T]
-//! [--per-op-only | --block-only]` (the first skips the block timing, the second the
-//! per-op costs). `ZMLX_GPU_MINIFY=0` passes
+//! [--per-op-only | --block-only | --host-cost]` (the first skips the block timing,
+//! the second the per-op costs). `ZMLX_GPU_MINIFY=0` passes
 //! the kernel sources to MLX as written (with comments), for A/B timing.
 
 use std::time::Instant;
@@ -195,6 +200,9 @@ fn main() -> mlx::Result<()> {
     let key = random::key(99)?;
     let x0 = random::normal(&[tokens, HIDDEN], Dtype::Bfloat16, 0.0, 1.0, Some(&key), s)?;
     x0.eval()?;
+    if std::env::args().any(|a| a == "--host-cost") {
+        return host_costs(&layers, &x0, n_layers, iters, s);
+    }
     if std::env::args().any(|a| a == "--per-op-only") {
         return per_op_costs(&layers, &x0, n_layers, iters, s);
     }
@@ -511,6 +519,170 @@ fn per_op_costs(
             "  {label:<40} {c:8.1}  (op alone ~{:.1})",
             c - 3.0 * trivial
         );
+    }
+    Ok(())
+}
+
+/// Median host and GPU cost per chain element of `n` chained calls of `op`: (build,
+/// encode, rest) in us, where build is the graph building, encode MLX's
+/// `async_eval` and rest the wait for the GPU after both.
+fn phase_costs(
+    n: usize,
+    iters: usize,
+    x0: &Array,
+    op: &dyn Fn(&Array) -> mlx::Result<Array>,
+) -> mlx::Result<(f64, f64, f64)> {
+    let (mut build, mut encode, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+    for it in 0..iters + 3 {
+        let t0 = Instant::now();
+        let mut x = x0.clone();
+        for _ in 0..n {
+            x = op(&x)?;
+        }
+        let t1 = Instant::now();
+        mlx::async_eval(&[&x])?;
+        let t2 = Instant::now();
+        mlx::synchronize()?;
+        let t3 = Instant::now();
+        if it >= 3 {
+            let per = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6 / n as f64;
+            build.push(per(t0, t1));
+            encode.push(per(t1, t2));
+            rest.push(per(t2, t3));
+        }
+    }
+    Ok((median(&mut build), median(&mut encode), median(&mut rest)))
+}
+
+/// `--host-cost`: where each decode op's cost goes (build, encode, GPU wait), for
+/// MLX's ops and zmlx's kernels at Qwen3-30B-A3B's decode shapes. Each row chains
+/// one op, or the group of ops a fusion replaces, keeping the [1, 2048] activation
+/// shape with views only (views are listed at their own cost).
+fn host_costs(
+    layers: &[Layer],
+    x0: &Array,
+    n: usize,
+    iters: usize,
+    s: StreamOrDevice,
+) -> mlx::Result<()> {
+    let spec = RouterSpec::SoftmaxTopK {
+        k: TOPK,
+        normalize: true,
+    };
+    let l = &layers[0];
+    let proj = qw(&[4096, HIDDEN], QuantSpec::affine(64, 4), 77, s)?;
+    let norm_w = ops::ones(&[HIDDEN], Dtype::Bfloat16, s)?;
+    let head_w = ops::ones(&[128], Dtype::Bfloat16, s)?;
+    let half = Array::scalar_as(0.5, Dtype::Bfloat16)?;
+    mlx::transforms::eval(&[&norm_w, &head_w, &half])?;
+    let head_spec = HeadNormRopeSpec {
+        q_heads: 16,
+        kv_heads: 4,
+        head_dim: 128,
+        eps: 1e-6,
+        rope_base: 1e6,
+        rope_scale: 1.0,
+    };
+    // q (16 heads) and k (4 heads) of one token taken from x by views.
+    let qk = |x: &Array| -> mlx::Result<(Array, Array)> {
+        let q = ops::reshape(x, &[1, 1, HIDDEN], s)?;
+        let k = ops::slice(&q, &[0, 0, 0], &[1, 1, 512], &[1, 1, 1], s)?;
+        Ok((q, k))
+    };
+    // Back to x's [1, 2048] from q: one view.
+    let back = |q: &Array| ops::reshape(q, &[1, HIDDEN], s);
+    let rows: Vec<(&str, Box<dyn Fn(&Array) -> mlx::Result<Array> + '_>)> = vec![
+        (
+            "view (reshape)",
+            Box::new(|x| ops::reshape(x, &[1, HIDDEN], s)),
+        ),
+        (
+            "multiply [1, 2048]",
+            Box::new(|x| ops::multiply(x, &half, s)),
+        ),
+        (
+            "rms_norm [1, 2048]",
+            Box::new(|x| mlx::fast::rms_norm(x, Some(&norm_w), 1e-6, s)),
+        ),
+        (
+            "quantized_matmul 4-bit 4096x2048 + slice",
+            Box::new(|x| {
+                let y = quantized_matmul(x, &proj, true, s)?;
+                ops::slice(&y, &[0, 0], &[1, HIDDEN], &[1, 1], s)
+            }),
+        ),
+        (
+            "rope [1, 16, 1, 128] + 2 views",
+            Box::new(|x| {
+                let q = ops::reshape(x, &[1, 16, 1, 128], s)?;
+                back(&mlx::fast::rope(&q, 128, false, 1e6, 1.0, 7, s)?)
+            }),
+        ),
+        (
+            "q/k: 2 rms_norm + 2 rope (mlx) + views",
+            Box::new(|x| {
+                let (q, k) = qk(x)?;
+                let q = ops::reshape(&q, &[1, 16, 1, 128], s)?;
+                let k = ops::reshape(&k, &[1, 4, 1, 128], s)?;
+                let q = mlx::fast::rms_norm(&q, Some(&head_w), 1e-6, s)?;
+                let k = mlx::fast::rms_norm(&k, Some(&head_w), 1e-6, s)?;
+                let q = mlx::fast::rope(&q, 128, false, 1e6, 1.0, 7, s)?;
+                let _k = mlx::fast::rope(&k, 128, false, 1e6, 1.0, 7, s)?;
+                back(&q)
+            }),
+        ),
+        (
+            "q/k: head_norm_rope (fused) + views",
+            Box::new(|x| {
+                let (q, k) = qk(x)?;
+                let (qo, _ko) = fused_head_norm_rope(&q, &k, &head_w, &head_w, &head_spec, 7, s)?;
+                back(&qo)
+            }),
+        ),
+        (
+            "add + rms_norm (mlx)",
+            Box::new(|x| {
+                let h = ops::add(x, x, s)?;
+                mlx::fast::rms_norm(&h, Some(&norm_w), 1e-6, s)
+            }),
+        ),
+        (
+            "add_norm (fused)",
+            Box::new(|x| Ok(fused_add_rms_norm(x, x, &norm_w, 1e-6, s)?.1)),
+        ),
+        (
+            "MoE block reference (+ residual add)",
+            Box::new(|x| ops::add(x, &block(l, x, Variant::Reference, s)?, s)),
+        ),
+        (
+            "MoE block fused+router (+ residual add)",
+            Box::new(|x| ops::add(x, &block(l, x, Variant::FusedRouterKernel, s)?, s)),
+        ),
+        (
+            "MoE block routed, residual folded (3 ops)",
+            Box::new(|x| {
+                let logits = quantized_matmul(x, &l.router, true, s)?;
+                let (h, routing) = FusedExpertSwiGlu
+                    .forward_routed(x, &logits, &spec, &l.gate, &l.up, s)?
+                    .ok_or_else(|| {
+                        mlx::Error::invalid("cuda_moe_bench", "routed SwiGLU declined")
+                    })?;
+                FusedDownCombine.forward(
+                    &DownCombineInput {
+                        hidden: &h,
+                        down: &l.down,
+                        routing: &routing,
+                        residual: Some(x),
+                    },
+                    s,
+                )
+            }),
+        ),
+    ];
+    println!("host cost per chain element (us; {n} chained, median of {iters}): build / encode / GPU wait after / total");
+    for (label, op) in &rows {
+        let (b, e, r) = phase_costs(n, iters, x0, op.as_ref())?;
+        println!("  {label:<44} {b:7.2} {e:7.2} {r:7.2} {:8.2}", b + e + r);
     }
     Ok(())
 }

@@ -28,6 +28,7 @@ use crate::contract::Support;
 use crate::moe_gate::RouterSpec;
 use crate::weight::Weight;
 
+mod header_file;
 pub mod norm;
 
 /// The GPU kernels take fewer (token, expert) pairs than this; mlx-lm sorts pairs
@@ -308,8 +309,9 @@ fn kernel(
     )
 }
 
-/// [`kernel`] with its own header (MLX copies the header into every call's source,
-/// so kernels that need less of the prelude get less).
+/// [`kernel`] with its own header (on CUDA passed as an `#include` of a file where
+/// one can be written, see `header_file.rs`; otherwise MLX copies the header into
+/// every call's source, so kernels that need less of the prelude get less).
 fn kernel_with_header(
     slot: &'static Slot,
     backend: KernelBackend,
@@ -324,6 +326,12 @@ fn kernel_with_header(
             (minify(body), minify(header))
         } else {
             (body.to_string(), header.to_string())
+        };
+        // CUDA: the header as an included file, so that MLX does not copy and hash
+        // it on every call (header_file.rs).
+        let header = match backend {
+            KernelBackend::Cuda => header_file::cuda_header(&header),
+            KernelBackend::Metal => header,
         };
         CustomKernel::new(
             backend,
