@@ -554,6 +554,9 @@ fn phase_costs(
     Ok((median(&mut build), median(&mut encode), median(&mut rest)))
 }
 
+/// One element of a timed chain: the next activation from the previous one.
+type ChainOp<'a> = dyn Fn(&Array) -> mlx::Result<Array> + 'a;
+
 /// `--host-cost`: where each decode op's cost goes (build, encode, GPU wait), for
 /// MLX's ops and zmlx's kernels at Qwen3-30B-A3B's decode shapes. Each row chains
 /// one op, or the group of ops a fusion replaces, keeping the [1, 2048] activation
@@ -591,7 +594,7 @@ fn host_costs(
     };
     // Back to x's [1, 2048] from q: one view.
     let back = |q: &Array| ops::reshape(q, &[1, HIDDEN], s);
-    let rows: Vec<(&str, Box<dyn Fn(&Array) -> mlx::Result<Array> + '_>)> = vec![
+    let rows: Vec<(&str, Box<ChainOp<'_>>)> = vec![
         (
             "view (reshape)",
             Box::new(|x| ops::reshape(x, &[1, HIDDEN], s)),
