@@ -20,14 +20,16 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use mlx::kernel::{CustomKernel, KernelBackend, KernelLaunch, KernelSource, TemplateArg};
+use mlx::kernel::{KernelBackend, KernelLaunch, TemplateArg};
 use mlx::quantization::{QuantMode, QuantizedWeight};
 use mlx::{ops, Array, Device, DeviceType, Dtype, Error, Result, StreamOrDevice};
 
 use crate::contract::Support;
 use crate::moe_gate::RouterSpec;
 use crate::weight::Weight;
+use family::{FamilySource, KernelFamily};
 
+mod family;
 mod header_file;
 pub mod norm;
 
@@ -286,10 +288,10 @@ pub fn weight_support(w: &Weight) -> Support {
     Support::Yes
 }
 
-type Slot = OnceLock<std::result::Result<CustomKernel, String>>;
+type Slot = OnceLock<std::result::Result<KernelFamily, String>>;
 
-/// One kernel object per op and backend; MLX caches the compiled variants (one per
-/// set of template arguments) inside it.
+/// One kernel family per op and backend (family.rs: on CUDA one MLX kernel object
+/// per set of template arguments, built on first use).
 fn kernel(
     slot: &'static Slot,
     backend: KernelBackend,
@@ -297,7 +299,7 @@ fn kernel(
     inputs: &'static [&'static str],
     outputs: &'static [&'static str],
     body: &'static str,
-) -> Result<&'static CustomKernel> {
+) -> Result<&'static KernelFamily> {
     kernel_with_header(
         slot,
         backend,
@@ -320,7 +322,7 @@ fn kernel_with_header(
     outputs: &'static [&'static str],
     body: &'static str,
     header: &'static str,
-) -> Result<&'static CustomKernel> {
+) -> Result<&'static KernelFamily> {
     slot.get_or_init(|| {
         let (body, header) = if minify_sources() {
             (minify(body), minify(header))
@@ -333,19 +335,14 @@ fn kernel_with_header(
             KernelBackend::Cuda => header_file::cuda_header(&header),
             KernelBackend::Metal => header,
         };
-        CustomKernel::new(
+        KernelFamily::new(FamilySource {
             backend,
-            &KernelSource {
-                name,
-                input_names: inputs,
-                output_names: outputs,
-                source: &body,
-                header: &header,
-                ensure_row_contiguous: true,
-                atomic_outputs: false,
-                shared_memory: 0,
-            },
-        )
+            name,
+            inputs,
+            outputs,
+            body,
+            header,
+        })
         .map_err(|e| e.to_string())
     })
     .as_ref()
