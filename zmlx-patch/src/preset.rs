@@ -69,18 +69,6 @@ const METAL_REASON: &str = "the Metal bodies use the first-generation GPU algori
     changed greedy tokens on CUDA (38/600 matched, 48 layers), and have not been run on Apple \
     silicon; --ignore-exclusions patches them anyway";
 
-/// The runs that showed the CUDA norm fusions (exact, but no faster than MLX's ops).
-const NORM_FUSION_RUNS: &str = "benchmarks/perop/2026-11-26-device-run13-h100-perop.log \
-    (each fused op beside the MLX ops it replaces, 4 alternated runs) and \
-    benchmarks/matrix.jsonl 2026-11-26T00:45:17Z (with, 1.12x) vs 2026-11-26T00:47:26Z \
-    (without, 1.20x); notebook.md 2026-11-26 01:00-01:25 UTC";
-
-/// Why the CUDA norm fusions are excluded.
-const NORM_FUSION_REASON: &str = "bit-identical, but on CUDA one custom kernel costs the host \
-    about as much as the MLX norm/rope/add ops it replaces (MLX's own ops are cheap to issue, \
-    a custom kernel is not), so no decode gain was measured; --ignore-exclusions patches it \
-    anyway";
-
 /// The exclude lists. Every entry names its evidence in `benchmarks/`.
 ///
 /// History: the CUDA router, expert SwiGLU and down + combine slots were excluded for
@@ -91,23 +79,17 @@ const NORM_FUSION_REASON: &str = "bit-identical, but on CUDA one custom kernel c
 /// identical logits, so those entries were removed. The Metal bodies were not
 /// redone (there is no Apple hardware here), so their slots stay excluded on the
 /// evidence of the same first-generation algorithm on CUDA.
+///
+/// The CUDA norm fusions (`head_norm_rope`, `add_norm`) were excluded for speed on the
+/// evidence of `benchmarks/perop/2026-11-26-device-run13-h100-perop.log` and the
+/// 48-layer rows 2026-11-26T00:45:17Z (with them, 1.12x) vs 00:47:26Z (without,
+/// 1.20x): exact, but each custom kernel cost the host as much as the MLX ops it
+/// replaced. Once the kernel calls became cheap (headers included from files, one
+/// MLX kernel object per variant), the same preset with them was faster in 3 of 3
+/// alternations (`benchmarks/perop/2026-11-26-device-run49-h200-variants.log`: 4.21 /
+/// 4.13 / 3.98 against 4.73-6.87 ms a step) and recorded 1.99x with fidelity PASS
+/// (row 2026-11-26T07:27:55Z), so those entries were removed.
 pub const EXCLUSIONS: &[Exclusion] = &[
-    Exclusion {
-        family: "qwen3_moe",
-        slot: SlotName::HeadNormRope,
-        backend: "cuda",
-        kind: ExclusionKind::Performance,
-        evidence: NORM_FUSION_RUNS,
-        reason: NORM_FUSION_REASON,
-    },
-    Exclusion {
-        family: "qwen3_moe",
-        slot: SlotName::AddNorm,
-        backend: "cuda",
-        kind: ExclusionKind::Performance,
-        evidence: NORM_FUSION_RUNS,
-        reason: NORM_FUSION_REASON,
-    },
     Exclusion {
         family: "qwen3_moe",
         slot: SlotName::Router,
@@ -155,11 +137,9 @@ mod tests {
                 "{e:?}"
             );
         }
-        // On CUDA only the norm fusions are excluded (for speed, not fidelity); the
-        // Metal MoE slots wait for a run on Apple silicon.
-        let cuda = exclusions("qwen3_moe", "cuda");
-        assert_eq!(cuda.len(), 2);
-        assert!(cuda.iter().all(|e| e.kind == ExclusionKind::Performance));
+        // Nothing is excluded on CUDA or the CPU; the Metal MoE slots wait for a run
+        // on Apple silicon.
+        assert!(exclusions("qwen3_moe", "cuda").is_empty());
         assert!(exclusions("qwen3_moe", "cpu").is_empty());
         assert_eq!(exclusions("qwen3_moe", "metal").len(), 3);
     }
