@@ -11,8 +11,8 @@
 //! The file name holds a 64-bit hash of the content, so a changed header gets a new
 //! path (and MLX a new module key: no stale PTX from its disk cache), and the file's
 //! content is compared before use. Files live in a per-user directory:
-//! `$ZMLX_CACHE_DIR`, else `$XDG_CACHE_HOME/zmlx/cuda`, else
-//! `$HOME/.cache/zmlx/cuda` (never a shared temporary directory: anyone who could
+//! `$ZMLX_CACHE_DIR/cuda` (the cache directory zmlx's synthetic checkpoints use too),
+//! else `$XDG_CACHE_HOME/zmlx/cuda`, else `$HOME/.cache/zmlx/cuda` (never a shared temporary directory: anyone who could
 //! replace the file could change the kernel). If no directory is usable the header
 //! stays inline, which gives the same kernel, only more host time a call.
 //! `ZMLX_GPU_INLINE_HEADERS=1` keeps headers inline (for A/B timing).
@@ -41,7 +41,8 @@ fn inline_requested() -> bool {
 fn cache_dir() -> Option<PathBuf> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(d) = var("ZMLX_CACHE_DIR") {
-        return Some(PathBuf::from(d).join("cuda"));
+        // Made absolute: the include needs an absolute path.
+        return std::path::absolute(PathBuf::from(d).join("cuda")).ok();
     }
     if let Some(d) = var("XDG_CACHE_HOME") {
         return Some(PathBuf::from(d).join("zmlx").join("cuda"));
