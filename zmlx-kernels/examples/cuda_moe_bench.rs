@@ -355,6 +355,39 @@ fn per_op(
     Ok(median(&mut times))
 }
 
+/// Weights and constants of the per-op tables: a 4096 x 2048 4-bit projection, norm
+/// weights for a hidden vector and for one head, the scalar 0.5, and Qwen3's
+/// attention shape for `head_norm_rope` (16 query and 4 key heads of 128).
+struct OpFixtures {
+    proj: QuantizedWeight,
+    norm_w: Array,
+    head_w: Array,
+    half: Array,
+    head_spec: HeadNormRopeSpec,
+}
+
+fn op_fixtures(s: StreamOrDevice) -> mlx::Result<OpFixtures> {
+    let proj = qw(&[4096, HIDDEN], QuantSpec::affine(64, 4), 77, s)?;
+    let norm_w = ops::ones(&[HIDDEN], Dtype::Bfloat16, s)?;
+    let head_w = ops::ones(&[128], Dtype::Bfloat16, s)?;
+    let half = Array::scalar_as(0.5, Dtype::Bfloat16)?;
+    mlx::transforms::eval(&[&norm_w, &head_w, &half])?;
+    Ok(OpFixtures {
+        proj,
+        norm_w,
+        head_w,
+        half,
+        head_spec: HeadNormRopeSpec {
+            q_heads: 16,
+            kv_heads: 4,
+            head_dim: 128,
+            eps: 1e-6,
+            rope_base: 1e6,
+            rope_scale: 1.0,
+        },
+    })
+}
+
 /// Per-op cost of single MLX ops and of each fused kernel at decode shapes. A
 /// trivial element-wise op shows what any op costs (launch and host work); the
 /// others are timed as "op, then sum + multiply + add back into the chained
@@ -377,10 +410,13 @@ fn per_op_costs(
     mlx::transforms::eval(&[&routing.indices, &routing.scores])?;
     let h0 = FusedExpertSwiGlu.forward(x0, &l.gate, &l.up, &routing, s)?;
     h0.h.eval()?;
-    let proj = qw(&[4096, HIDDEN], QuantSpec::affine(64, 4), 77, s)?;
-    let norm_w = ops::ones(&[HIDDEN], Dtype::Bfloat16, s)?;
-    let half = Array::scalar_as(0.5, Dtype::Bfloat16)?;
-    mlx::transforms::eval(&[&norm_w, &half])?;
+    let OpFixtures {
+        proj,
+        norm_w,
+        head_w,
+        half,
+        head_spec,
+    } = op_fixtures(s)?;
     // `y` folded back into the chained input `x`: sum, multiply, add.
     let fold = |x: &Array, y: &Array| -> mlx::Result<Array> {
         let r = ops::sum_all(y, false, s)?;
@@ -390,16 +426,6 @@ fn per_op_costs(
     let fold2 = |x: &Array, a: &Array, b: &Array| -> mlx::Result<Array> {
         let r = ops::add(&ops::sum_all(a, false, s)?, &ops::sum_all(b, false, s)?, s)?;
         ops::add(x, &ops::multiply(&r, &half, s)?, s)
-    };
-    let head_w = ops::ones(&[128], Dtype::Bfloat16, s)?;
-    head_w.eval()?;
-    let head_spec = HeadNormRopeSpec {
-        q_heads: 16,
-        kv_heads: 4,
-        head_dim: 128,
-        eps: 1e-6,
-        rope_base: 1e6,
-        rope_scale: 1.0,
     };
 
     let trivial = per_op(n, iters, x0, &|x| ops::multiply(x, &half, s))?;
@@ -573,19 +599,13 @@ fn host_costs(
         normalize: true,
     };
     let l = &layers[0];
-    let proj = qw(&[4096, HIDDEN], QuantSpec::affine(64, 4), 77, s)?;
-    let norm_w = ops::ones(&[HIDDEN], Dtype::Bfloat16, s)?;
-    let head_w = ops::ones(&[128], Dtype::Bfloat16, s)?;
-    let half = Array::scalar_as(0.5, Dtype::Bfloat16)?;
-    mlx::transforms::eval(&[&norm_w, &head_w, &half])?;
-    let head_spec = HeadNormRopeSpec {
-        q_heads: 16,
-        kv_heads: 4,
-        head_dim: 128,
-        eps: 1e-6,
-        rope_base: 1e6,
-        rope_scale: 1.0,
-    };
+    let OpFixtures {
+        proj,
+        norm_w,
+        head_w,
+        half,
+        head_spec,
+    } = op_fixtures(s)?;
     // q (16 heads) and k (4 heads) of one token taken from x by views.
     let qk = |x: &Array| -> mlx::Result<(Array, Array)> {
         let q = ops::reshape(x, &[1, 1, HIDDEN], s)?;
