@@ -147,7 +147,11 @@ unsafe fn load_blocks(
     for (b, wb) in words.iter_mut().enumerate() {
         let offs = &offsets[16 * b..16 * b + 16];
         for &o in offs {
-            _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(o as usize + w0 + 16).cast());
+            // Both cache lines the next chunk's 64 bytes may span (rows need not
+            // start on a line: a large malloc'd buffer starts 16 bytes into a page).
+            let next = base.wrapping_add(o as usize + w0 + 16);
+            _mm_prefetch::<_MM_HINT_T0>(next.cast());
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(15).cast());
         }
         load_transposed(base, offs, w0, nw, wb);
     }
