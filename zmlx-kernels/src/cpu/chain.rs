@@ -163,6 +163,63 @@ const fn max_mb(lanes: usize) -> usize {
 #[cfg(target_arch = "x86_64")]
 const MULTI: usize = 4;
 
+/// Widens the scales and biases of `rblocks` blocks of `L` rows (lane `l` = row
+/// `row_of(l)`) into `sb`, lane-major per block: `sb[b * 2 * gpr * L + g * L + lane]`
+/// the scale of group `g`, then the biases. Returns whether any value is `tiny` (the
+/// denormal guard). AVX-512 with bf16 scales takes the vector transpose
+/// (`chain_x86::widen_bf16_block`), everything else one value at a time; both write
+/// the same values.
+fn widen_scales<T: Element, const L: usize>(
+    level: SimdLevel,
+    w: &QuantView<'_, T>,
+    rblocks: usize,
+    row_of: &dyn Fn(usize) -> usize,
+    sb: &mut [f32],
+) -> bool {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = level;
+    let gpr = w.gpr;
+    let per_block = 2 * gpr * L;
+    let mut any_tiny = false;
+    for blk in 0..rblocks {
+        let sbb = &mut sb[blk * per_block..(blk + 1) * per_block];
+        #[cfg(target_arch = "x86_64")]
+        if L == 16 && level == Avx512 && T::DTYPE == Dtype::Bf16 {
+            let rows: [usize; 16] = core::array::from_fn(|l| row_of(blk * L + l));
+            // SAFETY: T is bf16, two bytes like u16 (checked by the dtype tag), so the
+            // slices reinterpret exactly; AVX-512F is available (the level says so);
+            // every row is inside the weight (callers' invariant), so `row * gpr + gpr`
+            // is within the scales and biases; `sbb` holds `2 * gpr * 16` values.
+            any_tiny |= unsafe {
+                let as_u16 =
+                    |v: &[T]| std::slice::from_raw_parts(v.as_ptr().cast::<u16>(), v.len());
+                chain_x86::widen_bf16_block(
+                    as_u16(w.scales),
+                    as_u16(w.biases),
+                    &rows,
+                    gpr,
+                    GUARD_MIN_BITS,
+                    sbb,
+                )
+            };
+            continue;
+        }
+        for lane in 0..L {
+            let a = row_of(blk * L + lane);
+            for g in 0..gpr {
+                let (sv, bv) = (
+                    w.scales[a * gpr + g].to_f32(),
+                    w.biases[a * gpr + g].to_f32(),
+                );
+                any_tiny |= tiny(sv) | tiny(bv);
+                sbb[g * L + lane] = sv;
+                sbb[(gpr + g) * L + lane] = bv;
+            }
+        }
+    }
+    any_tiny
+}
+
 /// The vector chain over blocks of `L` rows (`L` = lanes of the level), `MULTI`
 /// blocks at a time while rows remain and activation rows are few. A partial last
 /// block repeats its last row in the spare lanes (results discarded), so every lane
@@ -201,25 +258,14 @@ fn blocks<T: Element, const L: usize>(
         let span = L * rblocks;
         let nb = span.min(nrows - b0);
         let first = row0 + b0;
-        let mut block_tiny = false;
         for (l, o) in offsets.iter_mut().enumerate().take(span) {
-            let r = l.min(nb - 1);
             // A call spans at most 64 rows of at most K/2 words: fits i32 for any K
             // below 2^24, far beyond real layers.
-            *o = i32::try_from(r * w.wpr).expect("row offset fits i32");
-            let a = first + r;
-            let (blk, lane) = (l / L, l % L);
-            let sbb = &mut sb[blk * per_block..(blk + 1) * per_block];
-            for g in 0..gpr {
-                let (sv, bv) = (
-                    w.scales[a * w.gpr + g].to_f32(),
-                    w.biases[a * w.gpr + g].to_f32(),
-                );
-                block_tiny |= tiny(sv) | tiny(bv);
-                sbb[g * L + lane] = sv;
-                sbb[(gpr + g) * L + lane] = bv;
-            }
+            *o = i32::try_from(l.min(nb - 1) * w.wpr).expect("row offset fits i32");
         }
+        // Lanes past the last row repeat it.
+        let row_of = |l: usize| first + l.min(nb - 1);
+        let block_tiny = widen_scales::<T, L>(level, w, rblocks, &row_of, &mut sb);
         let fast = hw && !block_tiny;
         // The last lane's row ends inside the buffer: every word read is in bounds.
         let last = (first + nb) * w.wpr;

@@ -85,6 +85,14 @@ unsafe fn load_transposed(
     let r: [__m512i; 16] = core::array::from_fn(|l| {
         _mm512_maskz_loadu_epi32(mask, base.add(offsets[l] as usize + w0).cast())
     });
+    transpose16(&r, out);
+}
+
+/// The 16x16 dword transpose of `r` into `out`: `out[j]` lane `l` = `r[l]` lane `j`
+/// (64 shuffles).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(r: &[__m512i; 16], out: &mut [__m512i; 16]) {
     // Within each 128-bit lane: 2x2 blocks of dwords, then of qwords.
     let t: [__m512i; 16] = core::array::from_fn(|i| {
         let (a, b) = (r[i & !1], r[i | 1]);
@@ -125,6 +133,60 @@ unsafe fn round_each<T: Element>(v: &mut [__m512], _widen: [__m512i; 2]) {
     for x in v {
         *x = round16::<T>(*x);
     }
+}
+
+/// The scales and biases of one 16-row block, bf16 widened to f32 (exact), in the
+/// lane-major layout the chain reads: `sb[g * 16 + l]` = scale of group `g` of row
+/// `rows[l]`, `sb[(gpr + g) * 16 + l]` its bias. Returns whether any value is `tiny`
+/// (nonzero with `|v|` bits below `guard`, the denormal guard of `cpu/chain.rs`). The
+/// same values as widening one by one: per 16 groups of 16 rows, 16 loads, 16
+/// zero-extensions and shifts, one transpose and 16 stores instead of 512 scalar steps.
+///
+/// # Safety
+/// AVX-512F; `sb` holds `2 * gpr * 16` values; every `rows[l] * gpr + gpr` is within
+/// `scales` and `biases`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn widen_bf16_block(
+    scales: &[u16],
+    biases: &[u16],
+    rows: &[usize; 16],
+    gpr: usize,
+    guard: u32,
+    sb: &mut [f32],
+) -> bool {
+    debug_assert!(sb.len() >= 2 * gpr * 16);
+    let abs = _mm512_set1_epi32(0x7FFF_FFFF);
+    let guard = _mm512_set1_epi32(guard as i32);
+    let mut tiny: __mmask16 = 0;
+    let mut t = [_mm512_setzero_si512(); 16];
+    for (src, first) in [(scales, 0), (biases, gpr)] {
+        let mut g0 = 0;
+        while g0 < gpr {
+            let nw = (gpr - g0).min(16);
+            let r: [__m512i; 16] = core::array::from_fn(|l| {
+                let at = rows[l] * gpr + g0;
+                // A partial chunk goes through a zeroed copy (no read past the row).
+                let h = if nw == 16 {
+                    _mm256_loadu_si256(src.as_ptr().add(at).cast())
+                } else {
+                    let mut tmp = [0u16; 16];
+                    tmp[..nw].copy_from_slice(&src[at..at + nw]);
+                    _mm256_loadu_si256(tmp.as_ptr().cast())
+                };
+                _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h))
+            });
+            for v in &r {
+                let a = _mm512_and_si512(*v, abs);
+                tiny |= _mm512_mask_cmplt_epu32_mask(_mm512_test_epi32_mask(a, a), a, guard);
+            }
+            transpose16(&r, &mut t);
+            for (j, v) in t.iter().enumerate().take(nw) {
+                _mm512_storeu_si512(sb.as_mut_ptr().add((first + g0 + j) * 16).cast(), *v);
+            }
+            g0 += 16;
+        }
+    }
+    tiny != 0
 }
 
 /// Words `w0..w0 + nw` of every block's 16 rows, transposed (`words[b][j]` = word
