@@ -169,6 +169,7 @@ const MULTI: usize = 4;
 /// denormal guard). AVX-512 with bf16 scales takes the vector transpose
 /// (`chain_x86::widen_bf16_block`), everything else one value at a time; both write
 /// the same values.
+#[cfg(target_arch = "x86_64")]
 fn widen_scales<T: Element, const L: usize>(
     level: SimdLevel,
     w: &QuantView<'_, T>,
@@ -176,14 +177,11 @@ fn widen_scales<T: Element, const L: usize>(
     row_of: &dyn Fn(usize) -> usize,
     sb: &mut [f32],
 ) -> bool {
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = level;
     let gpr = w.gpr;
     let per_block = 2 * gpr * L;
     let mut any_tiny = false;
     for blk in 0..rblocks {
         let sbb = &mut sb[blk * per_block..(blk + 1) * per_block];
-        #[cfg(target_arch = "x86_64")]
         if L == 16 && level == Avx512 && T::DTYPE == Dtype::Bf16 {
             let rows: [usize; 16] = core::array::from_fn(|l| row_of(blk * L + l));
             // SAFETY: T is bf16, two bytes like u16 (checked by the dtype tag), so the
