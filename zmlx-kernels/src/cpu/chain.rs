@@ -22,7 +22,9 @@
 //! walks one row at a time. Each weight row is read from memory once per call: blocks
 //! of rows stay in L1/L2 while every activation row is run against them.
 
-use super::dtype::{Dtype, Element};
+#[cfg(target_arch = "x86_64")]
+use super::dtype::Dtype;
+use super::dtype::Element;
 use super::mlx_math::round_to;
 use super::simd::SimdLevel;
 #[cfg(target_arch = "x86_64")]
@@ -123,6 +125,7 @@ fn bf16_dp_enabled() -> bool {
 
 /// bf16 bit pattern of 2^-50, the smallest nonzero magnitude the hardware-rounding
 /// guard admits (see [`tiny`]).
+#[cfg(target_arch = "x86_64")]
 const GUARD_MIN_BITS: u32 = (127 - 50) << 23;
 
 /// Whether `v` (a widened bf16) is nonzero but below 2^-50 in magnitude: such a value
@@ -142,6 +145,7 @@ const GUARD_MIN_BITS: u32 = (127 - 50) << 23;
 /// 2^-114, i.e. at least 2^-114 > 2^-126 in magnitude: never denormal, on any input of
 /// any of the roundings. The check is two integer compares per value: it runs over x
 /// once per call and over the scales and biases while they are widened per block.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn tiny(v: f32) -> bool {
     let a = v.to_bits() & 0x7FFF_FFFF;

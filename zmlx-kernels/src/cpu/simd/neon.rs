@@ -7,8 +7,6 @@
 
 use core::arch::aarch64::*;
 
-use crate::cpu::dtype::Element;
-
 /// f32 weight row dot product.
 ///
 /// # Safety
