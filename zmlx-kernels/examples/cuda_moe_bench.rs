@@ -47,6 +47,11 @@ const HIDDEN: i32 = 2048;
 const INTER: i32 = 768;
 const EXPERTS: i32 = 128;
 const TOPK: i32 = 8;
+/// Qwen3-MoE's routing: softmax over the experts, top-8, renormalised.
+const QWEN3_ROUTER: RouterSpec = RouterSpec::SoftmaxTopK {
+    k: TOPK,
+    normalize: true,
+};
 
 struct Layer {
     router: QuantizedWeight,
@@ -99,10 +104,7 @@ fn qw(
 }
 
 fn block(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Array> {
-    let spec = RouterSpec::SoftmaxTopK {
-        k: TOPK,
-        normalize: true,
-    };
+    let spec = QWEN3_ROUTER;
     let logits = quantized_matmul(x, &l.router, true, s)?;
     let (h, routing) = match v {
         Variant::Routed => FusedExpertSwiGlu
@@ -188,14 +190,7 @@ fn main() -> mlx::Result<()> {
         "supports on this device: swiglu {:?}, down {:?}, router {:?}",
         FusedExpertSwiGlu.supports(&layers[0].gate, &layers[0].up, dev),
         FusedDownCombine.supports(&layers[0].down, dev),
-        FusedRouter.supports(
-            &RouterSpec::SoftmaxTopK {
-                k: TOPK,
-                normalize: true
-            },
-            EXPERTS,
-            dev
-        )
+        FusedRouter.supports(&QWEN3_ROUTER, EXPERTS, dev)
     );
     let key = random::key(99)?;
     let x0 = random::normal(&[tokens, HIDDEN], Dtype::Bfloat16, 0.0, 1.0, Some(&key), s)?;
@@ -283,10 +278,7 @@ fn main() -> mlx::Result<()> {
     // The two expert kernels alone on a fixed routing (no router, no residual):
     // how much of a fused block is kernel time rather than per-op overhead.
     {
-        let spec = RouterSpec::SoftmaxTopK {
-            k: TOPK,
-            normalize: true,
-        };
+        let spec = QWEN3_ROUTER;
         let routings: Vec<Routing> = layers
             .iter()
             .map(|l| ReferenceRouter.route(&quantized_matmul(&x0, &l.router, true, s)?, &spec, s))
@@ -401,10 +393,7 @@ fn per_op_costs(
     iters: usize,
     s: StreamOrDevice,
 ) -> mlx::Result<()> {
-    let spec = RouterSpec::SoftmaxTopK {
-        k: TOPK,
-        normalize: true,
-    };
+    let spec = QWEN3_ROUTER;
     let l = &layers[0];
     let routing = ReferenceRouter.route(&quantized_matmul(x0, &l.router, true, s)?, &spec, s)?;
     mlx::transforms::eval(&[&routing.indices, &routing.scores])?;
@@ -594,10 +583,7 @@ fn host_costs(
     iters: usize,
     s: StreamOrDevice,
 ) -> mlx::Result<()> {
-    let spec = RouterSpec::SoftmaxTopK {
-        k: TOPK,
-        normalize: true,
-    };
+    let spec = QWEN3_ROUTER;
     let l = &layers[0];
     let OpFixtures {
         proj,
