@@ -260,13 +260,13 @@ fn blocks<T: Element, const L: usize>(
         let span = L * rblocks;
         let nb = span.min(nrows - b0);
         let first = row0 + b0;
+        // Lanes past the last row repeat it.
+        let row_of = |l: usize| first + l.min(nb - 1);
         for (l, o) in offsets.iter_mut().enumerate().take(span) {
             // A call spans at most 64 rows of at most K/2 words: fits i32 for any K
             // below 2^24, far beyond real layers.
-            *o = i32::try_from(l.min(nb - 1) * w.wpr).expect("row offset fits i32");
+            *o = i32::try_from((row_of(l) - first) * w.wpr).expect("row offset fits i32");
         }
-        // Lanes past the last row repeat it.
-        let row_of = |l: usize| first + l.min(nb - 1);
         let block_tiny = widen_scales::<T, L>(level, w, rblocks, &row_of, &mut sb);
         let fast = hw && !block_tiny;
         // The last lane's row ends inside the buffer: every word read is in bounds.

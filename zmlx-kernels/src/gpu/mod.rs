@@ -357,9 +357,10 @@ fn minify_sources() -> bool {
 
 /// `src` without `//` comments, blank lines and each line's surrounding whitespace;
 /// line breaks stay (preprocessor lines need them), string literals stay as they
-/// are. MLX's custom-kernel call copies the header and body into a new string and
-/// hashes it on every call (`fast::cuda_kernel`, `CustomKernel::eval_gpu`), so the
-/// source's size is host time on every decode step; the code itself is unchanged.
+/// are. MLX's custom-kernel call copies the source it is given into a new string and
+/// hashes it on every call (`fast::cuda_kernel`, `CustomKernel::eval_gpu`), so its
+/// size is host time on every decode step (on CUDA the header usually goes by
+/// `#include` instead, see header_file.rs); the code itself is unchanged.
 fn minify(src: &str) -> String {
     let mut out = String::with_capacity(src.len() / 2);
     for line in src.lines() {
@@ -550,6 +551,20 @@ pub fn routed_expert_swiglu(
     }
 }
 
+/// The SwiGLU kernels' inputs: the activations, where each pair's expert comes from
+/// (`second`), the sizes, then the gate and up weights, scales and biases.
+const fn swiglu_inputs(second: &'static str) -> [&'static str; 9] {
+    [
+        "x_in", second, "dims_in", "w_gate", "s_gate", "b_gate", "w_up", "s_up", "b_up",
+    ]
+}
+
+/// Inputs of the SwiGLU kernel that takes the router's indices.
+static SWIGLU_INPUTS: [&str; 9] = swiglu_inputs("expert_ids");
+
+/// Inputs of the SwiGLU kernel that routes from the logits itself.
+static ROUTED_SWIGLU_INPUTS: [&str; 9] = swiglu_inputs("logits_in");
+
 /// Where the SwiGLU kernel takes each pair's expert from.
 enum PairExperts<'a> {
     /// The router's indices, `[..., k]` uint32.
@@ -596,17 +611,7 @@ fn swiglu_call(
                 &SLOTS[slot_index(backend)],
                 backend,
                 "zmlx_expert_swiglu",
-                &[
-                    "x_in",
-                    "expert_ids",
-                    "dims_in",
-                    "w_gate",
-                    "s_gate",
-                    "b_gate",
-                    "w_up",
-                    "s_up",
-                    "b_up",
-                ],
+                &SWIGLU_INPUTS,
                 &["h_out"],
                 sources(backend).swiglu,
             )?;
@@ -655,17 +660,7 @@ fn swiglu_call(
                 &ROUTED,
                 backend,
                 "zmlx_routed_swiglu",
-                &[
-                    "x_in",
-                    "logits_in",
-                    "dims_in",
-                    "w_gate",
-                    "s_gate",
-                    "b_gate",
-                    "w_up",
-                    "s_up",
-                    "b_up",
-                ],
+                &ROUTED_SWIGLU_INPUTS,
                 &["h_out", "ids_out", "scores_out"],
                 body,
                 header,
