@@ -48,6 +48,10 @@ for ty in __half __nv_bfloat16; do
     check down_combine "$ty" \
       "constexpr int BITS = $bits; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 1; constexpr int RES = $((bits / 8)); constexpr int PIPE = $((10 - pipe));" \
       "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, T* y_out"
+    check down_combine_norm "$ty" \
+      "constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 0; constexpr int RES = 1; constexpr int PIPE = $pipe; constexpr int EPS = 897988541; constexpr int FMAV = 0;" \
+      "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, const T* wn_in, const uint32_t* cnt_in, T* y_out, T* n_out" \
+      "prelude.cuh mma.cuh norm.cuh" "down_combine.cu down_combine_norm.cu"
   done
 done
 for ty in float __half __nv_bfloat16; do
@@ -66,6 +70,10 @@ for ty in float __half __nv_bfloat16; do
   check head_norm_rope "$ty" \
     "constexpr int D = 128; constexpr int NQ = 32; constexpr int NK = 4; constexpr int EPS = 897988541; constexpr int LB = 1101881344; constexpr int SC = 1065353216; constexpr int FMAV = 0; constexpr int ROPEV = 0;" \
     "const T* q_in, const T* k_in, const T* wq_in, const T* wk_in, const int32_t* offset_in, T* q_out, T* k_out" \
+    "prelude.cuh norm.cuh"
+  check head_norm_rope_kv "$ty" \
+    "constexpr int D = 128; constexpr int NQ = 32; constexpr int NK = 4; constexpr int EPS = 897988541; constexpr int LB = 1101881344; constexpr int SC = 1065353216; constexpr int FMAV = 0; constexpr int ROPEV = 0;" \
+    "const T* q_in, const T* k_in, const T* v_in, const T* wq_in, const T* wk_in, const int32_t* pos_in, const T* kc_in, const T* vc_in, T* q_out" \
     "prelude.cuh norm.cuh"
 done
 exit $status

@@ -13,6 +13,10 @@ pub struct KvCache {
     keys: Option<Array>,
     values: Option<Array>,
     offset: i32,
+    /// Whether `keys` and `values` are dense buffers that only this cache holds
+    /// (outputs of `slice_update` or `concatenate`; a fresh `zeros` is a broadcast),
+    /// so that a kernel may write new positions into them in place.
+    dense: bool,
 }
 
 impl KvCache {
@@ -87,16 +91,65 @@ impl KvCache {
             &[1; 4],
             s,
         )?;
-        let cap = k.shape()[2];
         self.keys = Some(k.clone());
         self.values = Some(v.clone());
+        // slice_update writes into a fresh buffer or into its donated dense input.
+        self.dense = true;
+        self.fetch_views(s)
+    }
+
+    /// For a step of `len` positions that a kernel writes straight into the cache
+    /// (the fused q/k norm + RoPE of one-token decode steps): the key and value
+    /// buffers `[batch, kv_heads, capacity, head_dim]`, when they are dense, held by
+    /// this cache alone and have room for `len` more positions at [`offset`]. `None`
+    /// when the step must create or grow the cache: then use
+    /// [`update_and_fetch`]. After the kernel is queued, [`commit_written`] advances
+    /// the cache and returns the views to attend over.
+    ///
+    /// [`offset`]: KvCache::offset
+    /// [`update_and_fetch`]: KvCache::update_and_fetch
+    /// [`commit_written`]: KvCache::commit_written
+    pub fn writable(&self, len: i32) -> Option<(&Array, &Array)> {
+        let (k, v) = (self.keys.as_ref()?, self.values.as_ref()?);
+        let room = k.shape()[2] - self.offset;
+        (self.dense && len >= 1 && len <= room).then_some((k, v))
+    }
+
+    /// Counts `len` positions a kernel wrote at [`offset`](KvCache::offset) into the
+    /// buffers [`writable`](KvCache::writable) gave, and returns every cached key
+    /// and value, as [`update_and_fetch`](KvCache::update_and_fetch) does.
+    ///
+    /// # Errors
+    /// When the buffers had no room for `len` positions (no `writable` slot), or
+    /// MLX fails.
+    pub fn commit_written(&mut self, len: i32, s: StreamOrDevice) -> Result<(Array, Array)> {
+        if self.writable(len).is_none() {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "no room written for {len} positions at offset {} of the KV cache",
+                self.offset
+            )));
+        }
+        self.offset += len;
+        self.fetch_views(s)
+    }
+
+    /// The cached positions as views of the buffers (the buffers themselves when
+    /// they are full).
+    fn fetch_views(&self, s: StreamOrDevice) -> Result<(Array, Array)> {
+        let (k, v) = (
+            self.keys.as_ref().expect("fetched after an update"),
+            self.values.as_ref().expect("fetched after an update"),
+        );
+        let sh = k.shape();
+        let (b, h, cap, d) = (sh[0], sh[1], sh[2], sh[3]);
+        let vd = v.shape()[3];
         if self.offset < cap {
             Ok((
-                ops::slice(&k, &[0, 0, 0, 0], &[b, h, self.offset, d], &[1; 4], s)?,
-                ops::slice(&v, &[0, 0, 0, 0], &[b, h, self.offset, vd], &[1; 4], s)?,
+                ops::slice(k, &[0, 0, 0, 0], &[b, h, self.offset, d], &[1; 4], s)?,
+                ops::slice(v, &[0, 0, 0, 0], &[b, h, self.offset, vd], &[1; 4], s)?,
             ))
         } else {
-            Ok((k, v))
+            Ok((k.clone(), v.clone()))
         }
     }
 }

@@ -44,6 +44,7 @@ __device__ __forceinline__ int rms_index(int tid, int i) {
 
 // Sum of the block's squares, as MLX's block reduce leaves it in every thread.
 // `red` is shared memory for WARPS floats; every thread of the block must call.
+// The block may be wider than BLOCK threads if the threads past BLOCK hold zeros.
 template <typename T, int AXIS, int FMAV>
 __device__ __forceinline__ float rms_normalizer(const T* v, float eps, float* red) {
   using S = RmsShape<T, AXIS>;
@@ -59,7 +60,9 @@ __device__ __forceinline__ float rms_normalizer(const T* v, float eps, float* re
   }
   if (S::WARPS > 1) {
     const int lane = threadIdx.x & 31;
-    if (lane == 0) {
+    // A block wider than MLX's (the down kernel's norm tail) has extra warps: they
+    // hold zeros and stay out of the second stage, as MLX's block has none.
+    if (lane == 0 && (threadIdx.x >> 5) < S::WARPS) {
       red[threadIdx.x >> 5] = acc;
     }
     __syncthreads();
@@ -76,6 +79,64 @@ __device__ __forceinline__ float rms_normalizer(const T* v, float eps, float* re
 template <typename T>
 __device__ __forceinline__ T rms_scale(T x, T w, float normalizer) {
   return w * from_float<T>(__fmul_rn(to_float(x), normalizer));
+}
+
+// One head of one token (D values of T at `src`): RMS norm with weight `w`, then
+// MLX's CUDA `fast::rope` (non-traditional, full head, one token: `rope_single` in
+// mlx/backend/cuda/rope.cu, read at 0.32.2-dev) at position `pos` (already scale *
+// offset), written to `dst`: pair p < D/2 of (n[p], n[p + D/2]) turns by theta = pos
+// * exp2(-(p / (D/2)) * lb) with precise cosf/sinf, in f32, each result rounded once
+// to T. MLX writes `x1 * cos - x2 * sin` and `x1 * sin + x2 * cos` and leaves the
+// fma contraction to nvcc; ROPEV picks one: 0 = fma(x1, cos, -(x2 * sin)) and fma(x1,
+// sin, x2 * cos) (LLVM's rule: the left product is fused), 1 = fma(-x2, sin, x1 *
+// cos) and fma(x2, cos, x1 * sin), 2 = no fma. A block of RmsShape<T, D>::BLOCK
+// threads; every thread must call. `red` (WARPS floats) and `normed` (D values) are
+// shared memory.
+template <typename T, int D, int FMAV, int ROPEV>
+__device__ __forceinline__ void norm_rope_head(const T* src, const T* w, T* dst, float eps,
+                                               float pos, float lb, float* red, T* normed) {
+  using S = RmsShape<T, D>;
+  constexpr int HALF = D / 2;
+  static_assert(D % 2 == 0, "rope turns pairs");
+  const int tid = threadIdx.x;
+  T v[S::VALS];
+#pragma unroll
+  for (int i = 0; i < S::VALS; ++i) {
+    const int idx = rms_index<T, D>(tid, i);
+    v[i] = idx < D ? src[idx] : from_float<T>(0.f);
+  }
+  const float nrm = rms_normalizer<T, D, FMAV>(v, eps, red);
+#pragma unroll
+  for (int i = 0; i < S::VALS; ++i) {
+    const int idx = rms_index<T, D>(tid, i);
+    if (idx < D) {
+      normed[idx] = rms_scale(v[i], w[idx], nrm);
+    }
+  }
+  __syncthreads();
+  for (int p = tid; p < HALF; p += S::BLOCK) {
+    const float d = __fdiv_rn(static_cast<float>(p), static_cast<float>(HALF));
+    const float inv_freq = exp2f(__fmul_rn(-d, lb));
+    const float theta = __fmul_rn(pos, inv_freq);
+    const float c = cosf(theta);
+    const float s = sinf(theta);
+    const float x1 = to_float(normed[p]);
+    const float x2 = to_float(normed[p + HALF]);
+    float r1;
+    float r2;
+    if (ROPEV == 0) {
+      r1 = __fmaf_rn(x1, c, -__fmul_rn(x2, s));
+      r2 = __fmaf_rn(x1, s, __fmul_rn(x2, c));
+    } else if (ROPEV == 1) {
+      r1 = __fmaf_rn(-x2, s, __fmul_rn(x1, c));
+      r2 = __fmaf_rn(x2, c, __fmul_rn(x1, s));
+    } else {
+      r1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
+      r2 = __fadd_rn(__fmul_rn(x1, s), __fmul_rn(x2, c));
+    }
+    dst[p] = from_float<T>(r1);
+    dst[p + HALF] = from_float<T>(r2);
+  }
 }
 
 }  // namespace zmlx

@@ -11,16 +11,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use mlx::fast::{rope, scaled_dot_product_attention, AttentionMask};
 use mlx::quantization::{QuantSpec as MlxQuantSpec, QuantizedWeight};
 use mlx::{ops, Array, Dtype, StreamOrDevice};
-use zmlx_kernels::down_combine::DownCombineInput;
+use zmlx_kernels::down_combine::{DownCombineInput, NextNorm, NormCounter};
 use zmlx_kernels::expert_swiglu::swiglu;
 use zmlx_kernels::moe_gate::RouterSpec;
 use zmlx_kernels::norm::{
-    add_norm_support, fused_add_rms_norm, fused_head_norm_rope, head_norm_rope_support,
-    HeadNormRopeSpec,
+    add_norm_support, fused_add_rms_norm, fused_head_norm_rope, fused_head_norm_rope_into_cache,
+    head_norm_rope_support, HeadNormRopeSpec,
 };
 use zmlx_kernels::Weight;
 use zmlx_patch::Slots;
@@ -126,6 +127,25 @@ impl Attention {
                     _ => None,
                 };
                 if let Some(spec) = fused {
+                    // With room in the cache, the same kernel writes the keys and
+                    // values into it (one op instead of three).
+                    if slots.fuse_kv_write {
+                        if let Some(caches) = cache.writable(1) {
+                            let q = fused_head_norm_rope_into_cache(
+                                &q,
+                                &k,
+                                &v,
+                                &self.q_norm.weight,
+                                &self.k_norm.weight,
+                                &spec,
+                                offset,
+                                caches,
+                                s,
+                            )?;
+                            let (k, v) = cache.commit_written(1, s)?;
+                            return self.attend_cached(slots, &q, &k, &v, s);
+                        }
+                    }
                     // Both norms and both rotations in one op; the outputs are already
                     // [b, heads, 1, d].
                     let (q, k) = fused_head_norm_rope(
@@ -188,15 +208,28 @@ impl Attention {
         cache: &mut KvCache,
         s: StreamOrDevice,
     ) -> Result<Array> {
-        let (b, l) = (q.shape()[0], q.shape()[2]);
         let (k, v) = cache.update_and_fetch(k, v, s)?;
+        self.attend_cached(slots, q, &k, &v, s)
+    }
+
+    /// Attention of `q` (`[b, heads, l, d]`, RoPE applied) over every cached key and
+    /// value (the current step's included), then the output projection.
+    fn attend_cached(
+        &self,
+        slots: &Slots,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        s: StreamOrDevice,
+    ) -> Result<Array> {
+        let (b, l) = (q.shape()[0], q.shape()[2]);
         let mask = if l > 1 {
             AttentionMask::Causal
         } else {
             AttentionMask::None
         };
         let scale = (self.head_dim as f32).powf(-0.5);
-        let o = scaled_dot_product_attention(q, &k, &v, scale, mask, s)?;
+        let o = scaled_dot_product_attention(q, k, v, scale, mask, s)?;
         let o = if l == 1 && slots.decode_views {
             ops::reshape(&o, &[b, 1, -1], s)?
         } else {
@@ -219,18 +252,45 @@ pub struct MoeBlock {
     pub down_proj: Weight,
     /// How tokens are routed.
     pub router: RouterSpec,
+    /// Scratch of the down + combine op that also computes the next norm (made on
+    /// first use; a clone of the block gets its own).
+    pub norm_counter: CounterCell,
+}
+
+/// A [`NormCounter`] made on first use. Each MoE block owns one, since calls that
+/// share a counter must run one after another; cloning gives an empty cell, so two
+/// clones of a model never share one.
+#[derive(Debug, Default)]
+pub struct CounterCell(OnceLock<NormCounter>);
+
+impl Clone for CounterCell {
+    fn clone(&self) -> Self {
+        CounterCell::default()
+    }
+}
+
+impl CounterCell {
+    fn get(&self) -> Result<&NormCounter> {
+        if let Some(c) = self.0.get() {
+            return Ok(c);
+        }
+        let c = NormCounter::new()?;
+        Ok(self.0.get_or_init(|| c))
+    }
 }
 
 impl MoeBlock {
     /// `residual + moe(x)`: the residual add travels with the down + combine op,
-    /// which the fused implementation folds into its kernel (one op fewer).
+    /// which the fused implementation folds into its kernel (one op fewer). With
+    /// `next`, the norm that follows may come back too, computed in the same op.
     fn forward(
         &self,
         slots: &Slots,
         x: &Array,
         residual: &Array,
+        next: Option<&RmsNorm>,
         s: StreamOrDevice,
-    ) -> Result<Array> {
+    ) -> Result<(Array, Option<Array>)> {
         let logits = self.gate.forward(slots, x, s)?;
         let routed = match slots.fuse_route_swiglu {
             true => slots.expert_swiglu.forward_routed(
@@ -260,7 +320,17 @@ impl MoeBlock {
             routing: &routing,
             residual: Some(residual),
         };
-        Ok(slots.down_combine.forward(&input, s)?)
+        if let Some(norm) = next.filter(|_| slots.fuse_down_norm) {
+            let next = NextNorm {
+                weight: &norm.weight,
+                eps: norm.eps,
+                counter: self.norm_counter.get()?,
+            };
+            if let Some((h, n)) = slots.down_combine.forward_normed(&input, &next, s)? {
+                return Ok((h, Some(n)));
+            }
+        }
+        Ok((slots.down_combine.forward(&input, s)?, None))
     }
 }
 
@@ -281,14 +351,16 @@ pub enum Mlp {
 }
 
 impl Mlp {
-    /// `residual + mlp(x)`.
+    /// `residual + mlp(x)`, and where the MoE block fuses it, the norm `next` of
+    /// that.
     fn forward(
         &self,
         slots: &Slots,
         x: &Array,
         residual: &Array,
+        next: Option<&RmsNorm>,
         s: StreamOrDevice,
-    ) -> Result<Array> {
+    ) -> Result<(Array, Option<Array>)> {
         match self {
             Mlp::Dense {
                 gate_proj,
@@ -298,9 +370,9 @@ impl Mlp {
                 let g = gate_proj.forward(slots, x, s)?;
                 let u = up_proj.forward(slots, x, s)?;
                 let r = down_proj.forward(slots, &swiglu(&g, &u, s)?, s)?;
-                Ok(ops::add(residual, &r, s)?)
+                Ok((ops::add(residual, &r, s)?, None))
             }
-            Mlp::Moe(m) => m.forward(slots, x, residual, s),
+            Mlp::Moe(m) => m.forward(slots, x, residual, next, s),
         }
     }
 }
@@ -319,16 +391,23 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// The layer's output for `x`. `x_normed` is this layer's input norm of `x` when
+    /// the previous layer computed it already; `next` is the norm that follows the
+    /// layer, which comes back computed when the MoE block fuses it.
     fn forward(
         &self,
         slots: &Slots,
         x: &Array,
+        x_normed: Option<Array>,
+        next: Option<&RmsNorm>,
         cache: &mut KvCache,
         s: StreamOrDevice,
-    ) -> Result<Array> {
-        let r =
-            self.self_attn
-                .forward(slots, &self.input_layernorm.forward(slots, x, s)?, cache, s)?;
+    ) -> Result<(Array, Option<Array>)> {
+        let x_normed = match x_normed {
+            Some(n) => n,
+            None => self.input_layernorm.forward(slots, x, s)?,
+        };
+        let r = self.self_attn.forward(slots, &x_normed, cache, s)?;
         let post = &self.post_attention_layernorm;
         let hidden = x.shape().last().copied().unwrap_or(0);
         // The kernel takes two arrays of one shape and dtype and a weight of that
@@ -345,7 +424,7 @@ impl DecoderLayer {
             let normed = post.forward(slots, &h, s)?;
             (h, normed)
         };
-        self.mlp.forward(slots, &normed, &h, s)
+        self.mlp.forward(slots, &normed, &h, next, s)
     }
 }
 
@@ -443,6 +522,7 @@ impl Qwen3Moe {
                         k: c.num_experts_per_tok as i32,
                         normalize: c.norm_topk_prob,
                     },
+                    norm_counter: CounterCell::default(),
                 })
             } else {
                 let inter = c.intermediate_size as i32;
@@ -513,10 +593,19 @@ impl Qwen3Moe {
         }
         let s = self.stream;
         let mut h = self.embed_tokens.forward(tokens, s)?;
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            h = layer.forward(&self.slots, &h, c, s)?;
+        // A layer may hand over the next layer's input norm (or the final norm).
+        let mut normed = None;
+        for (i, (layer, c)) in self.layers.iter().zip(cache.iter_mut()).enumerate() {
+            let next = match self.layers.get(i + 1) {
+                Some(l) => &l.input_layernorm,
+                None => &self.norm,
+            };
+            (h, normed) = layer.forward(&self.slots, &h, normed, Some(next), c, s)?;
         }
-        self.norm.forward(&self.slots, &h, s)
+        match normed {
+            Some(n) => Ok(n),
+            None => self.norm.forward(&self.slots, &h, s),
+        }
     }
 
     /// The output projection of final hidden states.

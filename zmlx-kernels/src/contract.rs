@@ -8,7 +8,7 @@
 
 use mlx::{Array, Result, StreamOrDevice};
 
-use crate::down_combine::DownCombineInput;
+use crate::down_combine::{DownCombineInput, NextNorm};
 use crate::expert_swiglu::ExpertHidden;
 use crate::moe_gate::{RouterSpec, Routing};
 use crate::weight::Weight;
@@ -108,6 +108,24 @@ pub trait DownCombineOp: Send + Sync {
     /// # Errors
     /// On shape or dtype mismatches, or when MLX fails.
     fn forward(&self, input: &DownCombineInput<'_>, s: StreamOrDevice) -> Result<Array>;
+
+    /// [`forward`](Self::forward) and the RMS norm of its output (`norm`: the next
+    /// layer's input norm, say) in one op: returns the output and its norm, the
+    /// same arrays as `forward` then MLX's `fast::rms_norm` would give. `Ok(None)`
+    /// where the implementation has no such op for this case: the caller then runs
+    /// `forward` and the norm. The default has none.
+    ///
+    /// # Errors
+    /// On shape or dtype mismatches, or when MLX fails.
+    fn forward_normed(
+        &self,
+        input: &DownCombineInput<'_>,
+        norm: &NextNorm<'_>,
+        s: StreamOrDevice,
+    ) -> Result<Option<(Array, Array)>> {
+        let _ = (input, norm, s);
+        Ok(None)
+    }
 }
 
 /// RMS normalisation over the last axis.

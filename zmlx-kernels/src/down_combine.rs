@@ -26,6 +26,53 @@ pub struct DownCombineInput<'a> {
     pub residual: Option<&'a Array>,
 }
 
+/// The RMS norm that follows a down + combine op (the next layer's input norm, or a
+/// model's final norm), for [`DownCombineOp::forward_normed`].
+#[derive(Clone, Copy, Debug)]
+pub struct NextNorm<'a> {
+    /// The norm's weight, `[hidden]` in the activation dtype.
+    pub weight: &'a Array,
+    /// Added to the mean square.
+    pub eps: f32,
+    /// Scratch the fused kernel counts its finished blocks in.
+    pub counter: &'a NormCounter,
+}
+
+/// Zeroed scratch that the normalising down kernel counts finished blocks in (one
+/// slot per token; the kernel leaves it zeroed again). The kernel writes it
+/// although MLX sees it as an input, so two calls may share a counter only when
+/// one runs after the other: give each call site (each MoE layer) its own.
+#[derive(Clone, Debug)]
+pub struct NormCounter {
+    counts: Array,
+}
+
+impl NormCounter {
+    /// The most tokens one call takes (the fused GPU down kernel's batch limit).
+    pub const SLOTS: usize = crate::expert_swiglu::SORT_THRESHOLD;
+
+    /// A zeroed counter of [`NormCounter::SLOTS`] slots, materialised now (the
+    /// kernel needs a dense buffer of its own, not a broadcast of a constant).
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub fn new() -> Result<NormCounter> {
+        let counts = Array::from_slice(&[0u32; NormCounter::SLOTS], &[NormCounter::SLOTS as i32])?;
+        counts.eval()?;
+        Ok(NormCounter { counts })
+    }
+
+    /// The counts (uint32).
+    pub fn array(&self) -> &Array {
+        &self.counts
+    }
+
+    /// How many tokens a call may have.
+    pub fn slots(&self) -> usize {
+        self.counts.size()
+    }
+}
+
 impl DownCombineInput<'_> {
     /// The output shape: the routing's leading axes, then the hidden size.
     fn out_shape(&self) -> Vec<i32> {
@@ -171,6 +218,55 @@ impl mlx::primitive::CpuKernel for DownKernel {
     }
 }
 
+impl FusedDownCombine {
+    /// Whether [`DownCombineOp::forward_normed`] has a fused op for `down` on
+    /// `device`: the CUDA kernel (where [`FusedDownCombine`] runs it) with the norm
+    /// in its tail. Per call it also needs one token's experts to fill MLX's norm
+    /// launch (4 or more experts a token at hidden sizes over 512 bf16 values);
+    /// other calls return `None`.
+    pub fn supports_normed(&self, down: &Weight, device: mlx::Device) -> Support {
+        match crate::gpu::backend_for(device) {
+            Some(mlx::kernel::KernelBackend::Cuda) => self.supports(down, device),
+            Some(_) => Support::No("the normalising down kernel is CUDA only".into()),
+            None => Support::No("the CPU kernels keep the norm as its own op".into()),
+        }
+    }
+
+    /// The GPU backend whose kernel takes this call, or `None` where the reference
+    /// must (prefill-sized batches, sorted activations, and on CUDA batches or
+    /// expert counts outside what the kernel reproduces).
+    fn gpu_backend(
+        &self,
+        input: &DownCombineInput<'_>,
+        device: mlx::Device,
+    ) -> Result<Option<mlx::kernel::KernelBackend>> {
+        let Some(backend) = crate::gpu::backend_for(device) else {
+            return Ok(None);
+        };
+        let hid = input.hidden;
+        // Prefill-sized batches (and activations the reference sorted) keep the
+        // reference: sorted pairs and MLX's GEMM.
+        // On CUDA, batches under MIN_EXACT_PAIRS take MLX's gather_qmv, whose
+        // accumulation the kernel does not reproduce.
+        // The CUDA kernel also caps the experts per token.
+        let pairs = input.routing.indices.size();
+        let k = input.routing.indices.shape().last().copied().unwrap_or(1);
+        let outside = backend == mlx::kernel::KernelBackend::Cuda
+            && (pairs < crate::gpu::MIN_EXACT_PAIRS || k > crate::gpu::MAX_CUDA_COMBINE_K);
+        if hid.inv_order.is_some() || pairs >= crate::gpu::MAX_PAIRS || outside {
+            return Ok(None);
+        }
+        let inter = hid.h.shape().last().copied().unwrap_or(0);
+        input.down.check_shape(
+            "down_proj",
+            Some(input.down.experts()),
+            input.down.out_features(),
+            inter,
+        )?;
+        Ok(Some(backend))
+    }
+}
+
 impl DownCombineOp for FusedDownCombine {
     fn name(&self) -> &'static str {
         "zmlx"
@@ -205,35 +301,19 @@ impl DownCombineOp for FusedDownCombine {
         {
             return ReferenceDownCombine.forward(input, s);
         }
-        if let Some(backend) = crate::gpu::backend_for(device) {
-            // Prefill-sized batches (and activations the reference sorted) keep the
-            // reference: sorted pairs and MLX's GEMM.
-            // On CUDA, batches under MIN_EXACT_PAIRS take MLX's gather_qmv, whose
-            // accumulation the kernel does not reproduce.
-            // The CUDA kernel also caps the experts per token.
-            let pairs = input.routing.indices.size();
-            let k = input.routing.indices.shape().last().copied().unwrap_or(1);
-            let outside = backend == mlx::kernel::KernelBackend::Cuda
-                && (pairs < crate::gpu::MIN_EXACT_PAIRS || k > crate::gpu::MAX_CUDA_COMBINE_K);
-            if hid.inv_order.is_some() || pairs >= crate::gpu::MAX_PAIRS || outside {
-                return ReferenceDownCombine.forward(input, s);
-            }
-            let inter = hid.h.shape().last().copied().unwrap_or(0);
-            input.down.check_shape(
-                "down_proj",
-                Some(input.down.experts()),
-                input.down.out_features(),
-                inter,
-            )?;
-            return crate::gpu::down_combine(
-                backend,
-                &hid.h,
-                &input.routing.indices,
-                &input.routing.scores,
-                input.down,
-                residual,
-                s,
-            );
+        if crate::gpu::backend_for(device).is_some() {
+            return match self.gpu_backend(input, device)? {
+                Some(backend) => crate::gpu::down_combine(
+                    backend,
+                    &hid.h,
+                    &input.routing.indices,
+                    &input.routing.scores,
+                    input.down,
+                    residual,
+                    s,
+                ),
+                None => ReferenceDownCombine.forward(input, s),
+            };
         }
         let inter = hid.h.shape().last().copied().unwrap_or(0);
         input.down.check_shape(
@@ -273,5 +353,47 @@ impl DownCombineOp for FusedDownCombine {
             s,
         )?;
         Ok(y.into_iter().next().expect("one output"))
+    }
+
+    fn forward_normed(
+        &self,
+        input: &DownCombineInput<'_>,
+        norm: &NextNorm<'_>,
+        s: StreamOrDevice,
+    ) -> Result<Option<(Array, Array)>> {
+        let residual = input.checked_residual()?;
+        let hid = input.hidden;
+        let dtype = hid.h.dtype();
+        let device = s.device()?;
+        if !self.supports_normed(input.down, device).is_yes()
+            || dtype != input.down.activation_dtype()
+            || input.routing.scores.dtype() != dtype
+            || norm.weight.dtype() != dtype
+            || norm.weight.shape() != [input.down.out_features()]
+        {
+            return Ok(None);
+        }
+        let Some(backend) = self.gpu_backend(input, device)? else {
+            return Ok(None);
+        };
+        // The norm's launch needs as many threads a block as MLX's (the kernel's
+        // blocks have a warp per expert, up to 8), and a counter slot per token.
+        let k = input.routing.indices.shape().last().copied().unwrap_or(1);
+        let tokens = input.routing.indices.size() / k.max(1) as usize;
+        let need = crate::norm::rms_threads(input.down.out_features(), dtype);
+        if need.is_none_or(|n| 32 * k.min(8) < n) || tokens > norm.counter.slots() {
+            return Ok(None);
+        }
+        crate::gpu::down_combine_normed(
+            backend,
+            &hid.h,
+            &input.routing.indices,
+            &input.routing.scores,
+            input.down,
+            residual,
+            norm,
+            s,
+        )
+        .map(Some)
     }
 }

@@ -78,6 +78,15 @@ fn axis_support(what: &str, axis: i32, dtype: Option<Dtype>) -> Support {
     }
 }
 
+/// The threads a block of MLX's one-kernel CUDA RMS norm has for rows of `axis`
+/// values of `dtype`; `None` where that kernel does not take the rows.
+pub(crate) fn rms_threads(axis: i32, dtype: Dtype) -> Option<i32> {
+    let nr = gpu::norm::values_per_vector("rms_norm", dtype).ok()?;
+    (1..=1024 * nr)
+        .contains(&axis)
+        .then(|| gpu::norm::rms_block(axis, nr))
+}
+
 /// Whether [`fused_add_rms_norm`] takes rows of `hidden` values on `device`
 /// (`dtype` `None`: any float dtype).
 pub fn add_norm_support(hidden: i32, dtype: Option<Dtype>, device: Device) -> Support {
@@ -148,6 +157,35 @@ pub fn fused_head_norm_rope(
 ) -> Result<(Array, Array)> {
     let backend = backend_of("head_norm_rope", s)?;
     gpu::norm::head_norm_rope(backend, q, k, q_weight, k_weight, spec, offset, s)
+}
+
+/// [`fused_head_norm_rope`] that also writes the token's keys and values into a KV
+/// cache: `v` is `[b, 1, kv_heads * head_dim]`, the caches `[b, kv_heads, capacity,
+/// head_dim]`; the normed, rotated keys and the values land at position `offset`
+/// of them, and the queries `[b, q_heads, 1, head_dim]` are returned. The caches
+/// are written in place: read the conditions in
+/// [`gpu::norm::head_norm_rope_into_cache`] before calling it on arrays a KV cache
+/// does not own.
+///
+/// # Errors
+/// As [`fused_head_norm_rope`]; also on caches of another shape or dtype, or an
+/// `offset` outside them.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_head_norm_rope_into_cache(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    q_weight: &Array,
+    k_weight: &Array,
+    spec: &HeadNormRopeSpec,
+    offset: i32,
+    caches: (&Array, &Array),
+    s: StreamOrDevice,
+) -> Result<Array> {
+    let backend = backend_of("head_norm_rope_into_cache", s)?;
+    gpu::norm::head_norm_rope_into_cache(
+        backend, q, k, v, q_weight, k_weight, spec, offset, caches, s,
+    )
 }
 
 fn backend_of(op: &'static str, s: StreamOrDevice) -> Result<KernelBackend> {

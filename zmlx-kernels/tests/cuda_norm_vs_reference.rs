@@ -13,7 +13,9 @@ mod common;
 use common::{cuda, gpu_stream, ok};
 use mlx::kernel::KernelBackend;
 use mlx::{fast, ops, random, Array, Dtype};
-use zmlx_kernels::gpu::norm::{add_rms_norm_variant, head_norm_rope_variant};
+use zmlx_kernels::gpu::norm::{
+    add_rms_norm_variant, head_norm_rope_into_cache, head_norm_rope_variant,
+};
 use zmlx_kernels::norm::HeadNormRopeSpec;
 
 /// The values' f32 bit patterns (widening f16/bf16 to f32 is exact, so equal
@@ -235,4 +237,128 @@ fn fused_norms_refuse_what_they_do_not_reproduce() {
     let w = normal(&[64], Dtype::Bfloat16, 1.0, 5);
     let r = head_norm_rope_variant(KernelBackend::Cuda, &q, &k, &w, &w, &spec, 0, (0, 0), s);
     assert!(r.is_err());
+}
+
+/// The cache-writing variant against mlx-lm's decode step: q/k norms, RoPE, then
+/// the cache's two `slice_update`s at `offset`. The queries and BOTH WHOLE caches
+/// must have the reference's bits (the new position written, every other position
+/// untouched).
+#[test]
+fn head_norm_rope_into_cache_is_bitwise_mlx_on_cuda() {
+    if !cuda() {
+        return;
+    }
+    let s = gpu_stream();
+    let mut failures = Vec::new();
+    for dt in DTYPES {
+        for &(nq, nk, d, b, cap) in &[(32, 4, 128, 1, 256), (16, 2, 64, 2, 8)] {
+            let spec = HeadNormRopeSpec {
+                q_heads: nq,
+                kv_heads: nk,
+                head_dim: d,
+                eps: 1e-6,
+                rope_base: 1e6,
+                rope_scale: 1.0,
+            };
+            let width = (nq + 2 * nk) * d;
+            let seed = (nq * 100 + d + b) as u64;
+            let qkv = normal(&[b, 1, width], dt, 2.0, seed);
+            let part = |from: i32, to: i32| {
+                ok(
+                    ops::slice(&qkv, &[0, 0, from], &[b, 1, to], &[1, 1, 1], s),
+                    "slice",
+                )
+            };
+            let (q, k, v) = (
+                part(0, nq * d),
+                part(nq * d, (nq + nk) * d),
+                part((nq + nk) * d, width),
+            );
+            let wq = normal(&[d], dt, 0.3, seed + 1);
+            let wk = normal(&[d], dt, 0.3, seed + 2);
+            for offset in [0, 5, cap - 1] {
+                // The same draw twice: one cache for the kernel, one for the reference.
+                let cache = |which: u64| normal(&[b, nk, cap, d], dt, 1.0, seed + 10 + which);
+                let (kc, vc) = (cache(0), cache(1));
+                ok(mlx::transforms::eval(&[&kc, &vc]), "eval caches");
+                let q_ref = reference_head_norm_rope(&q, nq, &wq, &spec, offset);
+                let k_ref = reference_head_norm_rope(&k, nk, &wk, &spec, offset);
+                let v_ref = ok(ops::reshape(&v, &[b, nk, 1, d], s), "reshape v");
+                let update = |c: &Array, x: &Array| {
+                    ok(
+                        ops::slice_update(
+                            c,
+                            x,
+                            &[0, 0, offset, 0],
+                            &[b, nk, offset + 1, d],
+                            &[1; 4],
+                            s,
+                        ),
+                        "slice_update",
+                    )
+                };
+                let kc_ref = update(&cache(0), &k_ref);
+                let vc_ref = update(&cache(1), &v_ref);
+                let qo = ok(
+                    head_norm_rope_into_cache(
+                        KernelBackend::Cuda,
+                        &q,
+                        &k,
+                        &v,
+                        &wq,
+                        &wk,
+                        &spec,
+                        offset,
+                        (&kc, &vc),
+                        s,
+                    ),
+                    "head_norm_rope_into_cache",
+                );
+                ok(qo.eval(), "eval q");
+                let (dq, dk, dv) = (
+                    differing(&qo, &q_ref),
+                    differing(&kc, &kc_ref),
+                    differing(&vc, &vc_ref),
+                );
+                println!(
+                    "HEADROPE_KV {dt:?} nq {nq} nk {nk} d {d} b {b} cap {cap} offset {offset}: \
+                     q {dq}/{} k cache {dk}/{} v cache {dv}/{}",
+                    qo.size(),
+                    kc.size(),
+                    vc.size()
+                );
+                if dq + dk + dv != 0 {
+                    failures.push(format!(
+                        "{dt:?} {nq}/{nk}x{d} b {b} offset {offset}: q {dq} k {dk} v {dv}"
+                    ));
+                }
+            }
+            // A position past the cache, and a cache of another shape, are refused.
+            let (kc, vc) = (
+                normal(&[b, nk, cap, d], dt, 1.0, 1),
+                normal(&[b, nk, cap, d], dt, 1.0, 2),
+            );
+            let call = |offset: i32, vc: &Array| {
+                head_norm_rope_into_cache(
+                    KernelBackend::Cuda,
+                    &q,
+                    &k,
+                    &v,
+                    &wq,
+                    &wk,
+                    &spec,
+                    offset,
+                    (&kc, vc),
+                    s,
+                )
+            };
+            assert!(call(cap, &vc).is_err(), "a position past the cache");
+            let short = normal(&[b, nk, cap, d / 2], dt, 1.0, 3);
+            assert!(call(0, &short).is_err(), "a mis-shaped value cache");
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "cache-writing kernel differs: {failures:?}"
+    );
 }

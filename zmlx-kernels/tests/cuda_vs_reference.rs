@@ -20,8 +20,10 @@ mod common;
 use common::{cuda, gpu_stream, ok};
 use mlx::kernel::KernelBackend;
 use mlx::quantization::{quantize, QuantSpec, QuantizedWeight};
-use mlx::{ops, random, Array, Dtype, StreamOrDevice};
-use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDownCombine};
+use mlx::{fast, ops, random, Array, Dtype, StreamOrDevice};
+use zmlx_kernels::down_combine::{
+    DownCombineInput, FusedDownCombine, NextNorm, NormCounter, ReferenceDownCombine,
+};
 use zmlx_kernels::expert_swiglu::{ExpertHidden, ReferenceExpertSwiGlu};
 use zmlx_kernels::gpu;
 use zmlx_kernels::moe_gate::{ReferenceRouter, RouterSpec, Routing};
@@ -1100,4 +1102,121 @@ fn routed_swiglu_matches_router_then_swiglu() {
         }
     }
     assert!(failed.is_empty(), "failed: {failed:?}");
+}
+
+/// The down + combine kernel that also normalises its output (the next layer's
+/// input norm) against the reference down + combine then MLX's `fast::rms_norm`,
+/// bitwise, twice in a row with one counter (the kernel must leave it zeroed),
+/// through `gpu::down_combine_normed` and `FusedDownCombine::forward_normed`.
+#[test]
+fn down_combine_normed_qwen3_30b_a3b() {
+    if !cuda() {
+        return;
+    }
+    let s = gpu_stream();
+    let dt = Dtype::Bfloat16;
+    let (hidden, inter, experts) = (2048, 768, 128);
+    let down = qweight(&[experts, hidden, inter], dt, QuantSpec::affine(64, 4), 93);
+    let counter = ok(NormCounter::new(), "counter");
+    let key = ok(random::key(977), "key");
+    let w = ok(
+        random::normal(&[hidden], dt, 1.0, 0.2, Some(&key), s),
+        "norm weight",
+    );
+    let norm = NextNorm {
+        weight: &w,
+        eps: 1e-6,
+        counter: &counter,
+    };
+    let mut failed = Vec::new();
+    for (ci, tokens) in [1, 3, 1].into_iter().enumerate() {
+        let k = 8;
+        let c = Case { tokens, k, experts };
+        let r = routing(&c, dt, 810 + ci as u64);
+        let key = ok(random::key(910 + ci as u64), "key");
+        let h = ok(
+            random::normal(&[tokens, k, inter], dt, 0.0, 1.0, Some(&key), s),
+            "h",
+        );
+        let key = ok(random::key(960 + ci as u64), "key");
+        let res = ok(
+            random::normal(&[tokens, hidden], dt, 0.0, 8.0, Some(&key), s),
+            "residual",
+        );
+        let hid = routed_hidden(&h, &r, s);
+        let input = DownCombineInput {
+            hidden: &hid,
+            down: &down,
+            routing: &r,
+            residual: Some(&res),
+        };
+        let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
+        let nr = ok(fast::rms_norm(&yr, Some(&w), norm.eps, s), "ref norm");
+        let direct = ok(
+            gpu::down_combine_normed(
+                KernelBackend::Cuda,
+                &h,
+                &r.indices,
+                &r.scores,
+                &down,
+                Some(&res),
+                &norm,
+                s,
+            ),
+            "down_combine_normed",
+        );
+        let via = ok(
+            FusedDownCombine.forward_normed(&input, &norm, s),
+            "forward_normed",
+        )
+        .expect("the fused op takes a top-8 decode batch");
+        for (how, (y, n)) in [
+            ("gpu::down_combine_normed", direct),
+            ("forward_normed", via),
+        ] {
+            let (dy, dn) = (Diff::of(&y, &yr, dt), Diff::of(&n, &nr, dt));
+            println!(
+                "DOWNNORM T{tokens} call {ci} {how}: y {}/{} differ, norm {}/{} differ (max {:.2} units)",
+                dy.mismatched, dy.elems, dn.mismatched, dn.elems, dn.max_units
+            );
+            if dy.mismatched != 0 || dn.mismatched != 0 {
+                failed.push(format!("T{tokens} call {ci} {how}"));
+            }
+        }
+    }
+    // Top-2: blocks of 64 threads cannot play MLX's 128-thread norm launch.
+    let c = Case {
+        tokens: 4,
+        k: 2,
+        experts,
+    };
+    let r = routing(&c, dt, 870);
+    let key = ok(random::key(971), "key");
+    let h = ok(
+        random::normal(&[4, 2, inter], dt, 0.0, 1.0, Some(&key), s),
+        "h",
+    );
+    let hid = routed_hidden(&h, &r, s);
+    let input = DownCombineInput {
+        hidden: &hid,
+        down: &down,
+        routing: &r,
+        residual: None,
+    };
+    assert!(
+        ok(FusedDownCombine.forward_normed(&input, &norm, s), "top-2").is_none(),
+        "top-2 was taken"
+    );
+    let direct = gpu::down_combine_normed(
+        KernelBackend::Cuda,
+        &h,
+        &r.indices,
+        &r.scores,
+        &down,
+        None,
+        &norm,
+        s,
+    );
+    assert!(direct.is_err(), "top-2 was accepted by the kernel call");
+    assert!(failed.is_empty(), "normed cases differ: {failed:?}");
 }

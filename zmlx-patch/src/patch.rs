@@ -196,12 +196,15 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
     let family = model.family().to_string();
     let device = model.device()?;
     let backend = backend_name(device)?;
-    let wanted: Vec<SlotName> = match &opts.only {
+    let mut wanted: Vec<SlotName> = match &opts.only {
         Some(v) => v.clone(),
         None => preset(&family)
             .map(|p| p.slots.to_vec())
             .unwrap_or_default(),
     };
+    // In declaration order, so that a slot comes after the one it extends.
+    wanted.sort();
+    wanted.dedup();
     let excluded = if opts.ignore_exclusions {
         Vec::new()
     } else {
@@ -227,6 +230,14 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
         };
         if opts.exclude.contains(&slot) {
             r.skipped = Some("excluded by the caller".into());
+            report.slots.push(r);
+            continue;
+        }
+        if let Some(req) = slot.requires().filter(|r| !new_slots.contains(r)) {
+            r.skipped = Some(format!(
+                "it extends the {} slot, which is not patched",
+                req.as_str()
+            ));
             report.slots.push(r);
             continue;
         }
@@ -300,6 +311,25 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
                     };
                     check(support, path, &mut r.fallbacks)
                 }
+                (
+                    SlotName::KvWrite,
+                    Module::Attention {
+                        path,
+                        head_norm_rope,
+                        ..
+                    },
+                ) => {
+                    let support = match head_norm_rope {
+                        Some(spec) => head_norm_rope_support(spec, 1, None, device),
+                        None => Support::No("no per-head q/k norms".into()),
+                    };
+                    check(support, path, &mut r.fallbacks)
+                }
+                (SlotName::DownNorm, Module::Moe { path, down, .. }) => check(
+                    FusedDownCombine.supports_normed(down, device),
+                    path,
+                    &mut r.fallbacks,
+                ),
                 (SlotName::AddNorm, Module::Attention { path, hidden, .. }) => check(
                     add_norm_support(*hidden, None, device),
                     path,
@@ -336,6 +366,8 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
             SlotName::HeadNormRope => slots.fuse_head_norm_rope = true,
             SlotName::AddNorm => slots.fuse_add_norm = true,
             SlotName::RouteSwiGlu => slots.fuse_route_swiglu = true,
+            SlotName::KvWrite => slots.fuse_kv_write = true,
+            SlotName::DownNorm => slots.fuse_down_norm = true,
         }
     }
     Ok(report)

@@ -24,6 +24,8 @@ pub const PRESETS: &[Preset] = &[Preset {
         SlotName::HeadNormRope,
         SlotName::AddNorm,
         SlotName::RouteSwiGlu,
+        SlotName::KvWrite,
+        SlotName::DownNorm,
     ],
 }];
 

@@ -37,11 +37,21 @@ pub enum SlotName {
     /// Router gating inside the expert SwiGLU kernel, one op instead of two
     /// ([`zmlx_kernels::gpu::routed_expert_swiglu`]; CUDA).
     RouteSwiGlu,
+    /// One-token attention steps write the new keys and values into the KV cache
+    /// inside the fused q/k norm + RoPE op instead of two `slice_update`s
+    /// ([`zmlx_kernels::norm::fused_head_norm_rope_into_cache`]; CUDA; needs
+    /// `head_norm_rope`).
+    KvWrite,
+    /// The MoE block's down + combine op also computes the RMS norm that follows it
+    /// (the next layer's input norm, or the model's final norm) in the same kernel
+    /// ([`zmlx_kernels::DownCombineOp::forward_normed`]; CUDA; needs
+    /// `down_combine`).
+    DownNorm,
 }
 
 impl SlotName {
     /// Every slot.
-    pub const ALL: [SlotName; 10] = [
+    pub const ALL: [SlotName; 12] = [
         SlotName::Router,
         SlotName::ExpertSwiGlu,
         SlotName::DownCombine,
@@ -52,6 +62,8 @@ impl SlotName {
         SlotName::HeadNormRope,
         SlotName::AddNorm,
         SlotName::RouteSwiGlu,
+        SlotName::KvWrite,
+        SlotName::DownNorm,
     ];
 
     /// The slot's name as reports print it.
@@ -67,6 +79,18 @@ impl SlotName {
             SlotName::HeadNormRope => "head_norm_rope",
             SlotName::AddNorm => "add_norm",
             SlotName::RouteSwiGlu => "route_swiglu",
+            SlotName::KvWrite => "kv_write",
+            SlotName::DownNorm => "down_norm",
+        }
+    }
+
+    /// The slot this one extends, which must be patched for it to do anything.
+    pub fn requires(self) -> Option<SlotName> {
+        match self {
+            SlotName::RouteSwiGlu => Some(SlotName::ExpertSwiGlu),
+            SlotName::KvWrite => Some(SlotName::HeadNormRope),
+            SlotName::DownNorm => Some(SlotName::DownCombine),
+            _ => None,
         }
     }
 }
@@ -99,6 +123,14 @@ pub struct Slots {
     /// ([`zmlx_kernels::ExpertSwiGluOp::forward_routed`], where `expert_swiglu`
     /// has it for the case; otherwise `router` then `expert_swiglu`).
     pub fuse_route_swiglu: bool,
+    /// Whether the fused q/k norm + RoPE op of one-token steps also writes the keys
+    /// and values into the KV cache (where the cache has room; otherwise the cache
+    /// is updated with MLX's ops).
+    pub fuse_kv_write: bool,
+    /// Whether MoE blocks compute the next RMS norm inside the down + combine op
+    /// ([`zmlx_kernels::DownCombineOp::forward_normed`], where `down_combine` has
+    /// it for the case; otherwise the norm runs as its own op).
+    pub fuse_down_norm: bool,
 }
 
 impl Slots {
@@ -115,6 +147,8 @@ impl Slots {
             fuse_head_norm_rope: false,
             fuse_add_norm: false,
             fuse_route_swiglu: false,
+            fuse_kv_write: false,
+            fuse_down_norm: false,
         }
     }
 
@@ -136,6 +170,10 @@ impl Slots {
             SlotName::AddNorm => "mlx",
             SlotName::RouteSwiGlu if self.fuse_route_swiglu => "zmlx",
             SlotName::RouteSwiGlu => "mlx",
+            SlotName::KvWrite if self.fuse_kv_write => "zmlx",
+            SlotName::KvWrite => "mlx",
+            SlotName::DownNorm if self.fuse_down_norm => "zmlx",
+            SlotName::DownNorm => "mlx",
         }
     }
 }

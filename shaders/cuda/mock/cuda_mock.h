@@ -63,6 +63,11 @@ float __fdiv_rn(float, float);
 float rsqrtf(float);
 __half operator*(const __half&, const __half&);
 __nv_bfloat16 operator*(const __nv_bfloat16&, const __nv_bfloat16&);
+// The down kernel's norm tail (down_combine_norm.cu).
+void __threadfence();
+unsigned int atomicAdd(unsigned int*, unsigned int);
+template <typename T>
+T __ldcg(const T*);
 // ---- end of norm names ---------------------------------------------------------
 // ---- Packed conversions (mma.cuh) ----------------------------------------------
 float __uint_as_float(unsigned int);

@@ -25,6 +25,7 @@ use mlx::quantization::{QuantMode, QuantizedWeight};
 use mlx::{ops, Array, Device, DeviceType, Dtype, Error, Result, StreamOrDevice};
 
 use crate::contract::Support;
+use crate::down_combine::NextNorm;
 use crate::moe_gate::RouterSpec;
 use crate::weight::Weight;
 use family::{FamilySource, KernelFamily};
@@ -184,6 +185,9 @@ struct Sources {
     gate: &'static str,
     /// Header and body of the SwiGLU kernel that also routes (CUDA only).
     routed_swiglu: Option<(&'static str, &'static str)>,
+    /// Header and body of the down + combine kernel that also normalises its
+    /// output (CUDA only).
+    down_norm: Option<(&'static str, &'static str)>,
 }
 
 const CUDA: Sources = Sources {
@@ -212,6 +216,17 @@ const CUDA: Sources = Sources {
             include_str!("../../../shaders/cuda/expert_swiglu.cu")
         ),
     )),
+    down_norm: Some((
+        concat!(
+            include_str!("../../../shaders/cuda/prelude.cuh"),
+            include_str!("../../../shaders/cuda/mma.cuh"),
+            include_str!("../../../shaders/cuda/norm.cuh")
+        ),
+        concat!(
+            include_str!("../../../shaders/cuda/down_combine.cu"),
+            include_str!("../../../shaders/cuda/down_combine_norm.cu")
+        ),
+    )),
 };
 
 const METAL: Sources = Sources {
@@ -221,6 +236,7 @@ const METAL: Sources = Sources {
     down: include_str!("../../../shaders/metal/down_combine.metal"),
     gate: include_str!("../../../shaders/metal/moe_gate.metal"),
     routed_swiglu: None,
+    down_norm: None,
 };
 
 fn sources(b: KernelBackend) -> &'static Sources {
@@ -774,7 +790,57 @@ pub fn down_combine(
     residual: Option<&Array>,
     s: StreamOrDevice,
 ) -> Result<Array> {
+    one(down_combine_call(
+        backend, h, indices, scores, down, residual, None, s,
+    )?)
+}
+
+/// [`down_combine`] that also returns the RMS norm of its output, `rms_norm(y,
+/// norm.weight, norm.eps)` (CUDA only; bit for bit MLX's CUDA `fast::rms_norm` of
+/// `y`): the last of the blocks that write a token's row normalises it (shaders/
+/// cuda/down_combine_norm.cu), counting finished blocks in `norm.counter`.
+///
+/// # Errors
+/// As [`down_combine`]; also on Metal, a norm weight that is not `[hidden]` of the
+/// activation dtype, rows longer than MLX's one-kernel RMS norm takes, too few warps
+/// a block for MLX's norm launch (fewer than 4 experts a token at hidden sizes over
+/// 512 bf16 values), or more tokens than the counter has slots.
+#[allow(clippy::too_many_arguments)]
+pub fn down_combine_normed(
+    backend: KernelBackend,
+    h: &Array,
+    indices: &Array,
+    scores: &Array,
+    down: &Weight,
+    residual: Option<&Array>,
+    norm: &NextNorm<'_>,
+    s: StreamOrDevice,
+) -> Result<(Array, Array)> {
+    two(down_combine_call(
+        backend,
+        h,
+        indices,
+        scores,
+        down,
+        residual,
+        Some(norm),
+        s,
+    )?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn down_combine_call(
+    backend: KernelBackend,
+    h: &Array,
+    indices: &Array,
+    scores: &Array,
+    down: &Weight,
+    residual: Option<&Array>,
+    norm: Option<&NextNorm<'_>>,
+    s: StreamOrDevice,
+) -> Result<Vec<Array>> {
     static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
+    static NORM_SLOT: Slot = OnceLock::new();
     const OP: &str = "down_combine";
     let d = quantized(OP, down)?;
     let dtype = h.dtype();
@@ -791,23 +857,53 @@ pub fn down_combine(
     let pairs = indices.size() as i32;
     let ntok = pairs / k.max(1);
     let bits = d.spec.bits;
-    let kern = kernel(
-        &SLOTS[slot_index(backend)],
-        backend,
-        "zmlx_down_combine",
-        &[
-            "h_in",
-            "expert_ids",
-            "dims_in",
-            "gate_scores",
-            "w_down",
-            "s_down",
-            "b_down",
-            "res_in",
-        ],
-        &["y_out"],
-        sources(backend).down,
-    )?;
+    let kern = match norm {
+        None => kernel(
+            &SLOTS[slot_index(backend)],
+            backend,
+            "zmlx_down_combine",
+            &[
+                "h_in",
+                "expert_ids",
+                "dims_in",
+                "gate_scores",
+                "w_down",
+                "s_down",
+                "b_down",
+                "res_in",
+            ],
+            &["y_out"],
+            sources(backend).down,
+        )?,
+        Some(_) => {
+            let (header, body) = sources(backend).down_norm.ok_or_else(|| {
+                Error::invalid(
+                    OP,
+                    "no Metal body for the normalising variant; use MLX's norm",
+                )
+            })?;
+            kernel_with_header(
+                &NORM_SLOT,
+                backend,
+                "zmlx_down_combine_norm",
+                &[
+                    "h_in",
+                    "expert_ids",
+                    "dims_in",
+                    "gate_scores",
+                    "w_down",
+                    "s_down",
+                    "b_down",
+                    "res_in",
+                    "wn_in",
+                    "cnt_in",
+                ],
+                &["y_out", "n_out"],
+                body,
+                header,
+            )?
+        }
+    };
     // CUDA: a block of up to 8 warps per (token, 8 outputs); Metal: a warp per
     // (token, output).
     let lpr = lanes_per_row(inter * bits / 128);
@@ -863,19 +959,28 @@ pub fn down_combine(
         }
     }
     let dims = dims_array(&[ntok, k, experts])?;
-    let out = kern.call(
+    let mut inputs = vec![
+        h,
+        indices,
+        &dims,
+        scores,
+        &d.weight,
+        &d.scales,
+        biases(OP, d)?,
+        residual.unwrap_or(h),
+    ];
+    let mut outputs = vec![(shape.as_slice(), dtype)];
+    if let Some(n) = norm {
+        check_next_norm(n, dtype, hidden, ntok, tg[0])?;
+        inputs.extend([n.weight, n.counter.array()]);
+        outputs.push((shape.as_slice(), dtype));
+        targs.push(("EPS", norm::bits(n.eps)));
+        targs.push(("FMAV", TemplateArg::Int(norm::norm_fma_variant())));
+    }
+    kern.call(
         &KernelLaunch {
-            inputs: &[
-                h,
-                indices,
-                &dims,
-                scores,
-                &d.weight,
-                &d.scales,
-                biases(OP, d)?,
-                residual.unwrap_or(h),
-            ],
-            outputs: &[(&shape, dtype)],
+            inputs: &inputs,
+            outputs: &outputs,
             grid,
             threadgroup: tg,
             template_args: &targs,
@@ -883,8 +988,55 @@ pub fn down_combine(
             verbose: false,
         },
         s,
-    )?;
-    one(out)
+    )
+}
+
+/// The normalising down kernel's limits (see [`down_combine_normed`]).
+fn check_next_norm(
+    n: &NextNorm<'_>,
+    dtype: Dtype,
+    hidden: i32,
+    ntok: i32,
+    block_threads: i32,
+) -> Result<()> {
+    const OP: &str = "down_combine_normed";
+    if n.weight.shape() != [hidden] || n.weight.dtype() != dtype {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "norm weight {:?} {:?}: pass [{hidden}] of the activation dtype",
+                n.weight.dtype(),
+                n.weight.shape()
+            ),
+        ));
+    }
+    let nr = norm::values_per_vector(OP, dtype)?;
+    if hidden > 1024 * nr {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "rows of {hidden} values (MLX's one-kernel RMS norm takes up to {})",
+                1024 * nr
+            ),
+        ));
+    }
+    let need = norm::rms_block(hidden, nr);
+    if block_threads < need {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "blocks of {block_threads} threads, MLX's norm of {hidden} values launches \
+                 {need}: route more experts a token or norm separately"
+            ),
+        ));
+    }
+    if ntok as usize > n.counter.slots() {
+        return Err(Error::invalid(
+            OP,
+            format!("{ntok} tokens, the counter has {} slots", n.counter.slots()),
+        ));
+    }
+    Ok(())
 }
 
 /// How the CUDA router reproduces one step of MLX's softmax that MLX leaves to the

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use mlx::kernel::{KernelBackend, KernelLaunch, TemplateArg};
 use mlx::{Array, Dtype, Error, Result, StreamOrDevice};
 
-use super::{block_dims, env_choice, kernel_with_header, two, Slot};
+use super::{block_dims, env_choice, kernel_with_header, one, two, Slot};
 use crate::norm::HeadNormRopeSpec;
 
 const HEADER: &str = concat!(
@@ -23,12 +23,13 @@ const HEADER: &str = concat!(
 );
 const ADD_NORM: &str = include_str!("../../../shaders/cuda/add_rms_norm.cu");
 const HEAD_NORM_ROPE: &str = include_str!("../../../shaders/cuda/head_norm_rope.cu");
+const HEAD_NORM_ROPE_KV: &str = include_str!("../../../shaders/cuda/head_norm_rope_kv.cu");
 
 /// How the kernels sum squares (`FMAV` in shaders/cuda/norm.cuh): 0 = each square
 /// fused into the running sum (an fma, what nvcc makes of MLX's `normalizer += t *
 /// t`), 1 = a rounded square then an addition. `ZMLX_CUDA_NORM_FMA=0` selects the
 /// latter, for checking against another MLX build.
-fn norm_fma_variant() -> i32 {
+pub(super) fn norm_fma_variant() -> i32 {
     // ZMLX_CUDA_NORM_FMA=1 (the default) means the fma, which is FMAV 0.
     1 - env_choice("ZMLX_CUDA_NORM_FMA", &[0, 1], 1)
 }
@@ -41,7 +42,7 @@ fn rope_variant() -> i32 {
 
 /// Values per 16-byte vector of `dtype`, or an error for a dtype the kernels do not
 /// take.
-fn values_per_vector(op: &'static str, dtype: Dtype) -> Result<i32> {
+pub(crate) fn values_per_vector(op: &'static str, dtype: Dtype) -> Result<i32> {
     match dtype {
         Dtype::Float32 => Ok(4),
         Dtype::Float16 | Dtype::Bfloat16 => Ok(8),
@@ -62,7 +63,7 @@ pub fn max_axis(dtype: Dtype) -> Option<i32> {
 
 /// Threads per block MLX's `rms_norm_small` launches for rows of `axis` values
 /// (`RmsShape::BLOCK` in shaders/cuda/norm.cuh).
-fn rms_block(axis: i32, nr: i32) -> i32 {
+pub(crate) fn rms_block(axis: i32, nr: i32) -> i32 {
     let nvec = (axis + nr - 1) / nr;
     if axis <= 64 * nr {
         64
@@ -101,7 +102,7 @@ fn check_axis(op: &'static str, axis: i32, dtype: Dtype) -> Result<i32> {
     Ok(nr)
 }
 
-fn bits(v: f32) -> TemplateArg {
+pub(super) fn bits(v: f32) -> TemplateArg {
     TemplateArg::Int(v.to_bits() as i32)
 }
 
@@ -201,19 +202,19 @@ pub fn add_rms_norm_variant(
     two(out)
 }
 
-/// The rope position as a one-element int32 array. Every layer of a decode step
-/// asks for the same offset, so the last one is kept: one small upload per step,
-/// not per layer.
-fn offset_array(offset: i32) -> Result<Array> {
-    static LAST: Mutex<Option<(i32, Array)>> = Mutex::new(None);
+/// The rope position (and for the cache-writing kernel the cache capacity) as a
+/// small int32 array. Every layer of a decode step asks for the same values, so the
+/// last array is kept: one small upload per step, not per layer.
+fn position_array(values: &[i32]) -> Result<Array> {
+    static LAST: Mutex<Option<(Vec<i32>, Array)>> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((o, a)) = last.as_ref() {
-        if *o == offset {
+    if let Some((v, a)) = last.as_ref() {
+        if v.as_slice() == values {
             return Ok(a.clone());
         }
     }
-    let a = Array::from_slice(&[offset], &[1])?;
-    *last = Some((offset, a.clone()));
+    let a = Array::from_slice(values, &[values.len() as i32])?;
+    *last = Some((values.to_vec(), a.clone()));
     Ok(a)
 }
 
@@ -262,13 +263,183 @@ pub fn head_norm_rope_variant(
 ) -> Result<(Array, Array)> {
     static SLOT: Slot = OnceLock::new();
     const OP: &str = "head_norm_rope";
-    check_backend(OP, backend)?;
-    let dtype = q.dtype();
+    let dtype = check_head_norm_rope(OP, backend, q, k, q_weight, k_weight, spec, (fmav, ropev))?;
     let d = spec.head_dim;
-    let nr = check_axis(OP, d, dtype)?;
-    if d % 2 != 0 || spec.q_heads < 1 || spec.kv_heads < 1 {
+    let nr = values_per_vector(OP, dtype)?;
+    let b = q.shape()[0];
+    let kern = kernel_with_header(
+        &SLOT,
+        backend,
+        "zmlx_head_norm_rope",
+        &["q_in", "k_in", "wq_in", "wk_in", "offset_in"],
+        &["q_out", "k_out"],
+        HEAD_NORM_ROPE,
+        HEADER,
+    )?;
+    let blocks = i64::from(b) * i64::from(spec.q_heads + spec.kv_heads);
+    let (grid, tg) = block_dims(blocks, rms_block(d, nr))?;
+    let qs = [b, spec.q_heads, 1, d];
+    let ks = [b, spec.kv_heads, 1, d];
+    let off = position_array(&[offset])?;
+    let out = kern.call(
+        &KernelLaunch {
+            inputs: &[q, k, q_weight, k_weight, &off],
+            outputs: &[(&qs, dtype), (&ks, dtype)],
+            grid,
+            threadgroup: tg,
+            template_args: &head_norm_rope_args(dtype, spec, (fmav, ropev)),
+            init_value: None,
+            verbose: false,
+        },
+        s,
+    )?;
+    two(out)
+}
+
+/// [`head_norm_rope`] for a decode step that also appends the token's keys and
+/// values to a KV cache: the normed, rotated keys and `v` (`[b, 1, kv_heads *
+/// head_dim]`) are written at position `offset` of `k_cache` and `v_cache` (`[b,
+/// kv_heads, capacity, head_dim]`, the activation dtype) inside the kernel; returns
+/// the queries `[b, q_heads, 1, head_dim]`. What MLX's `fast::rms_norm`, `fast::rope`
+/// and two `slice_update`s give, bit for bit, in one op instead of six.
+///
+/// The caches are written in place although MLX sees them as inputs only. The
+/// caller guarantees what makes that sound (as `KvCache` in the zmlx crate does):
+/// - both caches are dense buffers (the output of a `slice_update` or
+///   `concatenate`, never a broadcast such as `zeros`; MLX would copy a
+///   non-contiguous input and the writes would be lost), held by the cache alone,
+///   so MLX never hands their memory to another array;
+/// - no view that anyone reads covers position `offset` (the views handed out so
+///   far end before it);
+/// - the only op that reads position `offset` afterwards (this step's attention)
+///   also takes the returned queries, so MLX orders it after this kernel.
+///
+/// # Errors
+/// As [`head_norm_rope`]; also on caches of another shape or dtype, or an `offset`
+/// outside them.
+#[allow(clippy::too_many_arguments)]
+pub fn head_norm_rope_into_cache(
+    backend: KernelBackend,
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    q_weight: &Array,
+    k_weight: &Array,
+    spec: &HeadNormRopeSpec,
+    offset: i32,
+    (k_cache, v_cache): (&Array, &Array),
+    s: StreamOrDevice,
+) -> Result<Array> {
+    static SLOT: Slot = OnceLock::new();
+    const OP: &str = "head_norm_rope_into_cache";
+    let (fmav, ropev) = (norm_fma_variant(), rope_variant());
+    let dtype = check_head_norm_rope(OP, backend, q, k, q_weight, k_weight, spec, (fmav, ropev))?;
+    let d = spec.head_dim;
+    let nr = values_per_vector(OP, dtype)?;
+    let b = q.shape()[0];
+    if v.shape() != k.shape() || v.dtype() != dtype {
         return Err(Error::invalid(
             OP,
+            format!(
+                "v {:?} {:?}, k {:?} {:?}: pass values of the keys' shape and dtype",
+                v.dtype(),
+                v.shape(),
+                k.dtype(),
+                k.shape()
+            ),
+        ));
+    }
+    let cap = k_cache.shape().get(2).copied().unwrap_or(0);
+    for c in [k_cache, v_cache] {
+        if c.shape() != [b, spec.kv_heads, cap, d] || c.dtype() != dtype {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "cache {:?} {:?}: pass [{b}, {}, capacity, {d}] of the activation dtype for \
+                     both keys and values",
+                    c.dtype(),
+                    c.shape(),
+                    spec.kv_heads
+                ),
+            ));
+        }
+    }
+    if !(0..cap).contains(&offset) {
+        return Err(Error::invalid(
+            OP,
+            format!("position {offset} in a cache of {cap} positions"),
+        ));
+    }
+    let kern = kernel_with_header(
+        &SLOT,
+        backend,
+        "zmlx_head_norm_rope_kv",
+        &[
+            "q_in", "k_in", "v_in", "wq_in", "wk_in", "pos_in", "kc_in", "vc_in",
+        ],
+        &["q_out"],
+        HEAD_NORM_ROPE_KV,
+        HEADER,
+    )?;
+    let blocks = i64::from(b) * i64::from(spec.q_heads + spec.kv_heads);
+    let (grid, tg) = block_dims(blocks, rms_block(d, nr))?;
+    let qs = [b, spec.q_heads, 1, d];
+    let pos = position_array(&[offset, cap])?;
+    let out = kern.call(
+        &KernelLaunch {
+            inputs: &[q, k, v, q_weight, k_weight, &pos, k_cache, v_cache],
+            outputs: &[(&qs, dtype)],
+            grid,
+            threadgroup: tg,
+            template_args: &head_norm_rope_args(dtype, spec, (fmav, ropev)),
+            init_value: None,
+            verbose: false,
+        },
+        s,
+    )?;
+    one(out)
+}
+
+/// The template arguments of both head-norm + RoPE kernels.
+fn head_norm_rope_args(
+    dtype: Dtype,
+    spec: &HeadNormRopeSpec,
+    (fmav, ropev): (i32, i32),
+) -> [(&'static str, TemplateArg); 9] {
+    [
+        ("T", TemplateArg::Dtype(dtype)),
+        ("D", TemplateArg::Int(spec.head_dim)),
+        ("NQ", TemplateArg::Int(spec.q_heads)),
+        ("NK", TemplateArg::Int(spec.kv_heads)),
+        ("EPS", bits(spec.eps)),
+        // MLX's RoPE passes std::log2 of its float base to the kernel.
+        ("LB", bits(spec.rope_base.log2())),
+        ("SC", bits(spec.rope_scale)),
+        ("FMAV", TemplateArg::Int(fmav)),
+        ("ROPEV", TemplateArg::Int(ropev)),
+    ]
+}
+
+/// The checks [`head_norm_rope`] and [`head_norm_rope_into_cache`] share; returns the
+/// activation dtype.
+#[allow(clippy::too_many_arguments)]
+fn check_head_norm_rope(
+    op: &'static str,
+    backend: KernelBackend,
+    q: &Array,
+    k: &Array,
+    q_weight: &Array,
+    k_weight: &Array,
+    spec: &HeadNormRopeSpec,
+    (fmav, ropev): (i32, i32),
+) -> Result<Dtype> {
+    check_backend(op, backend)?;
+    let dtype = q.dtype();
+    let d = spec.head_dim;
+    check_axis(op, d, dtype)?;
+    if d % 2 != 0 || spec.q_heads < 1 || spec.kv_heads < 1 {
+        return Err(Error::invalid(
+            op,
             format!(
                 "{} query and {} key heads of {d} values (rope turns pairs: an even head \
                  size and at least one head of each)",
@@ -282,7 +453,7 @@ pub fn head_norm_rope_variant(
     };
     if !one_token(q, spec.q_heads) || !one_token(k, spec.kv_heads) || q.shape()[0] != k.shape()[0] {
         return Err(Error::invalid(
-            OP,
+            op,
             format!(
                 "q {:?} {:?} and k {:?} {:?}: pass one token per sequence, [b, 1, {} * {d}] \
                  and [b, 1, {} * {d}] of one dtype",
@@ -298,7 +469,7 @@ pub fn head_norm_rope_variant(
     for w in [q_weight, k_weight] {
         if w.shape() != [d] || w.dtype() != dtype {
             return Err(Error::invalid(
-                OP,
+                op,
                 format!(
                     "norm weight {:?} {:?}: pass [{d}] of the activation dtype",
                     w.dtype(),
@@ -309,49 +480,11 @@ pub fn head_norm_rope_variant(
     }
     if !(0..=1).contains(&fmav) || !(0..=2).contains(&ropev) {
         return Err(Error::invalid(
-            OP,
+            op,
             format!("variants ({fmav}, {ropev}) out of range"),
         ));
     }
-    let b = q.shape()[0];
-    let kern = kernel_with_header(
-        &SLOT,
-        backend,
-        "zmlx_head_norm_rope",
-        &["q_in", "k_in", "wq_in", "wk_in", "offset_in"],
-        &["q_out", "k_out"],
-        HEAD_NORM_ROPE,
-        HEADER,
-    )?;
-    let blocks = i64::from(b) * i64::from(spec.q_heads + spec.kv_heads);
-    let (grid, tg) = block_dims(blocks, rms_block(d, nr))?;
-    let qs = [b, spec.q_heads, 1, d];
-    let ks = [b, spec.kv_heads, 1, d];
-    let off = offset_array(offset)?;
-    let out = kern.call(
-        &KernelLaunch {
-            inputs: &[q, k, q_weight, k_weight, &off],
-            outputs: &[(&qs, dtype), (&ks, dtype)],
-            grid,
-            threadgroup: tg,
-            template_args: &[
-                ("T", TemplateArg::Dtype(dtype)),
-                ("D", TemplateArg::Int(d)),
-                ("NQ", TemplateArg::Int(spec.q_heads)),
-                ("NK", TemplateArg::Int(spec.kv_heads)),
-                ("EPS", bits(spec.eps)),
-                // MLX's RoPE passes std::log2 of its float base to the kernel.
-                ("LB", bits(spec.rope_base.log2())),
-                ("SC", bits(spec.rope_scale)),
-                ("FMAV", TemplateArg::Int(fmav)),
-                ("ROPEV", TemplateArg::Int(ropev)),
-            ],
-            init_value: None,
-            verbose: false,
-        },
-        s,
-    )?;
-    two(out)
+    Ok(dtype)
 }
 
 #[cfg(test)]
