@@ -26,7 +26,12 @@
 // own row, so row 0 comes out as if alone), eight weight rows in B's columns, and
 // read the results from lanes 0..3.
 
+// Guarded: the norm tail of the down kernel takes both mma.cuh and norm.cuh, and
+// MLX's header has no include guard of its own.
+#ifndef ZMLX_MLX_BINARY_OPS
+#define ZMLX_MLX_BINARY_OPS
 #include "mlx/backend/cuda/device/binary_ops.cuh"
+#endif
 #include "mlx/backend/cuda/device/unary_ops.cuh"
 
 namespace zmlx {

@@ -16,7 +16,12 @@
 // (128, ceil(NVEC / 128)).
 
 // MLX's element-wise functors (cu::Add for the residual add).
+// Guarded: the norm tail of the down kernel takes both mma.cuh and norm.cuh, and
+// MLX's header has no include guard of its own.
+#ifndef ZMLX_MLX_BINARY_OPS
+#define ZMLX_MLX_BINARY_OPS
 #include "mlx/backend/cuda/device/binary_ops.cuh"
+#endif
 
 namespace zmlx {
 
