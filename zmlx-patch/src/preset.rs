@@ -91,6 +91,11 @@ const METAL_REASON: &str = "the Metal bodies use the first-generation GPU algori
 /// alternations (`benchmarks/perop/2026-11-26-device-run49-h200-variants.log`: 4.21 /
 /// 4.13 / 3.98 against 4.73-6.87 ms a step) and recorded 1.99x with fidelity PASS
 /// (row 2026-11-26T07:27:55Z), so those entries were removed.
+///
+/// `kv_write` and `down_norm` (added 2026-11-26) joined the preset on the evidence of
+/// `benchmarks/perop/2026-11-26-device-run54-h100-fusions.log` (step 3.79 / 4.17 ms
+/// against 4.15 / 4.26 without them, bitwise device tests) and the 48-layer row
+/// 2026-11-26T09:55:04Z (2.07x, fidelity PASS, logits identical).
 pub const EXCLUSIONS: &[Exclusion] = &[
     Exclusion {
         family: "qwen3_moe",
