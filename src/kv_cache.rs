@@ -153,3 +153,56 @@ impl KvCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx::{Device, Dtype};
+
+    fn cpu() -> StreamOrDevice {
+        Device::cpu().into()
+    }
+
+    fn filled(len: i32, start: f32) -> Array {
+        let n = (2 * len * 4) as usize;
+        let v: Vec<f32> = (0..n).map(|i| start + i as f32).collect();
+        Array::from_slice(&v, &[1, 2, len, 4]).expect("array")
+    }
+
+    /// The in-place slot exists only for a dense cache with room; commits advance the
+    /// offset and fetch views over every written position; growth goes through
+    /// `update_and_fetch` and keeps the cache dense.
+    #[test]
+    fn writable_slots_follow_room_and_density() {
+        let s = cpu();
+        let mut c = KvCache::new();
+        assert!(c.writable(1).is_none(), "an empty cache has no buffer");
+        assert!(c.commit_written(1, s).is_err());
+        let (k, v) = c
+            .update_and_fetch(&filled(3, 0.0), &filled(3, 100.0), s)
+            .expect("update");
+        assert_eq!(k.shape(), [1, 2, 3, 4]);
+        assert_eq!(
+            v.to_vec::<f32>().expect("read"),
+            filled(3, 100.0).to_vec::<f32>().expect("read")
+        );
+        let (kb, vb) = c.writable(1).expect("room after the first update");
+        assert_eq!(kb.shape(), [1, 2, KV_STEP, 4]);
+        assert_eq!(vb.dtype(), Dtype::Float32);
+        assert!(c.writable(KV_STEP - 3).is_some());
+        assert!(c.writable(KV_STEP - 2).is_none(), "past the capacity");
+        assert!(c.writable(0).is_none());
+        let (k, _) = c.commit_written(1, s).expect("commit");
+        assert_eq!((c.offset(), k.shape()[2]), (4, 4));
+        let (k, v) = c.commit_written(KV_STEP - 4, s).expect("fill up");
+        assert_eq!(c.offset(), KV_STEP);
+        assert_eq!((k.shape()[2], v.shape()[2]), (KV_STEP, KV_STEP));
+        assert!(c.writable(1).is_none(), "a full cache must grow first");
+        assert!(c.commit_written(1, s).is_err());
+        let (k, _) = c
+            .update_and_fetch(&filled(1, 0.0), &filled(1, 0.0), s)
+            .expect("grow");
+        assert_eq!(k.shape()[2], KV_STEP + 1);
+        assert!(c.writable(1).is_some(), "the grown cache is dense again");
+    }
+}

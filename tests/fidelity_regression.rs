@@ -8,7 +8,7 @@ mod common;
 use zmlx::fidelity::{compare, Verdict, DEFAULT_PROMPTS};
 use zmlx::models::qwen3_moe::Qwen3Moe;
 use zmlx::synthetic::WeightFormat;
-use zmlx_patch::{patch, PatchOptions};
+use zmlx_patch::{patch, PatchOptions, SlotName};
 
 const TOKENS: usize = 200;
 
@@ -99,4 +99,24 @@ fn mixed_quantization_keeps_unmergeable_projections_separate() {
         "{report}"
     );
     assert_same_greedy(&baseline, &patched, &dir);
+}
+
+/// A slot that extends another (`kv_write` extends `head_norm_rope`, a CUDA fusion)
+/// is skipped with that reason where its base is not patched, whatever order the
+/// caller lists them in.
+#[test]
+fn a_slot_needs_the_slot_it_extends() {
+    let dir = common::tiny(WeightFormat::Q4, 0);
+    let mut model = Qwen3Moe::load(&dir, mlx::Device::cpu().into()).unwrap();
+    let opts = PatchOptions {
+        only: Some(vec![SlotName::KvWrite, SlotName::HeadNormRope]),
+        ..PatchOptions::default()
+    };
+    let report = patch(&mut model, &opts).unwrap();
+    let names: Vec<&str> = report.slots.iter().map(|s| s.slot).collect();
+    assert_eq!(names, ["head_norm_rope", "kv_write"], "{report}");
+    let kv = &report.slots[1];
+    let why = kv.skipped.as_deref().unwrap_or("");
+    assert!(why.contains("extends the head_norm_rope slot"), "{report}");
+    assert_eq!(model.slots.implementation(SlotName::KvWrite), "mlx");
 }
