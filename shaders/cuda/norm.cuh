@@ -102,48 +102,29 @@ __device__ __forceinline__ void norm_rope_head(const T* src, const T* w, T* dst,
                                                float pos, float lb, float* red, T* normed) {
   using S = RmsShape<T, D>;
   constexpr int HALF = D / 2;
-  constexpr int PAIRS = (HALF + S::BLOCK - 1) / S::BLOCK;
   static_assert(D % 2 == 0, "rope turns pairs");
   const int tid = threadIdx.x;
-  // Everything that does not depend on the norm first, so that the loads and the
-  // angles' sines and cosines overlap (the kernel is one short chain of latencies):
-  // the head and the weights, then each of this thread's pairs' cos and sin.
   T v[S::VALS];
-  T wv[S::VALS];
 #pragma unroll
   for (int i = 0; i < S::VALS; ++i) {
     const int idx = rms_index<T, D>(tid, i);
     v[i] = idx < D ? src[idx] : from_float<T>(0.f);
-    wv[i] = idx < D ? w[idx] : from_float<T>(0.f);
-  }
-  float cs[PAIRS];
-  float sn[PAIRS];
-#pragma unroll
-  for (int i = 0; i < PAIRS; ++i) {
-    const int p = tid + i * S::BLOCK;
-    const float d = __fdiv_rn(static_cast<float>(p), static_cast<float>(HALF));
-    const float inv_freq = exp2f(__fmul_rn(-d, lb));
-    const float theta = __fmul_rn(pos, inv_freq);
-    cs[i] = cosf(theta);
-    sn[i] = sinf(theta);
   }
   const float nrm = rms_normalizer<T, D, FMAV>(v, eps, red);
 #pragma unroll
   for (int i = 0; i < S::VALS; ++i) {
     const int idx = rms_index<T, D>(tid, i);
     if (idx < D) {
-      normed[idx] = rms_scale(v[i], wv[i], nrm);
+      normed[idx] = rms_scale(v[i], w[idx], nrm);
     }
   }
   __syncthreads();
-#pragma unroll
-  for (int i = 0; i < PAIRS; ++i) {
-    const int p = tid + i * S::BLOCK;
-    if (p >= HALF) {
-      break;
-    }
-    const float c = cs[i];
-    const float s = sn[i];
+  for (int p = tid; p < HALF; p += S::BLOCK) {
+    const float d = __fdiv_rn(static_cast<float>(p), static_cast<float>(HALF));
+    const float inv_freq = exp2f(__fmul_rn(-d, lb));
+    const float theta = __fmul_rn(pos, inv_freq);
+    const float c = cosf(theta);
+    const float s = sinf(theta);
     const float x1 = to_float(normed[p]);
     const float x2 = to_float(normed[p + HALF]);
     float r1;
