@@ -8,7 +8,11 @@
 //! - `fused`: the reference router, then `FusedExpertSwiGlu` and `FusedDownCombine`;
 //! - `fused+router`: the same with `FusedRouter` (the GPU router kernel);
 //! - `routed`: the SwiGLU kernel that routes (`FusedExpertSwiGlu::forward_routed`,
-//!   the `route_swiglu` slot), then `FusedDownCombine`: three ops a block.
+//!   the `route_swiglu` slot), then `FusedDownCombine`: three ops a block;
+//! - `routed+res`: the same with the residual add inside down + combine (as the
+//!   patched model runs it): three ops a block with the add.
+//!
+//! Every variant is timed and compared as the block a decoder runs, `x + moe(x)`.
 //!
 //! Before timing, one block of each variant is compared with the reference: the
 //! count of outputs whose bits differ (0 = bit-identical) and the max difference.
@@ -66,6 +70,7 @@ enum Variant {
     Fused,
     FusedRouterKernel,
     Routed,
+    RoutedResidual,
 }
 
 impl Variant {
@@ -75,6 +80,7 @@ impl Variant {
             Variant::Fused => "fused",
             Variant::FusedRouterKernel => "fused+router",
             Variant::Routed => "routed",
+            Variant::RoutedResidual => "routed+res",
         }
     }
 }
@@ -103,11 +109,26 @@ fn qw(
     Ok(q)
 }
 
-fn block(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Array> {
+/// `x + moe(x)`, the residual added by its own op or (`routed+res`) inside the down
+/// kernel.
+fn step(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Array> {
+    match v {
+        Variant::RoutedResidual => block(l, x, v, Some(x), s),
+        _ => ops::add(x, &block(l, x, v, None, s)?, s),
+    }
+}
+
+fn block(
+    l: &Layer,
+    x: &Array,
+    v: Variant,
+    residual: Option<&Array>,
+    s: StreamOrDevice,
+) -> mlx::Result<Array> {
     let spec = QWEN3_ROUTER;
     let logits = quantized_matmul(x, &l.router, true, s)?;
     let (h, routing) = match v {
-        Variant::Routed => FusedExpertSwiGlu
+        Variant::Routed | Variant::RoutedResidual => FusedExpertSwiGlu
             .forward_routed(x, &logits, &spec, &l.gate, &l.up, s)?
             .ok_or_else(|| {
                 mlx::Error::invalid(
@@ -134,7 +155,7 @@ fn block(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Arr
         hidden: &h,
         down: &l.down,
         routing: &routing,
-        residual: None,
+        residual,
     };
     match v {
         Variant::Reference => ReferenceDownCombine.forward(&input, s),
@@ -151,8 +172,7 @@ fn chain(
 ) -> mlx::Result<Array> {
     let mut x = x0.clone();
     for i in 0..n {
-        let y = block(&layers[i % layers.len()], &x, v, s)?;
-        x = ops::add(&x, &y, s)?;
+        x = step(&layers[i % layers.len()], &x, v, s)?;
     }
     Ok(x)
 }
@@ -203,9 +223,14 @@ fn main() -> mlx::Result<()> {
     }
 
     // Agreement of one block (same input and weights) before timing.
-    let yr = block(&layers[0], &x0, Variant::Reference, s)?;
-    for v in [Variant::Fused, Variant::FusedRouterKernel, Variant::Routed] {
-        let yf = block(&layers[0], &x0, v, s)?;
+    let yr = step(&layers[0], &x0, Variant::Reference, s)?;
+    for v in [
+        Variant::Fused,
+        Variant::FusedRouterKernel,
+        Variant::Routed,
+        Variant::RoutedResidual,
+    ] {
+        let yf = step(&layers[0], &x0, v, s)?;
         let d = ops::astype(&ops::subtract(&yf, &yr, s)?, Dtype::Float32, s)?;
         let dv = d.to_vec::<f32>()?;
         let rv = ops::astype(&yr, Dtype::Float32, s)?.to_vec::<f32>()?;
@@ -245,6 +270,7 @@ fn main() -> mlx::Result<()> {
         Variant::Fused,
         Variant::FusedRouterKernel,
         Variant::Routed,
+        Variant::RoutedResidual,
     ] {
         let label = v.label();
         for _ in 0..3 {
@@ -262,7 +288,7 @@ fn main() -> mlx::Result<()> {
         let mut single = Vec::with_capacity(iters);
         for i in 0..iters {
             let t = Instant::now();
-            let y = block(&layers[i % layers.len()], &x0, v, s)?;
+            let y = step(&layers[i % layers.len()], &x0, v, s)?;
             y.eval()?;
             mlx::synchronize()?;
             single.push(t.elapsed().as_secs_f64() * 1e6);
@@ -583,7 +609,6 @@ fn host_costs(
     iters: usize,
     s: StreamOrDevice,
 ) -> mlx::Result<()> {
-    let spec = QWEN3_ROUTER;
     let l = &layers[0];
     let OpFixtures {
         proj,
@@ -661,31 +686,15 @@ fn host_costs(
         ),
         (
             "MoE block reference (+ residual add)",
-            Box::new(|x| ops::add(x, &block(l, x, Variant::Reference, s)?, s)),
+            Box::new(|x| step(l, x, Variant::Reference, s)),
         ),
         (
             "MoE block fused+router (+ residual add)",
-            Box::new(|x| ops::add(x, &block(l, x, Variant::FusedRouterKernel, s)?, s)),
+            Box::new(|x| step(l, x, Variant::FusedRouterKernel, s)),
         ),
         (
             "MoE block routed, residual folded (3 ops)",
-            Box::new(|x| {
-                let logits = quantized_matmul(x, &l.router, true, s)?;
-                let (h, routing) = FusedExpertSwiGlu
-                    .forward_routed(x, &logits, &spec, &l.gate, &l.up, s)?
-                    .ok_or_else(|| {
-                        mlx::Error::invalid("cuda_moe_bench", "routed SwiGLU declined")
-                    })?;
-                FusedDownCombine.forward(
-                    &DownCombineInput {
-                        hidden: &h,
-                        down: &l.down,
-                        routing: &routing,
-                        residual: Some(x),
-                    },
-                    s,
-                )
-            }),
+            Box::new(|x| step(l, x, Variant::RoutedResidual, s)),
         ),
     ];
     println!("host cost per chain element (us; {n} chained, median of {iters}): build / encode / GPU wait after / total");
