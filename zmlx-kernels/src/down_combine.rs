@@ -82,6 +82,17 @@ impl DownCombineInput<'_> {
         shape
     }
 
+    /// Checks that the down projections take the activations' width.
+    fn check_down(&self) -> Result<()> {
+        let inter = self.hidden.h.shape().last().copied().unwrap_or(0);
+        self.down.check_shape(
+            "down_proj",
+            Some(self.down.experts()),
+            self.down.out_features(),
+            inter,
+        )
+    }
+
     /// The residual, if any, after checking it has the output's shape and the
     /// activations' dtype (no broadcasting: the fused kernels add element for
     /// element).
@@ -131,13 +142,7 @@ impl DownCombineOp for ReferenceDownCombine {
     fn forward(&self, input: &DownCombineInput<'_>, s: StreamOrDevice) -> Result<Array> {
         let residual = input.checked_residual()?;
         let hid = input.hidden;
-        let inter = hid.h.shape().last().copied().unwrap_or(0);
-        input.down.check_shape(
-            "down_proj",
-            Some(input.down.experts()),
-            input.down.out_features(),
-            inter,
-        )?;
+        input.check_down()?;
         let mut y = switch_linear(&hid.h, input.down, &hid.idx, hid.inv_order.is_some(), s)?;
         if let Some(inv) = &hid.inv_order {
             y = ops::take(&y, inv, Some(0), s)?;
@@ -256,13 +261,7 @@ impl FusedDownCombine {
         if hid.inv_order.is_some() || pairs >= crate::gpu::MAX_PAIRS || outside {
             return Ok(None);
         }
-        let inter = hid.h.shape().last().copied().unwrap_or(0);
-        input.down.check_shape(
-            "down_proj",
-            Some(input.down.experts()),
-            input.down.out_features(),
-            inter,
-        )?;
+        input.check_down()?;
         Ok(Some(backend))
     }
 }
@@ -315,13 +314,7 @@ impl DownCombineOp for FusedDownCombine {
                 None => ReferenceDownCombine.forward(input, s),
             };
         }
-        let inter = hid.h.shape().last().copied().unwrap_or(0);
-        input.down.check_shape(
-            "down_proj",
-            Some(input.down.experts()),
-            input.down.out_features(),
-            inter,
-        )?;
+        input.check_down()?;
         let layout = crate::cpu_glue::WeightLayout::of(input.down)
             .map_err(|e| Error::invalid("down_combine", e))?;
         // Activations sorted by expert (the reference's prefill path) go back to

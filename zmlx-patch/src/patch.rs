@@ -298,21 +298,7 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
                 ),
                 (SlotName::DecodeViews, Module::Attention { .. }) => true,
                 (
-                    SlotName::HeadNormRope,
-                    Module::Attention {
-                        path,
-                        head_norm_rope,
-                        ..
-                    },
-                ) => {
-                    let support = match head_norm_rope {
-                        Some(spec) => head_norm_rope_support(spec, 1, None, device),
-                        None => Support::No("no per-head q/k norms".into()),
-                    };
-                    check(support, path, &mut r.fallbacks)
-                }
-                (
-                    SlotName::KvWrite,
+                    SlotName::HeadNormRope | SlotName::KvWrite,
                     Module::Attention {
                         path,
                         head_norm_rope,

@@ -766,6 +766,30 @@ fn swiglu_call(
     )
 }
 
+/// The down + combine kernel's inputs.
+static DOWN_INPUTS: [&str; 8] = [
+    "h_in",
+    "expert_ids",
+    "dims_in",
+    "gate_scores",
+    "w_down",
+    "s_down",
+    "b_down",
+    "res_in",
+];
+
+/// The normalising variant's inputs: the same, then the norm's weight and counter.
+static DOWN_NORM_INPUTS: [&str; 10] = {
+    let mut names = ["wn_in"; 10];
+    let mut i = 0;
+    while i < DOWN_INPUTS.len() {
+        names[i] = DOWN_INPUTS[i];
+        i += 1;
+    }
+    names[9] = "cnt_in";
+    names
+};
+
 /// `y[t] = sum_j scores[t, j] * (h[t, j] @ down[e(t, j)].T)`: `h` is
 /// `[..., k, (1,) inter]` in routing order, `indices` and `scores` `[..., k]`; returns
 /// `[..., hidden]` in the activation dtype. With `residual` (`[..., hidden]`, the
@@ -862,16 +886,7 @@ fn down_combine_call(
             &SLOTS[slot_index(backend)],
             backend,
             "zmlx_down_combine",
-            &[
-                "h_in",
-                "expert_ids",
-                "dims_in",
-                "gate_scores",
-                "w_down",
-                "s_down",
-                "b_down",
-                "res_in",
-            ],
+            &DOWN_INPUTS,
             &["y_out"],
             sources(backend).down,
         )?,
@@ -886,18 +901,7 @@ fn down_combine_call(
                 &NORM_SLOT,
                 backend,
                 "zmlx_down_combine_norm",
-                &[
-                    "h_in",
-                    "expert_ids",
-                    "dims_in",
-                    "gate_scores",
-                    "w_down",
-                    "s_down",
-                    "b_down",
-                    "res_in",
-                    "wn_in",
-                    "cnt_in",
-                ],
+                &DOWN_NORM_INPUTS,
                 &["y_out", "n_out"],
                 body,
                 header,
@@ -1182,12 +1186,20 @@ pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
 mod tests {
     use super::{
         cuda_pipe_stages, cuda_shape_support, env_choice, lanes_per_row, minify, pipe_fits,
-        COMBINE_SMEM,
+        COMBINE_SMEM, DOWN_INPUTS, DOWN_NORM_INPUTS,
     };
     use crate::contract::Support;
     use crate::weight::Weight;
     use mlx::quantization::QuantizedWeight;
     use mlx::{Dtype, StreamOrDevice};
+
+    /// The normalising down kernel's signature is the plain one's plus the norm's
+    /// two inputs, in that order (its body is the plain body with a tail appended).
+    #[test]
+    fn normalising_down_inputs_extend_the_plain_ones() {
+        assert_eq!(DOWN_NORM_INPUTS[..8], DOWN_INPUTS);
+        assert_eq!(DOWN_NORM_INPUTS[8..], ["wn_in", "cnt_in"]);
+    }
 
     #[test]
     fn minify_drops_comments_and_keeps_code() {
