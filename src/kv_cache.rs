@@ -8,15 +8,32 @@ use crate::error::Result;
 pub const KV_STEP: i32 = 256;
 
 /// Keys and values of one attention layer, `[batch, kv_heads, positions, head_dim]`.
-#[derive(Clone, Debug, Default)]
+///
+/// A clone shares the buffers until its next update, which copies them (MLX's
+/// `slice_update` of a shared buffer): a clone never hands out an in-place slot
+/// ([`KvCache::writable`]), so that two caches never write one buffer.
+#[derive(Debug, Default)]
 pub struct KvCache {
     keys: Option<Array>,
     values: Option<Array>,
     offset: i32,
-    /// Whether `keys` and `values` are dense buffers that only this cache holds
-    /// (outputs of `slice_update` or `concatenate`; a fresh `zeros` is a broadcast),
-    /// so that a kernel may write new positions into them in place.
+    /// Whether `keys` and `values` are dense buffers that this cache may write in
+    /// place (outputs of `slice_update` or `concatenate`; a fresh `zeros` is a
+    /// broadcast). Clones start without it: only the original writes a shared
+    /// buffer in place, at positions the clone has not cached (it writes its own
+    /// before reading them, through a copying `slice_update`).
     dense: bool,
+}
+
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        KvCache {
+            keys: self.keys.clone(),
+            values: self.values.clone(),
+            offset: self.offset,
+            dense: false,
+        }
+    }
 }
 
 impl KvCache {
@@ -100,8 +117,9 @@ impl KvCache {
 
     /// For a step of `len` positions that a kernel writes straight into the cache
     /// (the fused q/k norm + RoPE of one-token decode steps): the key and value
-    /// buffers `[batch, kv_heads, capacity, head_dim]`, when they are dense, held by
-    /// this cache alone and have room for `len` more positions at [`offset`]. `None`
+    /// buffers `[batch, kv_heads, capacity, head_dim]`, when they are dense, not a
+    /// clone's (see [`KvCache`]) and have room for `len` more positions at
+    /// [`offset`]. `None`
     /// when the step must create or grow the cache: then use
     /// [`update_and_fetch`]. After the kernel is queued, [`commit_written`] advances
     /// the cache and returns the views to attend over.
@@ -204,5 +222,15 @@ mod tests {
             .expect("grow");
         assert_eq!(k.shape()[2], KV_STEP + 1);
         assert!(c.writable(1).is_some(), "the grown cache is dense again");
+        // A clone shares the buffers: only the original may write them in place.
+        let mut twin = c.clone();
+        assert!(twin.writable(1).is_none());
+        assert!(c.writable(1).is_some());
+        twin.update_and_fetch(&filled(1, 0.0), &filled(1, 0.0), s)
+            .expect("update the clone");
+        assert!(
+            twin.writable(1).is_some(),
+            "after its own update it has a buffer"
+        );
     }
 }
