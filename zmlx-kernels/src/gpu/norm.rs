@@ -307,10 +307,11 @@ pub fn head_norm_rope_variant(
 /// caller guarantees what makes that sound (as `KvCache` in the zmlx crate does):
 /// - both caches are dense buffers (the output of a `slice_update` or
 ///   `concatenate`, never a broadcast such as `zeros`; MLX would copy a
-///   non-contiguous input and the writes would be lost), held by the cache alone,
-///   so MLX never hands their memory to another array;
-/// - no view that anyone reads covers position `offset` (the views handed out so
-///   far end before it);
+///   non-contiguous input and the writes would be lost), held by the cache, so
+///   MLX never hands their memory to another array;
+/// - no one else writes them in place, and no view that anyone reads covers
+///   position `offset` (the views handed out so far end before it; a clone of the
+///   cache reads only positions it wrote itself);
 /// - the only op that reads position `offset` afterwards (this step's attention)
 ///   also takes the returned queries, so MLX orders it after this kernel.
 ///
