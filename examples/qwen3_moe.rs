@@ -312,6 +312,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "fidelity: {} prompts x {fid_tokens} greedy tokens, both models ...",
         prompts.len()
     );
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) + fid_tokens;
+    if let Some(why) = zmlx::fidelity::nondeterminism_warning(args.device, longest) {
+        eprintln!("warning: {why}");
+    }
     let fidelity = compare(&baseline, &patched, &prompts, fid_tokens)?;
     eprintln!("{fidelity}");
 

@@ -18,6 +18,37 @@ use crate::models::qwen3_moe::Qwen3Moe;
 /// Prompts used besides the caller's (token ids valid for any vocabulary of 512+).
 pub const DEFAULT_PROMPTS: [&[u32]; 3] = [&[1, 2, 3, 4, 5, 6, 7, 8], &[42], &[7, 300, 11, 5]];
 
+/// The most cached positions over which MLX's CUDA backend (0.32.4) decodes
+/// deterministically with its default settings. From 256 positions on (mlx-lm's
+/// cache step), for one-token attention over keys that are slices of a cache, MLX
+/// chooses per call between cuDNN's attention and its own vector kernel, and part of
+/// that test is whether the keys' array is still in flight on the GPU: a race. The
+/// two kernels round differently, so one model run twice can give different tokens
+/// past this length (notebook.md, device runs 59-60: even the unpatched model
+/// against itself; with `MLX_CUDA_USE_CUDNN_SDPA=0` both the unpatched and the
+/// patched model matched over 600 tokens).
+pub const CUDA_DETERMINISTIC_POSITIONS: usize = 256;
+
+/// Why a comparison on `device` over contexts of up to `positions` cached positions
+/// (prompt plus generated tokens) can differ for a reason outside the models, if it
+/// can: on CUDA past [`CUDA_DETERMINISTIC_POSITIONS`] unless MLX's cuDNN attention is
+/// switched off (`MLX_CUDA_USE_CUDNN_SDPA=0` in the environment before MLX starts).
+pub fn nondeterminism_warning(device: mlx::Device, positions: usize) -> Option<String> {
+    let cudnn_off = std::env::var("MLX_CUDA_USE_CUDNN_SDPA")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        == Some(0);
+    let cuda = device.kind == mlx::DeviceType::Gpu && mlx::cuda_is_available().unwrap_or(false);
+    (cuda && !cudnn_off && positions >= CUDA_DETERMINISTIC_POSITIONS).then(|| {
+        format!(
+            "contexts of up to {positions} positions on CUDA: from \
+             {CUDA_DETERMINISTIC_POSITIONS} cached positions on, MLX picks cuDNN's or its \
+             own attention kernel by a race, so even one model can differ from itself \
+             there; set MLX_CUDA_USE_CUDNN_SDPA=0 for a deterministic comparison"
+        )
+    })
+}
+
 /// PASS or FAIL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Verdict {
@@ -214,4 +245,15 @@ pub fn compare(
         tokens_per_prompt: max_tokens,
         prompts: per,
     })
+}
+
+#[cfg(test)]
+mod determinism_tests {
+    use super::*;
+
+    /// The CPU decodes deterministically at any length; the warning is for CUDA.
+    #[test]
+    fn no_warning_on_the_cpu() {
+        assert!(nondeterminism_warning(mlx::Device::cpu(), 10_000).is_none());
+    }
 }
