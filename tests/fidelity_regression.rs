@@ -28,12 +28,32 @@ fn check(format: WeightFormat, seed: u64, expect_experts: bool) {
 }
 
 fn assert_same_greedy(baseline: &Qwen3Moe, patched: &Qwen3Moe, dir: &std::path::Path) {
+    assert_same_greedy_for(baseline, patched, dir, TOKENS);
+}
+
+fn assert_same_greedy_for(
+    baseline: &Qwen3Moe,
+    patched: &Qwen3Moe,
+    dir: &std::path::Path,
+    tokens: usize,
+) {
     let prompts: Vec<Vec<u32>> = DEFAULT_PROMPTS.iter().map(|p| p.to_vec()).collect();
-    let f = compare(baseline, patched, &prompts, TOKENS).unwrap();
+    let f = compare(baseline, patched, &prompts, tokens).unwrap();
     eprintln!("{}: {f}", dir.display());
     assert_eq!(f.verdict, Verdict::Pass, "{}: {f}", dir.display());
-    assert_eq!(f.matched, prompts.len() * TOKENS);
+    assert_eq!(f.matched, prompts.len() * tokens);
     assert_eq!(f.top1_agreement, 1.0);
+}
+
+/// Past the KV cache's first growth (256 positions: the cache is concatenated with a
+/// fresh block) the patched model still decodes the unpatched model's tokens.
+#[test]
+fn four_bit_bf16_past_the_cache_growth() {
+    let dir = common::tiny(WeightFormat::Q4, 4);
+    let baseline = Qwen3Moe::load(&dir, mlx::Device::cpu().into()).unwrap();
+    let mut patched = baseline.clone();
+    patch(&mut patched, &PatchOptions::default()).unwrap();
+    assert_same_greedy_for(&baseline, &patched, &dir, 300);
 }
 
 #[test]
