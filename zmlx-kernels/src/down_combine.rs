@@ -41,8 +41,9 @@ pub struct NextNorm<'a> {
 /// Zeroed scratch that the normalising down kernel counts finished blocks in (one
 /// slot per token; the kernel leaves it zeroed again). The kernel writes it
 /// although MLX sees it as an input, so two calls may share a counter only when
-/// one runs after the other: give each call site (each MoE layer) its own.
-#[derive(Clone, Debug)]
+/// one runs after the other: give each call site (each MoE layer) its own. (Not
+/// `Clone`: a clone would share the buffer.)
+#[derive(Debug)]
 pub struct NormCounter {
     counts: Array,
 }
