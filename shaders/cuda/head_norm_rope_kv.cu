@@ -27,17 +27,19 @@ const int head = static_cast<int>(blk % (NQ + NK));
 const int offset = pos_in[0];
 const long long cap = pos_in[1];
 const float pos = __fmul_rn(__int_as_float(SC), static_cast<float>(offset));
-// One call of the norm + RoPE for either kind of head (a second inlined copy would
-// double the kernel's code, which a launch must fetch).
-const bool is_q = head < NQ;
-const long long kh = b * NK + head - NQ;
-const T* src = is_q ? q_in + (b * NQ + head) * D : k_in + kh * D;
-T* dst = is_q ? q_out + (b * NQ + head) * D : const_cast<T*>(kc_in) + (kh * cap + offset) * D;
-zmlx::norm_rope_head<T, D, FMAV, ROPEV>(src, is_q ? wq_in : wk_in, dst, __int_as_float(EPS), pos,
-                                        __int_as_float(LB), red, normed);
-if (!is_q) {
-  T* vdst = const_cast<T*>(vc_in) + (kh * cap + offset) * D;
+if (head < NQ) {
+  const long long at = (b * NQ + head) * D;
+  zmlx::norm_rope_head<T, D, FMAV, ROPEV>(q_in + at, wq_in, q_out + at, __int_as_float(EPS),
+                                          pos, __int_as_float(LB), red, normed);
+} else {
+  const long long kh = b * NK + head - NQ;
+  const long long at = kh * D;
+  const long long slot = (kh * cap + offset) * D;
+  zmlx::norm_rope_head<T, D, FMAV, ROPEV>(k_in + at, wk_in, const_cast<T*>(kc_in) + slot,
+                                          __int_as_float(EPS), pos, __int_as_float(LB), red,
+                                          normed);
+  T* vdst = const_cast<T*>(vc_in) + slot;
   for (int i = threadIdx.x; i < D; i += blockDim.x) {
-    vdst[i] = v_in[kh * D + i];
+    vdst[i] = v_in[at + i];
   }
 }
