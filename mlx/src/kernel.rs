@@ -6,6 +6,8 @@
 //! calling returns an [`Error`].
 
 use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use mlx_sys as sys;
 
@@ -14,6 +16,25 @@ use crate::device::StreamOrDevice;
 use crate::dtype::Dtype;
 use crate::error::{check, Error, Result};
 use crate::ops::RawVec;
+
+static CALL_TIMING: AtomicBool = AtomicBool::new(false);
+static CALL_COUNT: AtomicU64 = AtomicU64::new(0);
+static CALL_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Turns on (or off) the timing of [`CustomKernel::call`]'s time inside MLX (the C
+/// shim and MLX's kernel call, which builds the kernel's source and its graph node),
+/// for host-cost measurements; off by default, when a call only reads one flag.
+pub fn set_call_timing(on: bool) {
+    CALL_TIMING.store(on, Ordering::Relaxed);
+}
+
+/// The kernel calls timed since the last take, and the time they spent inside MLX;
+/// resets both.
+pub fn take_call_timing() -> (u64, Duration) {
+    let calls = CALL_COUNT.swap(0, Ordering::Relaxed);
+    let nanos = CALL_NANOS.swap(0, Ordering::Relaxed);
+    (calls, Duration::from_nanos(nanos))
+}
 
 /// Which GPU backend a kernel body is written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -208,8 +229,9 @@ impl CustomKernel {
             })
             .collect();
         let out = RawVec::new()?;
+        let started = CALL_TIMING.load(Ordering::Relaxed).then(Instant::now);
         // SAFETY: every pointer refers to a live buffer of the stated length.
-        check(unsafe {
+        let status = check(unsafe {
             sys::mlxs_kernel_call(
                 out.0,
                 self.raw,
@@ -228,7 +250,12 @@ impl CustomKernel {
                 launch.verbose,
                 s.into().raw(),
             )
-        })?;
+        });
+        if let Some(t) = started {
+            CALL_COUNT.fetch_add(1, Ordering::Relaxed);
+            CALL_NANOS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        status?;
         out.into_arrays()
     }
 }

@@ -30,7 +30,10 @@
 //! `--host-cost` instead splits each op's cost into graph building, MLX's encoding
 //! (`async_eval`) and the rest (GPU time not hidden behind the host): a chain of
 //! `--layers` copies of one op (or of one small op group) is built, encoded and
-//! synchronized, and each phase is divided by the chain length.
+//! synchronized, and each phase is divided by the chain length. A last column gives
+//! the part of the build spent inside MLX by zmlx's custom-kernel calls
+//! (`mlx::kernel::set_call_timing`); the rest of a fused op's build is zmlx's own
+//! Rust code around the call.
 //!
 //! Usage: `cuda_moe_bench [--iters N] [--layers L] [--weights W] [--tokens T]
 //! [--per-op-only | --block-only | --host-cost]` (the first skips the block timing,
@@ -572,15 +575,19 @@ fn phase_costs(
     iters: usize,
     x0: &Array,
     op: &dyn Fn(&Array) -> mlx::Result<Array>,
-) -> mlx::Result<(f64, f64, f64)> {
+) -> mlx::Result<(f64, f64, f64, f64)> {
     let (mut build, mut encode, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+    let mut in_mlx = Vec::new();
+    mlx::kernel::set_call_timing(true);
     for it in 0..iters + 3 {
+        mlx::kernel::take_call_timing();
         let t0 = Instant::now();
         let mut x = x0.clone();
         for _ in 0..n {
             x = op(&x)?;
         }
         let t1 = Instant::now();
+        let (_, kernel_calls) = mlx::kernel::take_call_timing();
         mlx::async_eval(&[&x])?;
         let t2 = Instant::now();
         mlx::synchronize()?;
@@ -590,9 +597,16 @@ fn phase_costs(
             build.push(per(t0, t1));
             encode.push(per(t1, t2));
             rest.push(per(t2, t3));
+            in_mlx.push(kernel_calls.as_secs_f64() * 1e6 / n as f64);
         }
     }
-    Ok((median(&mut build), median(&mut encode), median(&mut rest)))
+    mlx::kernel::set_call_timing(false);
+    Ok((
+        median(&mut build),
+        median(&mut encode),
+        median(&mut rest),
+        median(&mut in_mlx),
+    ))
 }
 
 /// One element of a timed chain: the next activation from the previous one.
@@ -697,10 +711,13 @@ fn host_costs(
             Box::new(|x| step(l, x, Variant::RoutedResidual, s)),
         ),
     ];
-    println!("host cost per chain element (us; {n} chained, median of {iters}): build / encode / GPU wait after / total");
+    println!("host cost per chain element (us; {n} chained, median of {iters}): build / encode / GPU wait after / total; custom-kernel calls' time inside MLX (part of build)");
     for (label, op) in &rows {
-        let (b, e, r) = phase_costs(n, iters, x0, op.as_ref())?;
-        println!("  {label:<44} {b:7.2} {e:7.2} {r:7.2} {:8.2}", b + e + r);
+        let (b, e, r, m) = phase_costs(n, iters, x0, op.as_ref())?;
+        println!(
+            "  {label:<44} {b:7.2} {e:7.2} {r:7.2} {:8.2}   {m:6.2}",
+            b + e + r
+        );
     }
     Ok(())
 }
