@@ -21,7 +21,7 @@ use zmlx_kernels::expert_swiglu::swiglu;
 use zmlx_kernels::moe_gate::RouterSpec;
 use zmlx_kernels::norm::{
     add_norm_support, fused_add_rms_norm, fused_head_norm_rope, fused_head_norm_rope_into_cache,
-    head_norm_rope_support, HeadNormRopeSpec,
+    head_norm_rope_support, kv_write_support, HeadNormRopeSpec,
 };
 use zmlx_kernels::Weight;
 use zmlx_patch::Slots;
@@ -129,7 +129,9 @@ impl Attention {
                 if let Some(spec) = fused {
                     // With room in the cache, the same kernel writes the keys and
                     // values into it (one op instead of three).
-                    if slots.fuse_kv_write {
+                    if slots.fuse_kv_write
+                        && kv_write_support(&spec, Some(q.dtype()), s.device()?).is_yes()
+                    {
                         if let Some(caches) = cache.writable(1) {
                             let q = fused_head_norm_rope_into_cache(
                                 &q,

@@ -138,6 +138,30 @@ pub fn head_norm_rope_support(
     axis_support("heads", spec.head_dim, dtype)
 }
 
+/// The head sizes for which MLX's CUDA attention of one token runs a fused kernel
+/// (cuDNN's or its vector kernel) that reads the KV cache in place, as one graph node
+/// that also takes the queries (MLX 0.32's `supports_sdpa_vector`).
+pub const FUSED_ATTENTION_HEAD_DIMS: [i32; 3] = [64, 96, 128];
+
+/// Whether [`fused_head_norm_rope_into_cache`] may serve a decode step of `spec` on
+/// `device`: where [`head_norm_rope_support`] says so and the head size is one of
+/// [`FUSED_ATTENTION_HEAD_DIMS`]. For other sizes MLX attends with separate ops, one
+/// of which could copy the cache before this kernel writes it (MLX orders ops by the
+/// buffers they write, and this kernel writes the cache as an input), so the cache
+/// keeps MLX's `slice_update`.
+pub fn kv_write_support(spec: &HeadNormRopeSpec, dtype: Option<Dtype>, device: Device) -> Support {
+    match head_norm_rope_support(spec, 1, dtype, device) {
+        Support::Yes if !FUSED_ATTENTION_HEAD_DIMS.contains(&spec.head_dim) => {
+            Support::No(format!(
+                "heads of {} values (MLX's fused one-token attention, which reads the cache \
+             after this kernel, takes {FUSED_ATTENTION_HEAD_DIMS:?})",
+                spec.head_dim
+            ))
+        }
+        other => other,
+    }
+}
+
 /// One token's per-head q/k RMS norms and RoPE: `q` `[b, 1, q_heads * head_dim]`
 /// and `k` `[b, 1, kv_heads * head_dim]` in, `[b, heads, 1, head_dim]` out, bit
 /// for bit what MLX's `fast::rms_norm` then `fast::rope` (non-traditional, at

@@ -16,7 +16,7 @@ use mlx::{fast, ops, random, Array, Dtype};
 use zmlx_kernels::gpu::norm::{
     add_rms_norm_variant, head_norm_rope_into_cache, head_norm_rope_variant,
 };
-use zmlx_kernels::norm::HeadNormRopeSpec;
+use zmlx_kernels::norm::{head_norm_rope_support, kv_write_support, HeadNormRopeSpec};
 
 /// The values' f32 bit patterns (widening f16/bf16 to f32 is exact, so equal
 /// patterns mean equal values of the dtype).
@@ -237,6 +237,21 @@ fn fused_norms_refuse_what_they_do_not_reproduce() {
     let w = normal(&[64], Dtype::Bfloat16, 1.0, 5);
     let r = head_norm_rope_variant(KernelBackend::Cuda, &q, &k, &w, &w, &spec, 0, (0, 0), s);
     assert!(r.is_err());
+    // The in-place cache write only where MLX's fused attention reads the cache.
+    let dev = mlx::Device::gpu();
+    assert!(
+        kv_write_support(&spec, None, dev).is_yes(),
+        "64-value heads"
+    );
+    let odd = HeadNormRopeSpec {
+        head_dim: 80,
+        ..spec
+    };
+    assert!(head_norm_rope_support(&odd, 1, None, dev).is_yes());
+    assert!(
+        !kv_write_support(&odd, None, dev).is_yes(),
+        "80-value heads"
+    );
 }
 
 /// The cache-writing variant against mlx-lm's decode step: q/k norms, RoPE, then

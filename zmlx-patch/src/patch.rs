@@ -6,7 +6,9 @@ use serde::Serialize;
 use zmlx_kernels::down_combine::FusedDownCombine;
 use zmlx_kernels::expert_swiglu::FusedExpertSwiGlu;
 use zmlx_kernels::moe_gate::{FusedRouter, RouterSpec};
-use zmlx_kernels::norm::{add_norm_support, head_norm_rope_support, HeadNormRopeSpec};
+use zmlx_kernels::norm::{
+    add_norm_support, head_norm_rope_support, kv_write_support, HeadNormRopeSpec,
+};
 use zmlx_kernels::quant_linear::FusedLinear;
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, LinearOp, RouterOp, Support, Weight};
 
@@ -306,6 +308,9 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
                     },
                 ) => {
                     let support = match head_norm_rope {
+                        Some(spec) if slot == SlotName::KvWrite => {
+                            kv_write_support(spec, None, device)
+                        }
                         Some(spec) => head_norm_rope_support(spec, 1, None, device),
                         None => Support::No("no per-head q/k norms".into()),
                     };
