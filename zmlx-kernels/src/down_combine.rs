@@ -83,6 +83,13 @@ impl DownCombineInput<'_> {
         shape
     }
 
+    /// Whether the activations, the weights' activation dtype and the scores share
+    /// one dtype (what the fused kernels take; anything else goes to the reference).
+    fn dtypes_agree(&self) -> bool {
+        let dt = self.hidden.h.dtype();
+        dt == self.down.activation_dtype() && self.routing.scores.dtype() == dt
+    }
+
     /// Checks that the down projections take the activations' width.
     fn check_down(&self) -> Result<()> {
         let inter = self.hidden.h.shape().last().copied().unwrap_or(0);
@@ -295,25 +302,22 @@ impl DownCombineOp for FusedDownCombine {
         let hid = input.hidden;
         let dtype = hid.h.dtype();
         let device = s.device()?;
-        if !self.supports(input.down, device).is_yes()
-            || dtype != input.down.activation_dtype()
-            || input.routing.scores.dtype() != dtype
-        {
+        if !self.supports(input.down, device).is_yes() || !input.dtypes_agree() {
             return ReferenceDownCombine.forward(input, s);
         }
+        if let Some(backend) = self.gpu_backend(input, device)? {
+            return crate::gpu::down_combine(
+                backend,
+                &hid.h,
+                &input.routing.indices,
+                &input.routing.scores,
+                input.down,
+                residual,
+                s,
+            );
+        }
         if crate::gpu::backend_for(device).is_some() {
-            return match self.gpu_backend(input, device)? {
-                Some(backend) => crate::gpu::down_combine(
-                    backend,
-                    &hid.h,
-                    &input.routing.indices,
-                    &input.routing.scores,
-                    input.down,
-                    residual,
-                    s,
-                ),
-                None => ReferenceDownCombine.forward(input, s),
-            };
+            return ReferenceDownCombine.forward(input, s);
         }
         input.check_down()?;
         let layout = crate::cpu_glue::WeightLayout::of(input.down)
@@ -360,8 +364,7 @@ impl DownCombineOp for FusedDownCombine {
         let dtype = hid.h.dtype();
         let device = s.device()?;
         if !self.supports_normed(input.down, device).is_yes()
-            || dtype != input.down.activation_dtype()
-            || input.routing.scores.dtype() != dtype
+            || !input.dtypes_agree()
             || norm.weight.dtype() != dtype
             || norm.weight.shape() != [input.down.out_features()]
         {
