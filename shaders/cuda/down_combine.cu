@@ -11,16 +11,16 @@
 // res_in[t, o] + y[t, o] by MLX's Add functor on T (what MLX's CUDA `add` computes
 // for two T arrays), folding a decoder layer's `h + moe(x)` into this kernel.
 //
-// Work split: one block of WPB = min(TOPK, 8) warps per (token, 8 consecutive
+// Work split: one block of WPB = min(TOPK, 8) warps per (token, ROWS consecutive
 // output features); warp w runs the mma chains of experts w, w + WPB, ... through
-// its ring in shared memory (mma_tile in mma.cuh, as in expert_swiglu.cu), lanes
-// 0..3 put the rounded products into shared memory, and after a barrier warp 0
-// sums each output's k products in order.
+// its ring in shared memory (mma_tile in mma.cuh, as in expert_swiglu.cu), the
+// lanes holding results put the rounded products into shared memory, and after a
+// barrier lane r of warp 0 sums output r's k products in order.
 //
 // Template arguments: T (f16 or bf16), BITS, GROUP, HID (output features, a
-// multiple of 8), INTER (input features of down, a multiple of max(64, GROUP)),
+// multiple of ROWS), INTER (input features of down, a multiple of max(64, GROUP)),
 // DEQ (see mma.cuh), SUMV (above), RES (0 or 1: add res_in), PIPE (the stages of
-// each warp's ring, 2..8). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
+// each warp's ring, 2..8), ROWS (outputs a tile, 8 or 16: mma.cuh). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
 // EXPERTS]); TOPK <= 32. Launch: 32 * min(TOPK, 8) threads per block, one block
 // per tile.
 // Inputs: h_in [NTOK, TOPK, INTER] T, expert_ids [NTOK, TOPK] uint32, dims_in,
@@ -34,12 +34,12 @@ const int TOPK = static_cast<int>(dims_in[1]);
 const int EXPERTS = static_cast<int>(dims_in[2]);
 constexpr int GPR = INTER / GROUP;
 constexpr int WPR = INTER * BITS / 32;
-constexpr int TILES = HID / 8;
+constexpr int TILES = HID / ROWS;
 constexpr int MAX_K = 32;
 
-__shared__ T prod[8][MAX_K];
+__shared__ T prod[ROWS][MAX_K];
 // One ring per warp (at most 8 warps; mma_tile in mma.cuh).
-__shared__ zmlx::PipeRing<BITS, GPR, PIPE> ring[8];
+__shared__ zmlx::PipeRing<BITS, GPR, PIPE, ROWS> ring[8];
 const int lane = threadIdx.x & 31;
 const int warp = threadIdx.x >> 5;
 const int WPB = static_cast<int>(blockDim.x >> 5);
@@ -48,9 +48,7 @@ if (tile >= static_cast<long long>(NTOK) * TILES) {
   return;
 }
 const long long tok = tile / TILES;
-const int o0 = static_cast<int>(tile % TILES) * 8;
-const int g = lane >> 2;
-const int t = lane & 3;
+const int o0 = static_cast<int>(tile % TILES) * ROWS;
 
 for (int j = warp; j < TOPK; j += WPB) {
   float c[4] = {0.f, 0.f, 0.f, 0.f};
@@ -64,27 +62,21 @@ for (int j = warp; j < TOPK; j += WPB) {
     const T* bi = b_down + wrow * GPR;
     const T* hr = h_in + (tok * TOPK + j) * INTER;
     const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(hr);
-    zmlx::mma_tile_any<T, BITS, GROUP, INTER, DEQ, PIPE>(ring[warp], w, sc, bi, hr, aligned,
-                                                         lane, c);
+    zmlx::mma_tile_any<T, BITS, GROUP, INTER, DEQ, PIPE, ROWS>(ring[warp], w, sc, bi, hr,
+                                                               aligned, lane, c);
   }
-  if (g == 0) {
-    const T s = gate_scores[tok * TOPK + j];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      prod[2 * t + i][j] = mlx::core::cu::Multiply{}(zmlx::from_float<T>(c[i]), s);
-    }
-  }
+  const T s = gate_scores[tok * TOPK + j];
+  zmlx::tile_results<ROWS>(c, lane, [&](int r, float v) {
+    prod[r][j] = mlx::core::cu::Multiply{}(zmlx::from_float<T>(v), s);
+  });
 }
 __syncthreads();
-if (warp == 0 && g == 0) {
-  const long long at = tok * HID + o0 + 2 * t;
-  T y0 = zmlx::ksum<T, SUMV>(prod[2 * t], TOPK);
-  T y1 = zmlx::ksum<T, SUMV>(prod[2 * t + 1], TOPK);
+if (warp == 0 && lane < ROWS) {
+  const long long at = tok * HID + o0 + lane;
+  T y = zmlx::ksum<T, SUMV>(prod[lane], TOPK);
   if (RES != 0) {
     // Residual first, as the decoder layer computes `h + moe(x)`.
-    y0 = mlx::core::cu::Add{}(res_in[at], y0);
-    y1 = mlx::core::cu::Add{}(res_in[at + 1], y1);
+    y = mlx::core::cu::Add{}(res_in[at], y);
   }
-  y_out[at] = y0;
-  y_out[at + 1] = y1;
+  y_out[at] = y;
 }

@@ -7,21 +7,21 @@
 // bit what MLX's CUDA backend gives for mlx-lm's op sequence (two gather_qmm calls
 // through qmm_sm80, then the compiled swiglu): see mma.cuh for the arithmetic.
 //
-// Work split: two warps per (pair, 8 consecutive rows n), TPB such tiles a block;
-// the even warp of a tile runs the gate projection, the odd one the up projection, each streaming its 8-row tile and
-// the activation row through its own ring in shared memory (mma_tile in mma.cuh).
-// In a warp, lane 4g + t dequantizes row n0 + g (its B fragment values) and every
-// lane carries the activations; one mma per 16 values of K, in K order. The 8
-// results land in lanes 0..3 (two each), are rounded to T and meet in shared
-// memory, where warp 0 applies MLX's swiglu functors.
+// Work split: two warps per (pair, ROWS consecutive rows n), TPB such tiles a
+// block; the even warp of a tile runs the gate projection, the odd one the up
+// projection, each streaming its ROWS-row tile and the activation row through its
+// own ring in shared memory (mma_tile in mma.cuh: one mma per 16 values of K, in K
+// order; which lane dequantizes which rows and ends with which results is
+// described there). The results are rounded to T and meet in shared memory, where
+// the gate warp applies MLX's swiglu functors.
 //
 // Template arguments (constexpr lines MLX writes above this body):
 //   T (f16 or bf16), BITS (4 or 8), GROUP (32, 64, 128), HID (input features, a
-//   multiple of max(64, GROUP)), INTER (rows per expert, a multiple of 8), DEQ (see
-//   mma.cuh), PIPE (the ring's stages, 2..8; gpu.rs picks what fits), TPB (tiles a
-//   block).
+//   multiple of max(64, GROUP)), INTER (rows per expert, a multiple of ROWS), DEQ
+//   (see mma.cuh), PIPE (the ring's stages, 2..8; gpu.rs picks what fits), TPB
+//   (tiles a block), ROWS (rows a tile, 8 or 16: mma.cuh).
 // Sizes that change between calls travel in dims_in (uint32 [PAIRS, TOPK, EXPERTS]).
-// Launch: 64 * TPB threads per block, one block per TPB (pair, 8-row tile)s.
+// Launch: 64 * TPB threads per block, one block per TPB (pair, ROWS-row tile)s.
 // Inputs: x_in [tokens, HID], expert_ids [PAIRS] uint32 (or logits_in, see
 // swiglu_route.cu), dims_in, w_gate/w_up
 // [EXPERTS, INTER, HID * BITS / 32] uint32, s_gate/b_gate/s_up/b_up
@@ -32,10 +32,10 @@ const int TOPK = static_cast<int>(dims_in[1]);
 const int EXPERTS = static_cast<int>(dims_in[2]);
 constexpr int GPR = HID / GROUP;          // groups per weight row
 constexpr int WPR = HID * BITS / 32;      // uint32 per weight row
-constexpr int TILES = INTER / 8;          // 8-row tiles per expert
+constexpr int TILES = INTER / ROWS;       // tiles per expert
 
-__shared__ T up_tile[TPB][8];
-__shared__ zmlx::PipeRing<BITS, GPR, PIPE> ring[2 * TPB];
+__shared__ T up_tile[TPB][ROWS];
+__shared__ zmlx::PipeRing<BITS, GPR, PIPE, ROWS> ring[2 * TPB];
 const int lane = threadIdx.x & 31;
 const int warp = threadIdx.x >> 5;
 const int lt = warp >> 1;                 // the block's tile this warp works on
@@ -45,9 +45,7 @@ const long long tile = static_cast<long long>(blockIdx.x) * TPB + lt;
 // reach the barrier below.
 const bool live = tile < static_cast<long long>(PAIRS) * TILES;
 const long long pair = live ? tile / TILES : 0;
-const int n0 = static_cast<int>(tile % TILES) * 8;
-const int g = lane >> 2;
-const int t = lane & 3;
+const int n0 = static_cast<int>(tile % TILES) * ROWS;
 const long long tok = pair / TOPK;
 // Where the kernel routes itself (swiglu_route.cu), the gate warp of each token's
 // first tile writes the token's routing.
@@ -65,23 +63,18 @@ if (valid) {
   const T* bi = (proj == 0 ? b_gate : b_up) + wrow * GPR;
   const T* xr = x_in + tok * HID;
   const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(xr);
-  zmlx::mma_tile_any<T, BITS, GROUP, HID, DEQ, PIPE>(ring[warp], w, sc, bi, xr, aligned, lane,
-                                                     c);
+  zmlx::mma_tile_any<T, BITS, GROUP, HID, DEQ, PIPE, ROWS>(ring[warp], w, sc, bi, xr, aligned,
+                                                           lane, c);
 }
 // gather_qmm writes each projection in T.
-if (proj == 1 && g == 0) {
-  up_tile[lt][2 * t] = zmlx::from_float<T>(c[0]);
-  up_tile[lt][2 * t + 1] = zmlx::from_float<T>(c[1]);
+if (proj == 1) {
+  zmlx::tile_results<ROWS>(c, lane, [&](int r, float v) { up_tile[lt][r] = zmlx::from_float<T>(v); });
 }
 __syncthreads();
-if (live && proj == 0 && g == 0) {
-  T* out = h_out + pair * INTER + n0 + 2 * t;
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    T h = zmlx::from_float<T>(0.f);
-    if (valid) {
-      h = zmlx::mlx_swiglu<T>(zmlx::from_float<T>(c[i]), up_tile[lt][2 * t + i]);
-    }
-    out[i] = h;
-  }
+if (live && proj == 0) {
+  T* out = h_out + pair * INTER + n0;
+  zmlx::tile_results<ROWS>(c, lane, [&](int r, float v) {
+    out[r] = valid ? zmlx::mlx_swiglu<T>(zmlx::from_float<T>(v), up_tile[lt][r])
+                   : zmlx::from_float<T>(0.f);
+  });
 }

@@ -25,6 +25,20 @@
 // put the one activation row in every row of A (each output depends only on its
 // own row, so row 0 comes out as if alone), eight weight rows in B's columns, and
 // read the results from lanes 0..3.
+//
+// Two tile shapes (ROWS, a template argument of the chain below):
+// - ROWS = 8: as above, the activation in A, eight weight rows in B. A lane
+//   dequantizes 4 weights an mma; results in lanes 0..3.
+// - ROWS = 16: the roles swapped, sixteen weight rows in A (lane 4g + t: rows g and
+//   g + 8) and the activation in every column of B, so one mma covers twice the
+//   rows and a lane dequantizes 8 weights an mma. Output (row n) is then C + sum_k
+//   w[n][k] * x[k] where MLX computes C + sum_k x[k] * w[n][k]: the same exact
+//   products (a product of two 16-bit values is exact in f32) into the same
+//   accumulator, and the tensor core's block sum aligns the products and C to
+//   their largest exponent before adding, so which operand holds which factor does
+//   not change the bits. Checked against MLX on the device (tests/
+//   cuda_vs_reference.rs with ZMLX_CUDA_ROWS=16, notes/cuda-kernels.md). Results:
+//   c[0] (row g) and c[2] (row g + 8) in lanes with t = 0.
 
 // Guarded: the norm tail of the down kernel takes both mma.cuh and norm.cuh, and
 // MLX's header has no include guard of its own.
@@ -39,20 +53,17 @@ namespace zmlx {
 template <typename T>
 struct Mma;
 
-// D = A * B + D for one 16-wide K block (bf16 inputs, fp32 accumulators). Every
-// row of A holds the same activations (rows g and g + 8 take the same registers),
-// so every row of D is the same dot products; each row's result depends only on
-// that row, so row 0 is what a lone activation row gives, and no lane spends
-// instructions on zeros.
+// D = A * B + D for one 16-wide K block (bf16 inputs, fp32 accumulators), A's four
+// registers and B's two in the fragment layout above.
 template <>
 struct Mma<__nv_bfloat16> {
-  static __device__ __forceinline__ void run(float* c, uint32_t a0, uint32_t a2, uint32_t b0,
-                                             uint32_t b1) {
+  static __device__ __forceinline__ void run(float* c, uint32_t a0, uint32_t a1, uint32_t a2,
+                                             uint32_t a3, uint32_t b0, uint32_t b1) {
 #ifndef ZMLX_SYNTAX_ONLY
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a0), "r"(a2), "r"(a2), "r"(b0), "r"(b1));
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 #endif
   }
 };
@@ -60,13 +71,13 @@ struct Mma<__nv_bfloat16> {
 // The same for f16 inputs.
 template <>
 struct Mma<__half> {
-  static __device__ __forceinline__ void run(float* c, uint32_t a0, uint32_t a2, uint32_t b0,
-                                             uint32_t b1) {
+  static __device__ __forceinline__ void run(float* c, uint32_t a0, uint32_t a1, uint32_t a2,
+                                             uint32_t a3, uint32_t b0, uint32_t b1) {
 #ifndef ZMLX_SYNTAX_ONLY
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a0), "r"(a2), "r"(a2), "r"(b0), "r"(b1));
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 #endif
   }
 };
@@ -242,25 +253,61 @@ struct BFrag<T, 8, DEQ> {
   }
 };
 
-// One 128-bit chunk of a weight row (32 4-bit or 16 8-bit values, inside one
-// quantization group) multiplied into the accumulators c: KPC = 2 or 1 blocks.
-// `a` holds the A registers of the chunk's blocks (a[2 * i], a[2 * i + 1] for
-// block i, the same on every lane with the same t); `sb`, `zb` the
-// group's scale and bias bits.
-template <typename T, int BITS, int DEQ>
-__device__ __forceinline__ void mma_chunk(uint4 w, const uint32_t* a, int t, uint32_t sb,
-                                          uint32_t zb, float* c) {
-  uint32_t b0, b1;
-  if (BITS == 4) {
-    BFrag<T, 4, DEQ>::make(w.x, w.y, t, sb, zb, b0, b1);
-    Mma<T>::run(c, a[0], a[1], b0, b1);
-    BFrag<T, 4, DEQ>::make(w.z, w.w, t, sb, zb, b0, b1);
-    Mma<T>::run(c, a[2], a[3], b0, b1);
+// One 128-bit chunk of the tile's weight rows (32 4-bit or 16 8-bit values, inside
+// one quantization group) multiplied into the accumulators c: KPC = 2 or 1 blocks.
+// `w[0]` is the chunk of the lane's row g, `w[1]` (ROWS = 16 only) that of row
+// g + 8, with the group's scale and bias bits in sb[i], zb[i]. `a` holds the
+// activation registers of the chunk's blocks (a[2 * i], a[2 * i + 1] for block i,
+// the same on every lane with the same t).
+template <typename T, int BITS, int DEQ, int ROWS>
+__device__ __forceinline__ void mma_chunk(const uint4* w, const uint32_t* a, int t,
+                                          const uint32_t* sb, const uint32_t* zb, float* c) {
+  constexpr int KPC = BITS == 4 ? 2 : 1;
+#pragma unroll
+  for (int i = 0; i < KPC; ++i) {
+    // The words of this block: halves k 0..7 and 8..15.
+    uint32_t lo[2], hi[2];
+#pragma unroll
+    for (int r = 0; r < ROWS / 8; ++r) {
+      if (BITS == 4) {
+        lo[r] = i == 0 ? w[r].x : w[r].z;
+        hi[r] = i == 0 ? w[r].y : w[r].w;
+      } else {
+        lo[r] = (t < 2) ? w[r].x : w[r].y;
+        hi[r] = (t < 2) ? w[r].z : w[r].w;
+      }
+    }
+    uint32_t f0, f1;
+    BFrag<T, BITS, DEQ>::make(lo[0], hi[0], t, sb[0], zb[0], f0, f1);
+    if constexpr (ROWS == 8) {
+      // The activation in A (every row), the weights in B.
+      Mma<T>::run(c, a[2 * i], a[2 * i], a[2 * i + 1], a[2 * i + 1], f0, f1);
+    } else {
+      // The weights in A (rows g and g + 8), the activation in B.
+      uint32_t f2, f3;
+      BFrag<T, BITS, DEQ>::make(lo[1], hi[1], t, sb[1], zb[1], f2, f3);
+      Mma<T>::run(c, f0, f2, f1, f3, a[2 * i], a[2 * i + 1]);
+    }
+  }
+}
+
+// Calls f(row, value) once for every row of a ROWS-row tile whose result this lane
+// holds after the chain below (f32, before any rounding): rows 2t and 2t + 1 in
+// lanes 0..3 for ROWS = 8, rows g and g + 8 in the lanes with t = 0 for ROWS = 16.
+template <int ROWS, typename F>
+__device__ __forceinline__ void tile_results(const float* c, int lane, F&& f) {
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  if constexpr (ROWS == 8) {
+    if (g == 0) {
+      f(2 * t, c[0]);
+      f(2 * t + 1, c[1]);
+    }
   } else {
-    const uint32_t lo = (t < 2) ? w.x : w.y;
-    const uint32_t hi = (t < 2) ? w.z : w.w;
-    BFrag<T, 8, DEQ>::make(lo, hi, t, sb, zb, b0, b1);
-    Mma<T>::run(c, a[0], a[1], b0, b1);
+    if (t == 0) {
+      f(g, c[0]);
+      f(g + 8, c[2]);
+    }
   }
 }
 
@@ -322,21 +369,21 @@ __device__ __forceinline__ void copy16(uint4* dst, const void* src) {
 // The chunks of a stage.
 constexpr int PIPE_CPS = 4;
 
-// One warp's ring: STAGES stages of PIPE_CPS chunks of an 8-row weight tile
+// One warp's ring: STAGES stages of PIPE_CPS chunks of a ROWS-row weight tile
 // ([chunk][row], 16 bytes each) and of the activation row, plus the tile's scales
 // and biases (GPRX per row). 16-bit values are kept as raw bits.
-template <int BITS, int GPRX, int STAGES>
+template <int BITS, int GPRX, int STAGES, int ROWS>
 struct PipeRing {
   static constexpr int XWORDS = PIPE_CPS * (128 / BITS) * 2 / 16;  // 16-byte words of T
-  uint4 w[STAGES][PIPE_CPS][8];
+  uint4 w[STAGES][PIPE_CPS][ROWS];
   uint4 x[STAGES][XWORDS];
-  unsigned short s[8][GPRX];
-  unsigned short b[8][GPRX];
+  unsigned short s[ROWS][GPRX];
+  unsigned short b[ROWS][GPRX];
 };
 
 // Issues the copies of stage `st` (of K) into its slot and commits one group (an
 // empty one past the end, so that group counts stay uniform).
-template <typename T, int BITS, int KIN, int STAGES, bool ALIGNED, typename Ring>
+template <typename T, int BITS, int KIN, int STAGES, int ROWS, bool ALIGNED, typename Ring>
 __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w, const T* x,
                                            int lane) {
   constexpr int VALS = 128 / BITS;
@@ -345,11 +392,14 @@ __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w
   constexpr int NST = (NCH + PIPE_CPS - 1) / PIPE_CPS;
   if (st < NST) {
     const int slot = st % STAGES;
-    const int r = lane & 7;
-    const int j = lane >> 3;
-    const int ch = st * PIPE_CPS + j;
-    if (ch < NCH) {
-      copy16<ALIGNED>(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4);
+#pragma unroll
+    for (int i = lane; i < ROWS * PIPE_CPS; i += 32) {
+      const int r = i % ROWS;
+      const int j = i / ROWS;
+      const int ch = st * PIPE_CPS + j;
+      if (ch < NCH) {
+        copy16<ALIGNED>(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4);
+      }
     }
     const int xo = st * PIPE_CPS * VALS + lane * 8;  // 8 values of T per 16 bytes
     if (lane < Ring::XWORDS && xo < KIN) {
@@ -359,22 +409,23 @@ __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w
   cp_async_commit();
 }
 
-// c += x . w for the 8 rows of a tile in qmm_sm80's order (one mma per 16 values
-// of K, in K order): `w`, `sc`, `bi` point at the tile's FIRST row (rows WPR words
-// / GPR values apart), `x` at the activation row. Every lane of the warp must call
-// it with the same arguments; lanes 0..3 end with the results, c[0] and c[1] of
-// lane t being the tile's rows 2t and 2t + 1 (the C fragment layout above).
-// ALIGNED: weights and activations start 16-byte aligned.
-template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, bool ALIGNED,
+// c += x . w for the ROWS rows of a tile in qmm_sm80's order (one mma per 16
+// values of K, in K order): `w`, `sc`, `bi` point at the tile's FIRST row (rows WPR
+// words / GPR values apart), `x` at the activation row. Every lane of the warp must
+// call it with the same arguments; tile_results above says which lanes end with
+// which rows. ALIGNED: weights and activations start 16-byte aligned.
+template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS, bool ALIGNED,
           typename Ring>
 __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T* sc,
                                          const T* bi, const T* x, int lane, float* c) {
+  static_assert(ROWS == 8 || ROWS == 16, "tiles of 8 or 16 rows");
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = KIN / VALS;
   constexpr int KPC = VALS / 16;
   constexpr int GPR = KIN / GROUP;
   constexpr int NST = (NCH + PIPE_CPS - 1) / PIPE_CPS;
   constexpr int WAIT = STAGES >= 2 ? STAGES - 2 : 0;
+  constexpr int RPL = ROWS / 8;  // rows a lane dequantizes: g (and g + 8)
   const int g = lane >> 2;
   const int t = lane & 3;
   // The tile's scales and biases join the first group as 4-byte copies when every
@@ -385,7 +436,7 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
   if constexpr (GPR % 2 == 0) {
     if (aligned4(sc) && aligned4(bi)) {
       constexpr int WORDS = GPR / 2;
-      for (int i = lane; i < 8 * WORDS; i += 32) {
+      for (int i = lane; i < ROWS * WORDS; i += 32) {
         const int r = i / WORDS;
         const int q = 2 * (i - r * WORDS);
         cp_async4(&ring.s[r][q], sc + r * GPR + q);
@@ -396,10 +447,10 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
   }
 #pragma unroll
   for (int p = 0; p < STAGES - 1; ++p) {
-    pipe_issue<T, BITS, KIN, STAGES, ALIGNED>(ring, p, w, x, lane);
+    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, p, w, x, lane);
   }
   if (!scales_async) {
-    for (int i = lane; i < 8 * GPR; i += 32) {
+    for (int i = lane; i < ROWS * GPR; i += 32) {
       const int r = i / GPR;
       const int q = i - r * GPR;
       ring.s[r][q] = static_cast<unsigned short>(bits16(sc[r * GPR + q]));
@@ -411,37 +462,40 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
     // Stage st is in (every lane's copies), and every lane is done with the slot
     // the next issue overwrites (it held stage st - 1).
     __syncwarp();
-    pipe_issue<T, BITS, KIN, STAGES, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
+    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
     const int slot = st % STAGES;
     const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
     // All of the stage's shared-memory loads first, then the multiplies: the
     // loads' latency is paid once a stage instead of once a chunk (Nsight Compute,
     // device run 26: short-scoreboard stalls were a sixth of the SwiGLU's; run 27
     // measured no change in duration, and it is no slower).
-    uint4 wc[PIPE_CPS];
+    uint4 wc[PIPE_CPS][RPL];
     uint32_t a[PIPE_CPS][2 * KPC];
-    uint32_t sb[PIPE_CPS];
-    uint32_t zb[PIPE_CPS];
+    uint32_t sb[PIPE_CPS][RPL];
+    uint32_t zb[PIPE_CPS][RPL];
 #pragma unroll
     for (int j = 0; j < PIPE_CPS; ++j) {
       const int ch = st * PIPE_CPS + j;
       if (ch < NCH) {
-        wc[j] = ring.w[slot][j][g];
+        const int q = ch * VALS / GROUP;
+#pragma unroll
+        for (int r = 0; r < RPL; ++r) {
+          wc[j][r] = ring.w[slot][j][g + 8 * r];
+          sb[j][r] = ring.s[g + 8 * r][q];
+          zb[j][r] = ring.b[g + 8 * r][q];
+        }
 #pragma unroll
         for (int i = 0; i < KPC; ++i) {
           const int o = j * VALS / 2 + 8 * i;
           a[j][2 * i] = xw[o + t];
           a[j][2 * i + 1] = xw[o + t + 4];
         }
-        const int q = ch * VALS / GROUP;
-        sb[j] = ring.s[g][q];
-        zb[j] = ring.b[g][q];
       }
     }
 #pragma unroll
     for (int j = 0; j < PIPE_CPS; ++j) {
       if (st * PIPE_CPS + j < NCH) {
-        mma_chunk<T, BITS, DEQ>(wc[j], a[j], t, sb[j], zb[j], c);
+        mma_chunk<T, BITS, DEQ, ROWS>(wc[j], a[j], t, sb[j], zb[j], c);
       }
     }
   }
@@ -453,14 +507,15 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
 // mma_tile with the copy path chosen once: cp.async when both the weights and the
 // activations are 16-byte aligned (always, for arrays MLX allocates), else the
 // slow copies.
-template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, typename Ring>
+template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS,
+          typename Ring>
 __device__ __forceinline__ void mma_tile_any(Ring& ring, const uint32_t* w, const T* sc,
                                              const T* bi, const T* x, bool aligned, int lane,
                                              float* c) {
   if (aligned) {
-    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, true>(ring, w, sc, bi, x, lane, c);
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, true>(ring, w, sc, bi, x, lane, c);
   } else {
-    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, false>(ring, w, sc, bi, x, lane, c);
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, false>(ring, w, sc, bi, x, lane, c);
   }
 }
 

@@ -288,23 +288,31 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
             "{} {bits}-bit g{gs} H{hidden} I{inter} E{experts:?}",
             name(dt)
         );
-        // The default arithmetic with the default ring and with the smallest (two
-        // stages: ZMLX_CUDA_PIPE=2), both asserted; the alternatives reported.
-        let mut variants = vec![(DEFAULT, None), (DEFAULT, Some("2"))];
+        // The default arithmetic with the default ring and tiles, with the smallest
+        // ring (two stages: ZMLX_CUDA_PIPE=2) and with 8-row tiles
+        // (ZMLX_CUDA_ROWS=8; the default is 16 where it fits), all asserted; the
+        // alternatives reported.
+        let mut variants = vec![
+            (DEFAULT, None, None),
+            (DEFAULT, Some("2"), None),
+            (DEFAULT, None, Some("8")),
+        ];
         if i < probe {
-            variants.extend(ALTERNATIVES.iter().map(|&v| (v, None)));
+            variants.extend(ALTERNATIVES.iter().map(|&v| (v, None, None)));
         }
-        for ((deq, sum), pipe) in variants {
+        for ((deq, sum), pipe, rows) in variants {
             std::env::set_var("ZMLX_CUDA_DEQ", deq);
             std::env::set_var("ZMLX_CUDA_SUM", sum);
-            match pipe {
-                Some(p) => std::env::set_var("ZMLX_CUDA_PIPE", p),
-                None => std::env::remove_var("ZMLX_CUDA_PIPE"),
+            for (var, value) in [("ZMLX_CUDA_PIPE", pipe), ("ZMLX_CUDA_ROWS", rows)] {
+                match value {
+                    Some(v) => std::env::set_var(var, v),
+                    None => std::env::remove_var(var),
+                }
             }
-            let chain = if pipe.is_some() {
-                "2 stages"
-            } else {
-                "default stages"
+            let chain = match (pipe, rows) {
+                (Some(_), _) => "2 stages",
+                (_, Some(_)) => "8-row tiles",
+                _ => "default stages and tiles",
             };
             let t0 = std::time::Instant::now();
             let (dh, dy, n) = run_class(dt, bits, gs, hidden, inter, experts);
@@ -324,9 +332,14 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
                 failed.push(format!("{label} {chain}"));
             }
         }
-        std::env::remove_var("ZMLX_CUDA_DEQ");
-        std::env::remove_var("ZMLX_CUDA_SUM");
-        std::env::remove_var("ZMLX_CUDA_PIPE");
+        for var in [
+            "ZMLX_CUDA_DEQ",
+            "ZMLX_CUDA_SUM",
+            "ZMLX_CUDA_PIPE",
+            "ZMLX_CUDA_ROWS",
+        ] {
+            std::env::remove_var(var);
+        }
     }
     assert!(failed.is_empty(), "classes not bit-identical: {failed:?}");
 }

@@ -68,8 +68,9 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
              out features % 128 == 0 and in features % {kt} == 0)"
         ));
     }
-    // The worst case of both kernels: down + combine's eight rings of two stages.
-    if !pipe_fits(q.spec.bits, q.spec.group_size, k, 8, COMBINE_SMEM, 2) {
+    // The worst case of both kernels: down + combine's eight rings of two stages, in
+    // the narrow tiles they fall back to.
+    if !pipe_fits(q.spec.bits, q.spec.group_size, k, 8, 8, combine_smem(8), 2) {
         return Support::No(format!(
             "{k} input features in groups of {} (the tile's scales and biases need more \
              shared memory than a CUDA block declares)",
@@ -117,24 +118,47 @@ fn cuda_sum_variant() -> i32 {
 /// Static shared memory a CUDA block may declare.
 const CUDA_STATIC_SMEM: i64 = 48 * 1024;
 
-/// Bytes of one warp's `PipeRing` (shaders/cuda/mma.cuh) with `stages` stages, for
-/// 16-bit activations: weights and activations of 4 chunks a stage, plus the
-/// tile's scales and biases.
-fn pipe_ring_bytes(bits: i32, group: i32, kin: i32, stages: i32) -> i64 {
+/// Rows of a tile of the CUDA expert kernels (`ROWS` in shaders/cuda/mma.cuh): 16
+/// (one mma covers 16 weight rows, the weights in its A operand) where two stages
+/// of such rings fit (`fits(16)`), else 8 (the activation in A, 8 weight rows in
+/// B). Both give MLX's bits (checked on the device, notes/cuda-kernels.md);
+/// `ZMLX_CUDA_ROWS=8` selects the narrow tiles everywhere, for A/B runs on a device.
+fn cuda_tile_rows(fits: impl Fn(i32) -> bool) -> i32 {
+    match env_choice("ZMLX_CUDA_ROWS", &[8, 16], 16) {
+        16 if fits(16) => 16,
+        _ => 8,
+    }
+}
+
+/// Bytes of one warp's `PipeRing` (shaders/cuda/mma.cuh) with `stages` stages and
+/// `rows`-row tiles, for 16-bit activations: weights and activations of 4 chunks a
+/// stage, plus the tile's scales and biases.
+fn pipe_ring_bytes(bits: i32, group: i32, kin: i32, rows: i32, stages: i32) -> i64 {
     let vals = 128 / bits;
-    let per_stage = 4 * 8 * 16 + 4 * vals * 2;
-    let scales = 2 * 8 * (kin / group) * 2;
+    let per_stage = 4 * rows * 16 + 4 * vals * 2;
+    let scales = 2 * rows * (kin / group) * 2;
     let raw = i64::from(stages) * i64::from(per_stage) + i64::from(scales);
     (raw + 15) / 16 * 16
 }
 
-/// Shared memory of down + combine besides its rings: the products' tile.
-const COMBINE_SMEM: i64 = 8 * 32 * 2;
+/// Shared memory of down + combine besides its rings: the products' tile (`rows`
+/// outputs by up to 32 experts).
+fn combine_smem(rows: i32) -> i64 {
+    i64::from(rows) * 32 * 2
+}
 
-/// Whether `warps` rings of `stages` stages plus `other` bytes fit a block's static
-/// shared memory.
-fn pipe_fits(bits: i32, group: i32, kin: i32, warps: i32, other: i64, stages: i32) -> bool {
-    i64::from(warps) * pipe_ring_bytes(bits, group, kin, stages) + other <= CUDA_STATIC_SMEM
+/// Whether `warps` rings of `stages` stages (`rows`-row tiles) plus `other` bytes
+/// fit a block's static shared memory.
+fn pipe_fits(
+    bits: i32,
+    group: i32,
+    kin: i32,
+    rows: i32,
+    warps: i32,
+    other: i64,
+    stages: i32,
+) -> bool {
+    i64::from(warps) * pipe_ring_bytes(bits, group, kin, rows, stages) + other <= CUDA_STATIC_SMEM
 }
 
 /// Stages of each warp's ring (`PIPE` in the expert kernels): enough to keep all of
@@ -142,12 +166,12 @@ fn pipe_fits(bits: i32, group: i32, kin: i32, warps: i32, other: i64, stages: i3
 /// static shared memory (at least 2: [`cuda_shape_support`] refuses weights for
 /// which two do not fit). `ZMLX_CUDA_PIPE=n` caps the stages at n (for A/B runs on a
 /// device; any count gives the same bits).
-fn cuda_pipe_stages(bits: i32, group: i32, kin: i32, warps: i32, other: i64) -> i32 {
+fn cuda_pipe_stages(bits: i32, group: i32, kin: i32, rows: i32, warps: i32, other: i64) -> i32 {
     let cap = env_i32("ZMLX_CUDA_PIPE").map_or(8, |n| n.clamp(2, 8));
     let chunks = kin / (128 / bits);
     let all_in_flight = (chunks + 3) / 4 + 1;
     let mut stages = cap.min(all_in_flight).max(2);
-    while stages > 2 && !pipe_fits(bits, group, kin, warps, other, stages) {
+    while stages > 2 && !pipe_fits(bits, group, kin, rows, warps, other, stages) {
         stages -= 1;
     }
     stages
@@ -696,15 +720,19 @@ fn swiglu_call(
     let k = *route_shape.last().unwrap_or(&1);
     let pairs = route_shape.iter().product::<i32>();
     let bits = g.spec.bits;
-    // CUDA: two warps per (pair, 8 rows), `tpb` such tiles a block; Metal: `lpr`
+    // CUDA: two warps per (pair, `rows` rows), `tpb` such tiles a block; Metal: `lpr`
     // lanes per row.
     let lpr = lanes_per_row(hidden * bits / 128);
     let tpb = cuda_swiglu_tiles_per_block();
+    let group = g.spec.group_size;
+    // Two rings (gate, up) and the up tile (`rows` values) per tile of a block.
+    let swiglu_smem = |rows: i32| 2 * i64::from(rows) * i64::from(tpb);
+    let rows = cuda_tile_rows(|r| pipe_fits(bits, group, hidden, r, 2 * tpb, swiglu_smem(r), 2));
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, gate, pairs)?;
-            // Two warps (gate, up) per (pair, 8 rows), `tpb` such tiles a block.
-            let tiles = i64::from(pairs) * i64::from(inter / 8);
+            // Two warps (gate, up) per (pair, `rows` rows), `tpb` such tiles a block.
+            let tiles = i64::from(pairs) * i64::from(inter / rows);
             block_dims((tiles + i64::from(tpb) - 1) / i64::from(tpb), 64 * tpb)?
         }
         KernelBackend::Metal => {
@@ -721,16 +749,10 @@ fn swiglu_call(
         layout_arg(backend, lpr),
     ];
     if backend == KernelBackend::Cuda {
-        // Two rings (gate, up) and the 8-value up tile per tile of the block.
-        let pipe = cuda_pipe_stages(
-            bits,
-            g.spec.group_size,
-            hidden,
-            2 * tpb,
-            16 * i64::from(tpb),
-        );
+        let pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows));
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("TPB", TemplateArg::Int(tpb)));
+        targs.push(("ROWS", TemplateArg::Int(rows)));
     }
     targs.extend(route_targs);
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
@@ -908,9 +930,11 @@ fn down_combine_call(
             )?
         }
     };
-    // CUDA: a block of up to 8 warps per (token, 8 outputs); Metal: a warp per
+    // CUDA: a block of up to 8 warps per (token, `rows` outputs); Metal: a warp per
     // (token, output).
     let lpr = lanes_per_row(inter * bits / 128);
+    let group = d.spec.group_size;
+    let rows = cuda_tile_rows(|r| pipe_fits(bits, group, inter, r, 8, combine_smem(r), 2));
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, down, pairs)?;
@@ -922,9 +946,9 @@ fn down_combine_call(
                     ),
                 ));
             }
-            // Blocks of min(k, 8) warps (each runs some experts) per (token, 8
+            // Blocks of min(k, 8) warps (each runs some experts) per (token, `rows`
             // outputs); 16 warps of this kernel exceed an SM's register file.
-            block_dims(i64::from(ntok) * i64::from(hidden / 8), 32 * k.min(8))?
+            block_dims(i64::from(ntok) * i64::from(hidden / rows), 32 * k.min(8))?
         }
         KernelBackend::Metal => launch_dims(i64::from(ntok) * i64::from(hidden))?,
     };
@@ -940,8 +964,9 @@ fn down_combine_call(
     if backend == KernelBackend::Cuda {
         targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
         // Eight rings (the most warps a block has) and the products' tile.
-        let pipe = cuda_pipe_stages(bits, d.spec.group_size, inter, 8, COMBINE_SMEM);
+        let pipe = cuda_pipe_stages(bits, group, inter, rows, 8, combine_smem(rows));
         targs.push(("PIPE", TemplateArg::Int(pipe)));
+        targs.push(("ROWS", TemplateArg::Int(rows)));
     }
     if indices.ndim() == 0 {
         return Err(Error::invalid(OP, "routing indices need an expert axis"));
@@ -1185,8 +1210,8 @@ pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
 #[cfg(test)]
 mod tests {
     use super::{
-        cuda_pipe_stages, cuda_shape_support, env_choice, lanes_per_row, minify, pipe_fits,
-        COMBINE_SMEM, DOWN_INPUTS, DOWN_NORM_INPUTS,
+        combine_smem, cuda_pipe_stages, cuda_shape_support, cuda_tile_rows, env_choice,
+        lanes_per_row, minify, pipe_fits, DOWN_INPUTS, DOWN_NORM_INPUTS,
     };
     use crate::contract::Support;
     use crate::weight::Weight;
@@ -1243,24 +1268,43 @@ mod tests {
 
     #[test]
     fn pipe_stages_fit_static_shared_memory() {
-        // Qwen3-30B-A3B: SwiGLU (K 2048, 64 chunks) takes the cap; down (K 768, 24
-        // chunks = 6 stages) keeps all of K in flight with 7.
-        assert_eq!(cuda_pipe_stages(4, 64, 2048, 2, 16), 8);
-        assert_eq!(cuda_pipe_stages(4, 64, 768, 8, COMBINE_SMEM), 7);
-        for &(bits, group, kin, warps) in &[
-            (4, 32, 2048, 8),
-            (8, 32, 4096, 8),
-            (4, 128, 7168, 8),
-            (8, 64, 768, 2),
-            (4, 64, 64, 8),
-        ] {
-            assert!(pipe_fits(bits, group, kin, 8, COMBINE_SMEM, 2));
-            let st = cuda_pipe_stages(bits, group, kin, warps, COMBINE_SMEM);
-            assert!((2..=8).contains(&st), "{st}");
-            assert!(pipe_fits(bits, group, kin, warps, COMBINE_SMEM, st));
+        // Qwen3-30B-A3B, 8-row tiles: SwiGLU (K 2048, 64 chunks) takes the cap; down
+        // (K 768, 24 chunks = 6 stages) keeps all of K in flight with 7.
+        assert_eq!(cuda_pipe_stages(4, 64, 2048, 8, 2, 16), 8);
+        assert_eq!(cuda_pipe_stages(4, 64, 768, 8, 8, combine_smem(8)), 7);
+        // 16-row tiles: SwiGLU's four rings (two tiles a block) hold seven stages;
+        // down's eight rings hold four of its six.
+        assert_eq!(cuda_pipe_stages(4, 64, 2048, 16, 4, 64), 7);
+        assert_eq!(cuda_pipe_stages(4, 64, 768, 16, 8, combine_smem(16)), 4);
+        assert_eq!(
+            cuda_tile_rows(|r| pipe_fits(4, 64, 768, r, 8, combine_smem(r), 2)),
+            16
+        );
+        for rows in [8, 16] {
+            let other = combine_smem(rows);
+            for &(bits, group, kin, warps) in &[
+                (4, 32, 2048, 8),
+                (8, 32, 4096, 8),
+                (4, 128, 7168, 8),
+                (8, 64, 768, 2),
+                (4, 64, 64, 8),
+            ] {
+                if rows == 8 {
+                    // What cuda_shape_support promises.
+                    assert!(pipe_fits(bits, group, kin, rows, 8, other, 2));
+                } else if !pipe_fits(bits, group, kin, rows, warps, other, 2) {
+                    // The kernels take 8-row tiles there.
+                    let fits = |r| pipe_fits(bits, group, kin, r, warps, combine_smem(r), 2);
+                    assert_eq!(cuda_tile_rows(fits), 8);
+                    continue;
+                }
+                let st = cuda_pipe_stages(bits, group, kin, rows, warps, other);
+                assert!((2..=8).contains(&st), "{st}");
+                assert!(pipe_fits(bits, group, kin, rows, warps, other, st));
+            }
+            // Scales alone too large for eight rings.
+            assert!(!pipe_fits(4, 32, 32768, rows, 8, other, 2));
         }
-        // Scales alone too large for eight rings.
-        assert!(!pipe_fits(4, 32, 32768, 8, COMBINE_SMEM, 2));
     }
 
     /// A quantized weight `[experts, n, k]` (lazy zeros: only shapes and dtypes are
