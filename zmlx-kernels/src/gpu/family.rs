@@ -8,8 +8,10 @@
 //! with the same `constexpr int N = v;` / `constexpr bool B = v;` / `using T =
 //! <type>;` lines MLX would write, and the call passes no template arguments, so a
 //! decode step's calls skip that work (device run 46: a custom kernel cost 3-10 us of
-//! graph building against under 1 us for MLX's own ops). The compiled code is the
-//! same. Metal keeps MLX's template arguments (it instantiates a template there).
+//! graph building against under 1 us for MLX's own ops). The body itself then goes
+//! to a file that the source MLX sees includes (header_file.rs). The compiled code
+//! is the same. Metal keeps MLX's template arguments (it instantiates a template
+//! there).
 
 use std::sync::Mutex;
 
@@ -88,6 +90,15 @@ impl KernelFamily {
         }
         let mut body = constants(args)?;
         body.push_str(&self.src.body);
+        // The variant's body as an include too (header_file.rs): per call MLX then
+        // copies and hashes a one-line body instead of the kernel's code. Not for a
+        // body that reads an input's `_shape`, `_strides` or `_ndim`: MLX adds those
+        // parameters only when it finds the names in the body it is given.
+        let body = if reads_shape_info(&body, self.src.inputs) {
+            body
+        } else {
+            super::header_file::cuda_included(&body)
+        };
         let kernel: &'static CustomKernel = Box::leak(Box::new(build(&self.src, &body)?));
         let key = args.iter().map(|(n, v)| (n.to_string(), *v)).collect();
         variants.push((key, kernel));
@@ -109,6 +120,15 @@ fn build(src: &FamilySource, body: &str) -> Result<CustomKernel> {
             shared_memory: 0,
         },
     )
+}
+
+/// Whether `body` uses one of the shape parameters MLX generates for an input.
+fn reads_shape_info(body: &str, inputs: &[&str]) -> bool {
+    inputs.iter().any(|n| {
+        ["_shape", "_strides", "_ndim"]
+            .iter()
+            .any(|suffix| body.contains(&format!("{n}{suffix}")))
+    })
 }
 
 /// The lines MLX's CUDA custom kernels write for template arguments (at the top of
@@ -153,7 +173,7 @@ fn cuda_type(d: Dtype) -> Result<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::constants;
+    use super::{constants, reads_shape_info};
     use mlx::kernel::TemplateArg;
     use mlx::Dtype;
 
@@ -174,5 +194,13 @@ mod tests {
              constexpr bool NORM = true;\nconstexpr bool OFF = false;\nusing U = __half;\n"
         );
         assert!(constants(&[("C", TemplateArg::Dtype(Dtype::Complex64))]).is_err());
+    }
+
+    #[test]
+    fn shape_parameters_are_found() {
+        let inputs = ["x_in", "w"];
+        assert!(reads_shape_info("int n = x_in_shape[0];", &inputs));
+        assert!(reads_shape_info("w_ndim", &inputs));
+        assert!(!reads_shape_info("x_in[0] + w[1]; y_shape", &inputs));
     }
 }

@@ -1,43 +1,46 @@
-//! CUDA kernel headers as files that the kernel source includes.
+//! CUDA kernel headers and bodies as files that the kernel source includes.
 //!
-//! MLX's `fast::cuda_kernel` pastes the header into each call's source and
-//! `CustomKernel::eval_gpu` hashes that whole source on every launch (its module
+//! MLX's `fast::cuda_kernel` pastes the header and the body into each call's source
+//! and `CustomKernel::eval_gpu` hashes that whole source on every launch (its module
 //! cache key). The expert kernels' header is 13-16 KB, so a decode step spent about
 //! 7 us a MoE layer hashing and copying it (device run 46: 0.21 us per KB of source
 //! at encode). Written once to a file and pulled in with `#include "<path>"`, the
-//! header is read by NVRTC at compile time only; per call MLX copies and hashes a
-//! one-line include and the kernel body.
+//! text is read by NVRTC at compile time only; per call MLX copies and hashes a
+//! one-line include. The header goes to a file of its own (shared by a kernel's
+//! variants), and so does each variant's body (its constants and code: an include
+//! inside the kernel function is plain textual inclusion for NVRTC).
 //!
-//! The file name holds a 64-bit hash of the content, so a changed header gets a new
+//! The file name holds a 64-bit hash of the content, so a changed text gets a new
 //! path (and MLX a new module key: no stale PTX from its disk cache), and the file's
 //! content is compared before use. Files live in a per-user directory:
 //! `$ZMLX_CACHE_DIR/cuda` (the cache directory zmlx's synthetic checkpoints use too),
-//! else `$XDG_CACHE_HOME/zmlx/cuda`, else `$HOME/.cache/zmlx/cuda` (never a shared temporary directory: anyone who could
-//! replace the file could change the kernel). If no directory is usable the header
-//! stays inline, which gives the same kernel, only more host time a call.
-//! `ZMLX_GPU_INLINE_HEADERS=1` keeps headers inline (for A/B timing).
+//! else `$XDG_CACHE_HOME/zmlx/cuda`, else `$HOME/.cache/zmlx/cuda` (never a shared
+//! temporary directory: anyone who could replace the file could change the kernel).
+//! If no directory is usable the text stays inline, which gives the same kernel, only
+//! more host time a call. `ZMLX_GPU_INLINE_HEADERS=1` keeps headers and bodies inline
+//! (for A/B timing).
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The source to pass to MLX as the header of a CUDA kernel: an `#include` of a
-/// file holding `header`, or `header` itself when the file cannot be used.
-pub(super) fn cuda_header(header: &str) -> String {
-    if inline_requested() || header.is_empty() {
-        return header.to_string();
+/// What to pass to MLX in place of `text` (a CUDA kernel's header or body): an
+/// `#include` of a file holding it, or `text` itself when the file cannot be used.
+pub(super) fn cuda_included(text: &str) -> String {
+    if inline_requested() || text.is_empty() {
+        return text.to_string();
     }
     cache_dir()
-        .and_then(|dir| write_once(&dir, header))
+        .and_then(|dir| write_once(&dir, text))
         .and_then(|path| include_line(&path))
-        .unwrap_or_else(|| header.to_string())
+        .unwrap_or_else(|| text.to_string())
 }
 
 fn inline_requested() -> bool {
     matches!(std::env::var("ZMLX_GPU_INLINE_HEADERS").as_deref(), Ok("1"))
 }
 
-/// The per-user directory for header files (see the module docs).
+/// The per-user directory for the files (see the module docs).
 fn cache_dir() -> Option<PathBuf> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(d) = var("ZMLX_CACHE_DIR") {

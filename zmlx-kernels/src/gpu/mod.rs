@@ -372,7 +372,7 @@ fn kernel_with_header(
         // CUDA: the header as an included file, so that MLX does not copy and hash
         // it on every call (header_file.rs).
         let header = match backend {
-            KernelBackend::Cuda => header_file::cuda_header(&header),
+            KernelBackend::Cuda => header_file::cuda_included(&header),
             KernelBackend::Metal => header,
         };
         KernelFamily::new(FamilySource {
