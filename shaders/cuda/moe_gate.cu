@@ -46,10 +46,11 @@ if (tok >= NTOK) {
   return;
 }
 uint32_t ids[TOPK];
-T sc[TOPK];
-zmlx::route_warp<T, EXPERTS, TOPK, NORM>(logits_in + tok * EXPERTS, fused, chunk, lane, ids,
-                                         sc);
+float picked[TOPK];
+zmlx::route_warp<T, EXPERTS, TOPK>(logits_in + tok * EXPERTS, fused, lane, ids, picked);
 if (lane == 0) {
+  T sc[TOPK];
+  zmlx::route_scores<T, TOPK, NORM>(picked, chunk, sc);
 #pragma unroll
   for (int j = 0; j < TOPK; ++j) {
     ids_out[tok * TOPK + j] = ids[j];

@@ -5,13 +5,30 @@
 
 namespace zmlx {
 
-// Routes the token whose EXPERTS logits start at `lr`. Every lane of the warp must
-// call it (full-warp shuffles) and gets the whole result: ids[j] and sc[j] are
-// output position j of MLX's order (ascending gate). `fused` is VARIANT 1, `chunk`
-// the score chunk of MLX's sum (moe_gate.cu).
-template <typename T, int EXPERTS, int TOPK, bool NORM>
-__device__ __forceinline__ void route_warp(const T* lr, bool fused, int chunk, int lane,
-                                           uint32_t (&ids)[TOPK], T (&sc)[TOPK]) {
+// The 16-bit pattern of a gate that is exactly a value of T (f16 or bf16).
+__device__ __forceinline__ uint32_t gate_bits(float g, __nv_bfloat16) {
+  return __float_as_uint(g) >> 16;
+}
+__device__ __forceinline__ uint32_t gate_bits(float g, __half) {
+  return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(g)));
+}
+// The gate whose 16-bit pattern is `b`, as a float.
+__device__ __forceinline__ float gate_value(uint32_t b, __nv_bfloat16) {
+  return __uint_as_float(b << 16);
+}
+__device__ __forceinline__ float gate_value(uint32_t b, __half) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(b)));
+}
+
+// Routes the token whose EXPERTS logits start at `lr`: the experts MLX picks and
+// their gates. Every lane of the warp must call it (full-warp shuffles) and gets
+// the whole result: ids[j] is output position j of MLX's order (ascending gate),
+// picked[r] the gate of position TOPK - 1 - r (as a float, exactly a value of T);
+// route_scores below turns the gates into MLX's scores. `fused` is VARIANT 1
+// (moe_gate.cu).
+template <typename T, int EXPERTS, int TOPK>
+__device__ __forceinline__ void route_warp(const T* lr, bool fused, int lane,
+                                           uint32_t (&ids)[TOPK], float (&picked)[TOPK]) {
   // MLX's launch: NR logits a thread, BLOCK = the power of two >= 32 covering them.
   constexpr int NR = 16 / static_cast<int>(sizeof(T));
   constexpr int NV = (EXPERTS + NR - 1) / NR;
@@ -76,7 +93,44 @@ __device__ __forceinline__ void route_warp(const T* lr, bool fused, int chunk, i
   // Top-k: TOPK rounds of a warp arg-max over (gate, index), larger index first among
   // equal gates (the stable ascending sort puts it later). Round r is the r-th
   // largest, which MLX's slice holds at position TOPK - 1 - r.
-  float picked[TOPK];
+  if constexpr (sizeof(T) == 2) {
+    // For 16-bit T without NaN gates one 32-bit key per gate orders (gate, index)
+    // exactly: gates are >= +0 (never -0: a product of +0 or more and a positive
+    // number), so their 16-bit patterns order like their values, and the low half
+    // holds index + 1 (padding and taken experts get key 0, below every gate). A
+    // round is then a local max and one warp-wide max reduction instead of five
+    // shuffle rounds of (value, index) pairs. With a NaN gate (a NaN or infinite
+    // logit) the loop below keeps its comparisons' behaviour.
+    bool has_nan = false;
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      has_nan |= g[j] != g[j];
+    }
+    if (!__any_sync(0xffffffffu, has_nan)) {
+      uint32_t key[G];
+#pragma unroll
+      for (int j = 0; j < G; ++j) {
+        const int idx = ((j / NR) * 32 + lane) * NR + (j % NR);
+        key[j] = g[j] < 0.f ? 0u : (gate_bits(g[j], T{}) << 16) | static_cast<uint32_t>(idx + 1);
+      }
+#pragma unroll
+      for (int r = 0; r < TOPK; ++r) {
+        uint32_t m = key[0];
+#pragma unroll
+        for (int j = 1; j < G; ++j) {
+          m = max(m, key[j]);
+        }
+        m = __reduce_max_sync(0xffffffffu, m);
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+          key[j] = key[j] == m ? 0u : key[j];
+        }
+        picked[r] = gate_value(m >> 16, T{});
+        ids[TOPK - 1 - r] = (m & 0xffffu) - 1u;
+      }
+      return;
+    }
+  }
   #pragma unroll
   for (int r = 0; r < TOPK; ++r) {
     float bv = -3.f;
@@ -107,7 +161,15 @@ __device__ __forceinline__ void route_warp(const T* lr, bool fused, int chunk, i
     picked[r] = bv;
     ids[TOPK - 1 - r] = static_cast<uint32_t>(bi);
   }
-  // sc[j]: the score at output position j (ascending gate order).
+}
+
+// MLX's scores from route_warp's gates: sc[j] is the score at output position j
+// (ascending gate order), renormalised when NORM with MLX's row reduction (`chunk`,
+// the score chunk of MLX's sum: moe_gate.cu). Per lane, no shuffles: one lane may
+// call it alone.
+template <typename T, int TOPK, bool NORM>
+__device__ __forceinline__ void route_scores(const float (&picked)[TOPK], int chunk,
+                                             T (&sc)[TOPK]) {
   #pragma unroll
   for (int j = 0; j < TOPK; ++j) {
     sc[j] = zmlx::from_float<T>(picked[TOPK - 1 - j]);

@@ -12,10 +12,12 @@ auto expert_of = [&](long long p, bool writer) -> uint32_t {
   const int ln = threadIdx.x & 31;
   const long long tk = p / RK;
   uint32_t rid[RK];
-  T rsc[RK];
-  zmlx::route_warp<T, REXP, RK, NORM>(logits_in + tk * REXP, dims_in[3] == 1u,
-                                      static_cast<int>(dims_in[4]), ln, rid, rsc);
+  float picked[RK];
+  zmlx::route_warp<T, REXP, RK>(logits_in + tk * REXP, dims_in[3] == 1u, ln, rid, picked);
   if (writer && ln == 0) {
+    // Only the writer needs the scores.
+    T rsc[RK];
+    zmlx::route_scores<T, RK, NORM>(picked, static_cast<int>(dims_in[4]), rsc);
 #pragma unroll
     for (int j = 0; j < RK; ++j) {
       ids_out[tk * RK + j] = rid[j];

@@ -89,3 +89,11 @@ __half2 __hsub2(__half2, __half2);
 __half2 __hfma2(__half2, __half2, __half2);
 unsigned int __byte_perm(unsigned int, unsigned int, unsigned int);
 // ---- end of pipelined chain ----------------------------------------------------
+// ---- Router keys (route.cuh) ---------------------------------------------------
+unsigned int __float_as_uint(float);
+unsigned short __half_as_ushort(__half);
+__half __ushort_as_half(unsigned short);
+int __any_sync(unsigned int, int);
+unsigned int __reduce_max_sync(unsigned int, unsigned int);
+unsigned int max(unsigned int, unsigned int);
+// ---- end of router keys --------------------------------------------------------
