@@ -1307,6 +1307,78 @@ mod tests {
         }
     }
 
+    /// The CUDA router's fast top-k (shaders/cuda/route.cuh) orders 16-bit gates by
+    /// one key, `bits << 16 | (index + 1)` (0 for padding and taken experts), and
+    /// takes the largest key each round. That must be the order of its comparison
+    /// loop: larger gate first, the larger index among equal gates. Checked here on
+    /// the arithmetic (the kernel itself is checked against MLX on a device): random
+    /// non-negative bf16 and f16 gates with many ties and zeros, 8 to 512 experts.
+    #[test]
+    fn router_keys_order_like_gate_then_index() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..400 {
+            let experts = [8usize, 64, 128, 160, 512][case % 5];
+            let k = 1 + (next() % 16) as usize % experts;
+            let bf16 = case % 2 == 0;
+            // Few distinct values (ties), zeros included; as f32 and as 16-bit bits.
+            let gates: Vec<(f32, u32)> = (0..experts)
+                .map(|_| {
+                    let v = (next() % 12) as f32 / 11.0 * if next() % 3 == 0 { 1e-3 } else { 1.0 };
+                    if bf16 {
+                        let b = half::bf16::from_f32(v);
+                        (b.to_f32(), u32::from(b.to_bits()))
+                    } else {
+                        let h = half::f16::from_f32(v);
+                        (h.to_f32(), u32::from(h.to_bits()))
+                    }
+                })
+                .collect();
+            // The comparison loop's picks.
+            let mut taken = vec![false; experts];
+            let mut want = Vec::new();
+            for _ in 0..k {
+                let mut best: Option<usize> = None;
+                for (i, &(g, _)) in gates.iter().enumerate() {
+                    if taken[i] {
+                        continue;
+                    }
+                    best = match best {
+                        Some(b) if gates[b].0 > g || (gates[b].0 == g && b > i) => Some(b),
+                        _ => Some(i),
+                    };
+                }
+                let b = best.expect("k <= experts");
+                taken[b] = true;
+                want.push(b);
+            }
+            // The keys' picks.
+            let mut keys: Vec<u32> = gates
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, bits))| (bits << 16) | (i as u32 + 1))
+                .collect();
+            let mut got = Vec::new();
+            for _ in 0..k {
+                let m = *keys.iter().max().expect("experts > 0");
+                assert!(m > 0, "a round picked padding");
+                for key in keys.iter_mut().filter(|key| **key == m) {
+                    *key = 0;
+                }
+                got.push((m & 0xffff) as usize - 1);
+            }
+            assert_eq!(
+                got, want,
+                "case {case}: {experts} experts, top-{k}, bf16 {bf16}"
+            );
+        }
+    }
+
     /// A quantized weight `[experts, n, k]` (lazy zeros: only shapes and dtypes are
     /// looked at).
     fn lazy_weight(n: i32, k: i32, group: i32, bits: i32) -> Weight {
