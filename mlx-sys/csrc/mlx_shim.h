@@ -98,6 +98,9 @@ int mlxs_synchronize(mlxs_sod s);
 int mlxs_gpu_is_available(bool *out);
 int mlxs_metal_is_available(bool *out);
 int mlxs_cuda_is_available(bool *out);
+/* The CUDA device's compute capability (MLX's device_info); -1 and -1 when MLX
+   does not run on CUDA or does not report it. */
+int mlxs_cuda_compute_capability(int32_t *major, int32_t *minor);
 
 /* ---- element-wise ops (op codes in mlxs_unary_op / mlxs_binary_op) ---- */
 enum mlxs_unary_op {

@@ -217,4 +217,23 @@ int mlxs_cuda_is_available(bool* out) {
   return guard([&] { *out = mx::cu::is_available(); });
 }
 
+int mlxs_cuda_compute_capability(int32_t* major, int32_t* minor) {
+  return guard([&] {
+    *major = -1;
+    *minor = -1;
+    if (!mx::cu::is_available()) {
+      return;
+    }
+    const auto& info = mx::device_info(mx::Device(mx::Device::gpu, 0));
+    auto read = [&](const char* key, int32_t* out) {
+      auto it = info.find(key);
+      if (it != info.end() && std::holds_alternative<size_t>(it->second)) {
+        *out = static_cast<int32_t>(std::get<size_t>(it->second));
+      }
+    };
+    read("compute_capability_major", major);
+    read("compute_capability_minor", minor);
+  });
+}
+
 }  // extern "C"

@@ -215,6 +215,7 @@ unsafe extern "C" {
     pub fn mlxs_gpu_is_available(out: *mut bool) -> ::core::ffi::c_int;
     pub fn mlxs_metal_is_available(out: *mut bool) -> ::core::ffi::c_int;
     pub fn mlxs_cuda_is_available(out: *mut bool) -> ::core::ffi::c_int;
+    pub fn mlxs_cuda_compute_capability(major: *mut i32, minor: *mut i32) -> ::core::ffi::c_int;
     pub fn mlxs_unary(
         out: *mut mlxs_array,
         op: ::core::ffi::c_int,

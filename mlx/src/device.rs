@@ -127,6 +127,21 @@ pub fn cuda_is_available() -> Result<bool> {
     Ok(out)
 }
 
+/// The compute capability (major, minor) of the GPU MLX's CUDA backend runs on;
+/// `None` where MLX does not run on CUDA or does not report it.
+///
+/// # Errors
+/// When MLX fails to read its device information.
+pub fn cuda_compute_capability() -> Result<Option<(u32, u32)>> {
+    let (mut major, mut minor) = (-1i32, -1i32);
+    // SAFETY: out-pointers to locals.
+    check(unsafe { sys::mlxs_cuda_compute_capability(&mut major, &mut minor) })?;
+    Ok(match (u32::try_from(major), u32::try_from(minor)) {
+        (Ok(a), Ok(b)) => Some((a, b)),
+        _ => None,
+    })
+}
+
 /// A queue of work on a device; ops on one stream run in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Stream {

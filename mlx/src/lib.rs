@@ -31,8 +31,8 @@ pub mod transforms;
 
 pub use array::Array;
 pub use device::{
-    cuda_is_available, gpu_is_available, metal_is_available, synchronize, Device, DeviceType,
-    Stream, StreamOrDevice,
+    cuda_compute_capability, cuda_is_available, gpu_is_available, metal_is_available, synchronize,
+    Device, DeviceType, Stream, StreamOrDevice,
 };
 pub use dtype::{Dtype, Element};
 pub use error::{Error, Result};

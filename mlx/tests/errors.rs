@@ -312,3 +312,16 @@ fn failures_in_many_threads_stay_separate() {
         h.join().unwrap();
     }
 }
+
+/// The CUDA compute capability is reported only where MLX runs on CUDA; elsewhere
+/// (this CPU build, Metal) it is `None`, not an error.
+#[test]
+fn compute_capability_only_on_cuda() {
+    let cap = mlx::cuda_compute_capability().expect("reading device info");
+    if mlx::cuda_is_available().unwrap() {
+        let (major, _) = cap.expect("MLX reports the capability on CUDA");
+        assert!(major >= 3, "{cap:?}");
+    } else {
+        assert_eq!(cap, None);
+    }
+}

@@ -241,7 +241,10 @@ impl FusedDownCombine {
         match crate::gpu::backend_for(device) {
             Some(mlx::kernel::KernelBackend::Cuda) => self.supports(down, device),
             Some(_) => Support::No("the normalising down kernel is CUDA only".into()),
-            None => Support::No("the CPU kernels keep the norm as its own op".into()),
+            None if device.kind == mlx::DeviceType::Cpu => {
+                Support::No("the CPU kernels keep the norm as its own op".into())
+            }
+            None => Support::No(crate::gpu::no_backend_reason()),
         }
     }
 
@@ -282,7 +285,7 @@ impl DownCombineOp for FusedDownCombine {
     fn supports(&self, down: &Weight, device: mlx::Device) -> Support {
         if device.kind != mlx::DeviceType::Cpu {
             let Some(backend) = crate::gpu::backend_for(device) else {
-                return Support::No("no fused kernel for this GPU backend".into());
+                return Support::No(crate::gpu::no_backend_reason());
             };
             if let Support::No(why) = crate::gpu::weight_support(down) {
                 return Support::No(why);

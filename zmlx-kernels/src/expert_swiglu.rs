@@ -222,7 +222,7 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
     fn supports(&self, gate: &Weight, up: &Weight, device: mlx::Device) -> Support {
         if device.kind != mlx::DeviceType::Cpu {
             let Some(backend) = crate::gpu::backend_for(device) else {
-                return Support::No("no fused kernel for this GPU backend".into());
+                return Support::No(crate::gpu::no_backend_reason());
             };
             let on_cuda = backend == mlx::kernel::KernelBackend::Cuda;
             for w in [gate, up] {

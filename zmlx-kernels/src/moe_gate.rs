@@ -346,7 +346,7 @@ impl RouterOp for FusedRouter {
                 return Support::No("the GPU router kernel only does softmax top-k routing".into());
             }
             if crate::gpu::backend_for(device).is_none() {
-                return Support::No("no fused kernel for this GPU backend".into());
+                return Support::No(crate::gpu::no_backend_reason());
             }
             if !crate::gpu::ROUTER_TIES_MATCH {
                 return Support::No(

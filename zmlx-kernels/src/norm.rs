@@ -58,7 +58,7 @@ fn cuda(device: Device) -> std::result::Result<(), Support> {
         Some(KernelBackend::Metal) => Err(Support::No(
             "Metal: no body (the kernels reproduce MLX's CUDA arithmetic)".into(),
         )),
-        None => Err(Support::No("no fused kernel for this GPU backend".into())),
+        None => Err(Support::No(crate::gpu::no_backend_reason())),
     }
 }
 

@@ -270,21 +270,60 @@ fn sources(b: KernelBackend) -> &'static Sources {
     }
 }
 
+/// The oldest CUDA compute capability the CUDA kernels run on: they reproduce MLX's
+/// sm_80 code paths (`qmm_sm80`) and use sm_80 instructions (`cp.async`, bf16
+/// `mma.sync`); on older GPUs MLX itself computes differently.
+pub const MIN_CUDA_CAPABILITY: (u32, u32) = (8, 0);
+
 /// The GPU kernel backend that serves `device`, if any: CUDA when MLX runs its CUDA
-/// backend, Metal when it runs Metal, none for the CPU.
+/// backend on a GPU of compute capability [`MIN_CUDA_CAPABILITY`] or newer (or one
+/// whose capability MLX does not report), Metal when it runs Metal, none for the CPU
+/// and older CUDA GPUs ([`no_backend_reason`] says why).
 pub fn backend_for(device: Device) -> Option<KernelBackend> {
-    static BACKEND: OnceLock<Option<KernelBackend>> = OnceLock::new();
     if device.kind != DeviceType::Gpu {
         return None;
     }
-    *BACKEND.get_or_init(|| {
+    gpu_backend_state().0
+}
+
+/// Why [`backend_for`] serves no GPU kernels on this machine's GPU: a message for a
+/// [`Support::No`].
+pub fn no_backend_reason() -> String {
+    gpu_backend_state()
+        .1
+        .clone()
+        .unwrap_or_else(|| "no fused kernel for this GPU backend".into())
+}
+
+/// The GPU backend and, where there is none, why (read once a process).
+fn gpu_backend_state() -> &'static (Option<KernelBackend>, Option<String>) {
+    static STATE: OnceLock<(Option<KernelBackend>, Option<String>)> = OnceLock::new();
+    STATE.get_or_init(|| {
         if mlx::cuda_is_available().unwrap_or(false) {
-            Some(KernelBackend::Cuda)
+            let cap = mlx::cuda_compute_capability().ok().flatten();
+            match cuda_capability_refusal(cap) {
+                Some(why) => (None, Some(why)),
+                None => (Some(KernelBackend::Cuda), None),
+            }
         } else if mlx::metal_is_available().unwrap_or(false) {
-            Some(KernelBackend::Metal)
+            (Some(KernelBackend::Metal), None)
         } else {
-            None
+            (None, None)
         }
+    })
+}
+
+/// Why a CUDA GPU of compute capability `cap` cannot take the kernels (`None`: it
+/// can; an unreported capability is taken as new enough, MLX's CUDA builds target
+/// sm_80 and newer by default).
+fn cuda_capability_refusal(cap: Option<(u32, u32)>) -> Option<String> {
+    let (major, minor) = cap?;
+    ((major, minor) < MIN_CUDA_CAPABILITY).then(|| {
+        format!(
+            "a CUDA GPU of compute capability {major}.{minor} (zmlx's CUDA kernels reproduce \
+             MLX's sm_80 code paths and need {}.{} or newer)",
+            MIN_CUDA_CAPABILITY.0, MIN_CUDA_CAPABILITY.1
+        )
     })
 }
 
@@ -1304,6 +1343,23 @@ mod tests {
             }
             // Scales alone too large for eight rings.
             assert!(!pipe_fits(4, 32, 32768, rows, 8, other, 2));
+        }
+    }
+
+    #[test]
+    fn cuda_kernels_need_compute_capability_8() {
+        use super::cuda_capability_refusal;
+        let old = cuda_capability_refusal(Some((7, 5))).expect("7.5 is refused");
+        assert!(old.contains("7.5") && old.contains("8.0"), "{old}");
+        assert!(cuda_capability_refusal(Some((7, 0))).is_some());
+        for ok in [
+            Some((8, 0)),
+            Some((8, 6)),
+            Some((9, 0)),
+            Some((10, 0)),
+            None,
+        ] {
+            assert_eq!(cuda_capability_refusal(ok), None, "{ok:?}");
         }
     }
 
