@@ -93,44 +93,47 @@ __device__ __forceinline__ void route_warp(const T* lr, bool fused, int lane,
   // Top-k: TOPK rounds of a warp arg-max over (gate, index), larger index first among
   // equal gates (the stable ascending sort puts it later). Round r is the r-th
   // largest, which MLX's slice holds at position TOPK - 1 - r.
+  // NaN gates (a NaN or +inf logit makes the whole row NaN) rank above every number,
+  // the larger index first among them, as MLX's stable sort puts NaN last (device
+  // run 70: a NaN row gives experts E - k .. E - 1 in order, scores NaN).
   if constexpr (sizeof(T) == 2) {
-    // For 16-bit T without NaN gates one 32-bit key per gate orders (gate, index)
-    // exactly: gates are >= +0 (never -0: a product of +0 or more and a positive
-    // number), so their 16-bit patterns order like their values, and the low half
-    // holds index + 1 (padding and taken experts get key 0, below every gate). A
-    // round is then a local max and one warp-wide max reduction instead of five
-    // shuffle rounds of (value, index) pairs. With a NaN gate (a NaN or infinite
-    // logit) the loop below keeps its comparisons' behaviour.
-    bool has_nan = false;
+    // For 16-bit T one 32-bit key per gate orders (gate, index) exactly: gates are
+    // >= +0 (never -0: a product of +0 or more and a positive number), so their
+    // 16-bit patterns order like their values; NaN takes 0xFFFF, above them all; the
+    // low half holds index + 1 (padding and taken experts get key 0, below every
+    // gate). A round is then a local max and one warp-wide max reduction instead of
+    // five shuffle rounds of (value, index) pairs.
+    uint32_t key[G];
 #pragma unroll
     for (int j = 0; j < G; ++j) {
-      has_nan |= g[j] != g[j];
+      const int idx = ((j / NR) * 32 + lane) * NR + (j % NR);
+      const uint32_t bits = g[j] != g[j] ? 0xffffu : gate_bits(g[j], T{});
+      key[j] = g[j] < 0.f ? 0u : (bits << 16) | static_cast<uint32_t>(idx + 1);
     }
-    if (!__any_sync(0xffffffffu, has_nan)) {
-      uint32_t key[G];
+#pragma unroll
+    for (int r = 0; r < TOPK; ++r) {
+      uint32_t m = key[0];
+#pragma unroll
+      for (int j = 1; j < G; ++j) {
+        m = max(m, key[j]);
+      }
+      m = __reduce_max_sync(0xffffffffu, m);
 #pragma unroll
       for (int j = 0; j < G; ++j) {
-        const int idx = ((j / NR) * 32 + lane) * NR + (j % NR);
-        key[j] = g[j] < 0.f ? 0u : (gate_bits(g[j], T{}) << 16) | static_cast<uint32_t>(idx + 1);
+        key[j] = key[j] == m ? 0u : key[j];
       }
-#pragma unroll
-      for (int r = 0; r < TOPK; ++r) {
-        uint32_t m = key[0];
-#pragma unroll
-        for (int j = 1; j < G; ++j) {
-          m = max(m, key[j]);
-        }
-        m = __reduce_max_sync(0xffffffffu, m);
-#pragma unroll
-        for (int j = 0; j < G; ++j) {
-          key[j] = key[j] == m ? 0u : key[j];
-        }
-        picked[r] = gate_value(m >> 16, T{});
-        ids[TOPK - 1 - r] = (m & 0xffffu) - 1u;
-      }
-      return;
+      picked[r] = gate_value(m >> 16, T{});
+      ids[TOPK - 1 - r] = (m & 0xffffu) - 1u;
     }
+    return;
   }
+  // f32 gates: (gate, index) pairs compared, NaN above every number.
+  auto above = [](float a, int ia, float b, int ib) {
+    if (a != a) {
+      return b == b || ia > ib;
+    }
+    return a > b || (a == b && ia > ib);
+  };
   #pragma unroll
   for (int r = 0; r < TOPK; ++r) {
     float bv = -3.f;
@@ -138,7 +141,7 @@ __device__ __forceinline__ void route_warp(const T* lr, bool fused, int lane,
     #pragma unroll
     for (int j = 0; j < G; ++j) {
       const int idx = ((j / NR) * 32 + lane) * NR + (j % NR);
-      if (g[j] > bv || (g[j] == bv && idx > bi)) {
+      if (above(g[j], idx, bv, bi)) {
         bv = g[j];
         bi = idx;
       }
@@ -147,7 +150,7 @@ __device__ __forceinline__ void route_warp(const T* lr, bool fused, int lane,
     for (int off = 16; off > 0; off >>= 1) {
       const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
       const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-      if (ov > bv || (ov == bv && oi > bi)) {
+      if (above(ov, oi, bv, bi)) {
         bv = ov;
         bi = oi;
       }

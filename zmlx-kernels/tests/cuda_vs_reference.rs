@@ -1233,3 +1233,77 @@ fn down_combine_normed_qwen3_30b_a3b() {
     assert!(direct.is_err(), "top-2 was accepted by the kernel call");
     assert!(failed.is_empty(), "normed cases differ: {failed:?}");
 }
+
+/// The router kernel on logits that are not all finite: a NaN or a +inf logit makes
+/// every gate of its row NaN (the softmax sum is NaN), -inf logits give zero gates.
+/// The kernel must still give MLX's ids, in order, and scores that are NaN where
+/// MLX's are (NaN payloads aside) and bit-identical elsewhere. Rows: a NaN, a +inf,
+/// some -inf, all -inf, and finite rows around them; bf16, f16 and f32; 8, 128 and
+/// 512 experts; top-1 and top-8.
+#[test]
+fn router_kernel_on_nonfinite_logits() {
+    if !cuda() {
+        return;
+    }
+    let s = gpu_stream();
+    let mut failed = Vec::new();
+    for dt in [Dtype::Bfloat16, Dtype::Float16, Dtype::Float32] {
+        for e in [8usize, 128, 512] {
+            for k in [1usize, 8] {
+                let t = 6usize;
+                let mut v: Vec<f32> = (0..t * e)
+                    .map(|i| ((i * 7919 % 1000) as f32 / 250.0) - 2.0)
+                    .collect();
+                v[3] = f32::NAN; // row 0
+                v[e + 5] = f32::INFINITY; // row 1
+                for j in 0..e / 2 {
+                    v[2 * e + 2 * j] = f32::NEG_INFINITY; // row 2: half -inf
+                }
+                for x in &mut v[3 * e..4 * e] {
+                    *x = f32::NEG_INFINITY; // row 3: all -inf
+                }
+                let logits = ok(
+                    ops::astype(
+                        &ok(Array::from_slice(&v, &[t as i32, e as i32]), "logits"),
+                        dt,
+                        s,
+                    ),
+                    "astype",
+                );
+                let spec = RouterSpec::SoftmaxTopK {
+                    k: k as i32,
+                    normalize: true,
+                };
+                let r = ok(ReferenceRouter.route(&logits, &spec, s), "ref route");
+                let ri = ok(r.indices.to_vec::<u32>(), "ids");
+                let rs = host(&r.scores);
+                let (fi, fs) = ok(
+                    gpu::route(KernelBackend::Cuda, &logits, k as i32, true, s),
+                    "fused route",
+                );
+                let fi = ok(fi.to_vec::<u32>(), "ids");
+                let fs = host(&fs);
+                for row in 0..t {
+                    let span = row * k..(row + 1) * k;
+                    let ids_ok = ri[span.clone()] == fi[span.clone()];
+                    let scores_ok = rs[span.clone()]
+                        .iter()
+                        .zip(&fs[span.clone()])
+                        .all(|(a, b)| (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits());
+                    if !(ids_ok && scores_ok) {
+                        println!(
+                            "NONFINITE {} E{e} k{k} row {row}: reference ids {:?} scores {:?}, kernel ids {:?} scores {:?}",
+                            name(dt),
+                            &ri[span.clone()],
+                            &rs[span.clone()],
+                            &fi[span.clone()],
+                            &fs[span.clone()]
+                        );
+                        failed.push(format!("{} E{e} k{k} row {row}", name(dt)));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failed.is_empty(), "rows differing: {failed:?}");
+}

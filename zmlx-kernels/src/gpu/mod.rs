@@ -1364,11 +1364,13 @@ mod tests {
     }
 
     /// The CUDA router's fast top-k (shaders/cuda/route.cuh) orders 16-bit gates by
-    /// one key, `bits << 16 | (index + 1)` (0 for padding and taken experts), and
-    /// takes the largest key each round. That must be the order of its comparison
-    /// loop: larger gate first, the larger index among equal gates. Checked here on
+    /// one key, `bits << 16 | (index + 1)` (bits 0xFFFF for NaN; key 0 for padding
+    /// and taken experts), and takes the largest key each round. That must be the
+    /// order of its comparison loop, MLX's order: larger gate first, NaN above every
+    /// number, the larger index among equal gates (and among NaNs). Checked here on
     /// the arithmetic (the kernel itself is checked against MLX on a device): random
-    /// non-negative bf16 and f16 gates with many ties and zeros, 8 to 512 experts.
+    /// non-negative bf16 and f16 gates with many ties and zeros, rows of NaN and rows
+    /// with some NaN, 8 to 512 experts.
     #[test]
     fn router_keys_order_like_gate_then_index() {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -1382,9 +1384,16 @@ mod tests {
             let experts = [8usize, 64, 128, 160, 512][case % 5];
             let k = 1 + (next() % 16) as usize % experts;
             let bf16 = case % 2 == 0;
-            // Few distinct values (ties), zeros included; as f32 and as 16-bit bits.
+            // Few distinct values (ties), zeros included; every gate NaN in one case
+            // in 7, some NaN in one in 5; as f32 and as 16-bit bits (NaN: 0xFFFF, as
+            // the kernel keys it).
+            let nan_row = case % 7 == 3;
+            let some_nan = case % 5 == 1;
             let gates: Vec<(f32, u32)> = (0..experts)
                 .map(|_| {
+                    if nan_row || (some_nan && next() % 4 == 0) {
+                        return (f32::NAN, 0xffff);
+                    }
                     let v = (next() % 12) as f32 / 11.0 * if next() % 3 == 0 { 1e-3 } else { 1.0 };
                     if bf16 {
                         let b = half::bf16::from_f32(v);
@@ -1395,17 +1404,26 @@ mod tests {
                     }
                 })
                 .collect();
-            // The comparison loop's picks.
+            // The comparison loop's picks: expert a ranks above b when its gate is
+            // NaN and b's is not, or both are numbers and a's is larger, or they are
+            // equal (or both NaN) and a's index is larger.
+            let ranks_above = |a: usize, b: usize| {
+                let (ga, gb) = (gates[a].0, gates[b].0);
+                if ga.is_nan() {
+                    return !gb.is_nan() || a > b;
+                }
+                !gb.is_nan() && (ga > gb || (ga == gb && a > b))
+            };
             let mut taken = vec![false; experts];
             let mut want = Vec::new();
             for _ in 0..k {
                 let mut best: Option<usize> = None;
-                for (i, &(g, _)) in gates.iter().enumerate() {
+                for i in 0..experts {
                     if taken[i] {
                         continue;
                     }
                     best = match best {
-                        Some(b) if gates[b].0 > g || (gates[b].0 == g && b > i) => Some(b),
+                        Some(b) if ranks_above(b, i) => Some(b),
                         _ => Some(i),
                     };
                 }
