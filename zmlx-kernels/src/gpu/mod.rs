@@ -1418,10 +1418,7 @@ mod tests {
             let mut want = Vec::new();
             for _ in 0..k {
                 let mut best: Option<usize> = None;
-                for i in 0..experts {
-                    if taken[i] {
-                        continue;
-                    }
+                for i in (0..experts).filter(|&i| !taken[i]) {
                     best = match best {
                         Some(b) if ranks_above(b, i) => Some(b),
                         _ => Some(i),
