@@ -18,7 +18,8 @@
 //! cancellations), so that alignment and truncation inside the block sum are
 //! exercised. It prints how many of the outputs differ in bits.
 //!
-//! Usage: `mma_order_probe [--cases N] [--blocks B]` on MLX's CUDA backend.
+//! Usage: `mma_order_probe` on MLX's CUDA backend: 4096 cases each with K = 16, 128
+//! and 2048 (1, 8 and 128 blocks).
 
 use mlx::kernel::{CustomKernel, KernelBackend, KernelLaunch, KernelSource};
 use mlx::{Array, Device, Dtype, StreamOrDevice};
@@ -86,15 +87,6 @@ if (t == 0) {
 }
 "#;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A bf16 value with a random sign, mantissa and exponent in 2^-24..2^24; one value
 /// in eight is the negation of the value before it (exact cancellations).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -126,15 +118,7 @@ fn main() -> mlx::Result<()> {
         println!("mma_order_probe: needs MLX's CUDA backend (skipped)");
         return Ok(());
     }
-    let cases = arg("--cases", 4096);
-    let blocks = arg("--blocks", 8);
-    let k = 16 * blocks;
     let s = StreamOrDevice::Device(Device::gpu());
-    let w = Array::from_slice(&values(cases * 16 * k, 7), &[(cases * 16 * k) as i32])?;
-    let x = Array::from_slice(&values(cases * k, 11), &[(cases * k) as i32])?;
-    let w = mlx::ops::astype(&w, Dtype::Bfloat16, s)?;
-    let x = mlx::ops::astype(&x, Dtype::Bfloat16, s)?;
-    let dims = Array::from_slice(&[k as u32], &[1])?;
     let kernel = CustomKernel::new(
         KernelBackend::Cuda,
         &KernelSource {
@@ -148,44 +132,53 @@ fn main() -> mlx::Result<()> {
             shared_memory: 0,
         },
     )?;
-    let shape = [(cases * 16) as i32];
-    let outs = kernel.call(
-        &KernelLaunch {
-            inputs: &[&w, &x, &dims],
-            outputs: &[
-                (&shape, Dtype::Float32),
-                (&shape, Dtype::Float32),
-                (&shape, Dtype::Float32),
-            ],
-            grid: [(cases * 32) as i32, 1, 1],
-            threadgroup: [32, 1, 1],
-            template_args: &[],
-            init_value: None,
-            verbose: false,
-        },
-        s,
-    )?;
-    let a = outs[0].to_vec::<f32>()?;
-    let b = outs[1].to_vec::<f32>()?;
-    let c = outs[2].to_vec::<f32>()?;
-    let count = |u: &[f32], v: &[f32]| {
-        u.iter()
-            .zip(v)
-            .filter(|(p, q)| p.to_bits() != q.to_bits())
-            .count()
-    };
-    let differ = count(&a, &b);
-    let control = count(&a, &c);
-    let example = a
-        .iter()
-        .zip(&b)
-        .find(|(p, q)| p.to_bits() != q.to_bits())
-        .map(|(p, q)| format!("; first: {p:e} vs {q:e}"))
-        .unwrap_or_default();
-    println!(
-        "mma_order_probe: {cases} cases x 16 rows, K = {k} ({blocks} blocks): {differ}/{} outputs differ in bits between the standard and the permuted k slots{example}; control (blocks in reverse order): {control}/{} differ",
-        a.len(),
-        a.len()
-    );
+    let cases = 4096;
+    for blocks in [1usize, 8, 128] {
+        let k = 16 * blocks;
+        let w = Array::from_slice(&values(cases * 16 * k, 7), &[(cases * 16 * k) as i32])?;
+        let x = Array::from_slice(&values(cases * k, 11), &[(cases * k) as i32])?;
+        let w = mlx::ops::astype(&w, Dtype::Bfloat16, s)?;
+        let x = mlx::ops::astype(&x, Dtype::Bfloat16, s)?;
+        let dims = Array::from_slice(&[k as u32], &[1])?;
+        let shape = [(cases * 16) as i32];
+        let outs = kernel.call(
+            &KernelLaunch {
+                inputs: &[&w, &x, &dims],
+                outputs: &[
+                    (&shape, Dtype::Float32),
+                    (&shape, Dtype::Float32),
+                    (&shape, Dtype::Float32),
+                ],
+                grid: [(cases * 32) as i32, 1, 1],
+                threadgroup: [32, 1, 1],
+                template_args: &[],
+                init_value: None,
+                verbose: false,
+            },
+            s,
+        )?;
+        let a = outs[0].to_vec::<f32>()?;
+        let b = outs[1].to_vec::<f32>()?;
+        let c = outs[2].to_vec::<f32>()?;
+        let count = |u: &[f32], v: &[f32]| {
+            u.iter()
+                .zip(v)
+                .filter(|(p, q)| p.to_bits() != q.to_bits())
+                .count()
+        };
+        let differ = count(&a, &b);
+        let control = count(&a, &c);
+        let example = a
+            .iter()
+            .zip(&b)
+            .find(|(p, q)| p.to_bits() != q.to_bits())
+            .map(|(p, q)| format!("; first: {p:e} vs {q:e}"))
+            .unwrap_or_default();
+        println!(
+            "mma_order_probe: {cases} cases x 16 rows, K = {k} ({blocks} blocks): {differ}/{} outputs differ in bits between the standard and the permuted k slots{example}; control (blocks in reverse order): {control}/{} differ",
+            a.len(),
+            a.len()
+        );
+    }
     Ok(())
 }
