@@ -125,44 +125,45 @@ __device__ __forceinline__ void route_warp(const T* lr, bool fused, int lane,
       picked[r] = gate_value(m >> 16, T{});
       ids[TOPK - 1 - r] = (m & 0xffffu) - 1u;
     }
-    return;
-  }
-  // f32 gates: (gate, index) pairs compared, NaN above every number.
-  auto above = [](float a, int ia, float b, int ib) {
-    if (a != a) {
-      return b == b || ia > ib;
-    }
-    return a > b || (a == b && ia > ib);
-  };
-  #pragma unroll
-  for (int r = 0; r < TOPK; ++r) {
-    float bv = -3.f;
-    int bi = -1;
-    #pragma unroll
-    for (int j = 0; j < G; ++j) {
-      const int idx = ((j / NR) * 32 + lane) * NR + (j % NR);
-      if (above(g[j], idx, bv, bi)) {
-        bv = g[j];
-        bi = idx;
+  } else {
+    // f32 gates (the 16-bit branch above is not compiled for them, nor this one for
+    // 16-bit gates): (gate, index) pairs compared, NaN above every number.
+    auto above = [](float a, int ia, float b, int ib) {
+      if (a != a) {
+        return b == b || ia > ib;
       }
-    }
+      return a > b || (a == b && ia > ib);
+    };
     #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-      if (above(ov, oi, bv, bi)) {
-        bv = ov;
-        bi = oi;
+    for (int r = 0; r < TOPK; ++r) {
+      float bv = -3.f;
+      int bi = -1;
+      #pragma unroll
+      for (int j = 0; j < G; ++j) {
+        const int idx = ((j / NR) * 32 + lane) * NR + (j % NR);
+        if (above(g[j], idx, bv, bi)) {
+          bv = g[j];
+          bi = idx;
+        }
       }
-    }
-    #pragma unroll
-    for (int j = 0; j < G; ++j) {
-      if (((j / NR) * 32 + lane) * NR + (j % NR) == bi) {
-        g[j] = -2.f;
+      #pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+        if (above(ov, oi, bv, bi)) {
+          bv = ov;
+          bi = oi;
+        }
       }
+      #pragma unroll
+      for (int j = 0; j < G; ++j) {
+        if (((j / NR) * 32 + lane) * NR + (j % NR) == bi) {
+          g[j] = -2.f;
+        }
+      }
+      picked[r] = bv;
+      ids[TOPK - 1 - r] = static_cast<uint32_t>(bi);
     }
-    picked[r] = bv;
-    ids[TOPK - 1 - r] = static_cast<uint32_t>(bi);
   }
 }
 
