@@ -100,9 +100,12 @@ __device__ __forceinline__ void coop_issue(Smem& sm, const CoopChains<T, NC>& ch
 // The A fragments of stage st (from ring slot st % R) into frag[st % 2]: warp-sized
 // units (chain, block), each lane dequantizing as mma_chunk's lane would.
 template <typename T, int BITS, int GROUP, int K, int DEQ, int NC, int NW, int CPS, int R,
-          typename Smem>
+          int SPLIT, typename Smem>
 __device__ __forceinline__ void coop_produce(Smem& sm, const CoopChains<T, NC>& ch, int st,
                                              int warp, int lane) {
+  // The dequantizing warps: all, or with SPLIT those past the chain warps.
+  constexpr int FIRST = (SPLIT != 0 && NW > NC) ? NC : 0;
+  constexpr int NP = NW - FIRST;
   constexpr int VALS = 128 / BITS;
   constexpr int KPC = VALS / 16;
   constexpr int KB = Smem::KB;
@@ -112,7 +115,10 @@ __device__ __forceinline__ void coop_produce(Smem& sm, const CoopChains<T, NC>& 
   const int buf = st & 1;
   const int g = lane >> 2;
   const int t = lane & 3;
-  for (int u = warp; u < NC * KB; u += NW) {
+  if (warp < FIRST) {
+    return;
+  }
+  for (int u = warp - FIRST; u < NC * KB; u += NP) {
     const int c = u / KB;
     const int kb = u % KB;
     const int kg = st * KB + kb;  // the block's index in K
@@ -174,12 +180,11 @@ __device__ __forceinline__ void coop_consume(Smem& sm, int c, int st, int lane, 
 // the caller) with all NW warps of the block: on return warp c < NC holds chain c's
 // accumulators in acc, laid out as mma_tile's with ROWS = 16 (tile_results<16>), and
 // every warp may reuse `sm` (the ring is drained and a barrier passed). Every thread
-// of the block must call it. R >= 3 stages. Not inlined: inlined into down's loop
-// over passes it took 128-157 registers a thread (ptxas, sm_90), 71-80 as a call,
-// and a 512-thread block needs 128 or fewer.
+// of the block must call it. R >= 3 stages. SPLIT = 1: when NW > NC, the chain warps
+// only multiply and warps NC.. dequantize (else every warp dequantizes).
 template <typename T, int BITS, int GROUP, int K, int DEQ, int NC, int NW, int CPS, int R,
-          typename Smem>
-__device__ __noinline__ void coop_chains(Smem& sm, const CoopChains<T, NC>& ch, float* acc) {
+          int SPLIT, typename Smem>
+__device__ __forceinline__ void coop_chains(Smem& sm, const CoopChains<T, NC>& ch, float* acc) {
   static_assert(R >= 3, "the ring needs three stages: in use, complete, in flight");
   static_assert(NC <= NW, "a warp a chain");
   constexpr int VALS = 128 / BITS;
@@ -214,7 +219,7 @@ __device__ __noinline__ void coop_chains(Smem& sm, const CoopChains<T, NC>& ch, 
   }
   cp_async_wait<R - 2>();
   __syncthreads();
-  coop_produce<T, BITS, GROUP, K, DEQ, NC, NW, CPS, R>(sm, ch, 0, warp, lane);
+  coop_produce<T, BITS, GROUP, K, DEQ, NC, NW, CPS, R, SPLIT>(sm, ch, 0, warp, lane);
   // One copy of the stage's code (the stage count is a constant the compiler
   // could unroll by).
 #pragma unroll 1
@@ -228,7 +233,7 @@ __device__ __noinline__ void coop_chains(Smem& sm, const CoopChains<T, NC>& ch, 
       coop_consume<T, K, NC, R>(sm, warp, st, lane, acc);
     }
     if (st + 1 < NST) {
-      coop_produce<T, BITS, GROUP, K, DEQ, NC, NW, CPS, R>(sm, ch, st + 1, warp, lane);
+      coop_produce<T, BITS, GROUP, K, DEQ, NC, NW, CPS, R, SPLIT>(sm, ch, st + 1, warp, lane);
     }
   }
   cp_async_wait<0>();

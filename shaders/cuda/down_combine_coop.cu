@@ -11,7 +11,8 @@
 //
 // Template arguments: T, BITS, GROUP, HID (a multiple of 16), INTER, DEQ, SUMV, RES
 // as in down_combine.cu; PIPE (R of coop.cuh, >= 3), CPS (16-byte chunks of each row
-// a stage), NC (chains a pass, <= 8), NW (warps a block, >= NC). Launch: 32 * NW
+// a stage), NC (chains a pass, <= 8), PASSES (ceil(TOPK / NC)), NW (warps a block,
+// >= NC), SPLIT (coop.cuh). Launch: 32 * NW
 // threads a block, one block per tile. Inputs and outputs as down_combine.cu.
 
 const int NTOK = static_cast<int>(dims_in[0]);
@@ -34,9 +35,12 @@ if (tile >= static_cast<long long>(NTOK) * TILES) {
 const long long tok = tile / TILES;
 const int o0 = static_cast<int>(tile % TILES) * 16;
 
-// One pass's code (ptxas, sm_90: 80 registers a thread against 96 unrolled).
-#pragma unroll 1
-for (int j0 = 0; j0 < TOPK; j0 += NC) {
+// PASSES = ceil(TOPK / NC), a constant: as a loop over the runtime TOPK the
+// inlined chain engine took 128-157 registers a thread (ptxas, sm_90) against 72
+// for one pass, and a 512-thread block may use at most 128.
+#pragma unroll
+for (int pass = 0; pass < PASSES; ++pass) {
+  const int j0 = pass * NC;
   const int j = j0 + warp;
   if (warp < NC && lane == 0) {
     const uint32_t e = j < TOPK ? expert_ids[tok * TOPK + j] : 0u;
@@ -52,7 +56,7 @@ for (int j0 = 0; j0 < TOPK; j0 += NC) {
   }
   __syncthreads();
   float c[4];
-  zmlx::coop_chains<T, BITS, GROUP, INTER, DEQ, NC, NW, CPS, PIPE>(coop, chains, c);
+  zmlx::coop_chains<T, BITS, GROUP, INTER, DEQ, NC, NW, CPS, PIPE, SPLIT>(coop, chains, c);
   if (warp < NC && j < TOPK) {
     const T s = gate_scores[tok * TOPK + j];
     zmlx::tile_results<16>(c, lane, [&](int r, float v) {

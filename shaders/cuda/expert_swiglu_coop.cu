@@ -12,7 +12,7 @@
 //
 // Template arguments: T, BITS, GROUP, HID, INTER (a multiple of 16), DEQ, TPB as in
 // expert_swiglu.cu; PIPE (R of coop.cuh, the ring's stages, >= 3), CPS (16-byte
-// chunks of each row a stage), NW (warps a block, >= 2 * TPB). Launch: 32 * NW
+// chunks of each row a stage), NW (warps a block, >= 2 * TPB), SPLIT (coop.cuh). Launch: 32 * NW
 // threads a block, one block per TPB tiles. Inputs and outputs as expert_swiglu.cu.
 
 const int PAIRS = static_cast<int>(dims_in[0]);
@@ -54,7 +54,7 @@ if (warp < NC && lane == 0) {
 }
 __syncthreads();
 float c[4];
-zmlx::coop_chains<T, BITS, GROUP, HID, DEQ, NC, NW, CPS, PIPE>(coop, chains, c);
+zmlx::coop_chains<T, BITS, GROUP, HID, DEQ, NC, NW, CPS, PIPE, SPLIT>(coop, chains, c);
 // gather_qmm writes each projection in T.
 if (warp < NC && proj == 1) {
   zmlx::tile_results<16>(c, lane, [&](int r, float v) { up_tile[lt][r] = zmlx::from_float<T>(v); });

@@ -301,6 +301,7 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
                     ("ZMLX_CUDA_PIPE", "3"),
                     ("ZMLX_CUDA_CPS", "1"),
                     ("ZMLX_CUDA_COOP_WPC", "1"),
+                    ("ZMLX_CUDA_COOP_SPLIT", "0"),
                 ],
             ),
             ("classic, 16-row tiles", &[("ZMLX_CUDA_COOP", "0")]),
@@ -351,12 +352,13 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
 }
 
 /// The environment variables that select a kernel shape (gpu.rs, gpu/coop.rs).
-const SHAPE_VARS: [&str; 5] = [
+const SHAPE_VARS: [&str; 6] = [
     "ZMLX_CUDA_PIPE",
     "ZMLX_CUDA_ROWS",
     "ZMLX_CUDA_COOP",
     "ZMLX_CUDA_CPS",
     "ZMLX_CUDA_COOP_WPC",
+    "ZMLX_CUDA_COOP_SPLIT",
 ];
 
 /// Hidden 256, intermediate 384 (three groups of 128, twelve of 32), so both

@@ -17,6 +17,9 @@ pub(super) struct CoopShape {
     pub cps: i32,
     /// Warps a block (`NW`).
     pub warps: i32,
+    /// 1: the chain warps only multiply and the other warps dequantize; 0: every
+    /// warp dequantizes (`SPLIT`).
+    pub split: i32,
 }
 
 /// Bytes of `CoopSmem` plus `CoopChains` (coop.cuh) for `chains` chains over `k`
@@ -48,7 +51,8 @@ pub(super) fn coop_enabled() -> bool {
 ///
 /// Defaults: 64 values of K a stage (4 mma blocks), as many stages as fit up to 8
 /// (or `ZMLX_CUDA_PIPE`), two warps a chain (`ZMLX_CUDA_COOP_WPC` = 1..4), at most
-/// 16 warps a block. `ZMLX_CUDA_CPS` (1, 2, 4, 8) sets the chunks a stage.
+/// 16 warps a block, the chain warps only multiplying (`ZMLX_CUDA_COOP_SPLIT=0`: they
+/// dequantize too). `ZMLX_CUDA_CPS` (1, 2, 4, 8) sets the chunks a stage.
 pub(super) fn coop_shape(
     bits: i32,
     group: i32,
@@ -66,6 +70,7 @@ pub(super) fn coop_shape(
     let cap = env_i32("ZMLX_CUDA_PIPE").map_or(8, |n| n.clamp(3, 8));
     let wpc = env_choice("ZMLX_CUDA_COOP_WPC", &[1, 2, 3, 4], 2);
     let warps = (chains * wpc).clamp(chains, 16);
+    let split = env_choice("ZMLX_CUDA_COOP_SPLIT", &[0, 1], 1);
     let mut cps = first_cps;
     while cps >= 1 {
         // More stages than the chain has, plus the one being produced, only cost
@@ -74,7 +79,12 @@ pub(super) fn coop_shape(
         let mut stages = cap.min(needed).max(3);
         while stages >= 3 {
             if coop_smem(bits, group, k, chains, cps, stages) + other <= CUDA_STATIC_SMEM {
-                return Some(CoopShape { stages, cps, warps });
+                return Some(CoopShape {
+                    stages,
+                    cps,
+                    warps,
+                    split,
+                });
             }
             stages -= 1;
         }
