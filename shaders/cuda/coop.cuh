@@ -10,15 +10,18 @@
 // packed subtract and fma, then the mma) leave the schedulers idle two thirds of
 // the time (Nsight Compute, notes/cuda-kernels.md, device run 66b). But only the
 // mmas form a chain; the dequantization of one K block does not depend on any
-// other. Here a block of NW warps runs NC chains (NC <= NW): all NW warps
-// dequantize, each K block of each chain into the exact A fragments the chain's
-// mma takes, and warp c < NC only runs chain c's mmas on them. The values, the mma
-// instruction, its operands and its order are those of mma_tile, so the bits are too.
+// other. Here a block of NW warps runs NC chains: warp c < NC only runs chain c's
+// mmas, and the other NW - NC warps dequantize, each K block of each chain into the
+// exact A fragments the chain's mma takes, so a multiprocessor has several times
+// more warps to issue from. The values, the mma instruction, its operands and its
+// order are those of mma_tile, so the bits are too.
 //
 // Data flow, per block. Raw weight chunks (16 bytes of a row) and the activation
 // rows stream through a ring of R stages with cp.async (CPS chunks of each of a
-// chain's 16 rows a stage). Dequantized fragments go to a double buffer: stage st's
-// fragments are produced while the chains multiply stage st - 1's. One barrier a
+// chain's 16 rows a stage); every thread issues the same few copies each stage.
+// Dequantized fragments go to a double buffer: stage st + 1's fragments are
+// produced while the chains multiply stage st's, each dequantizing warp taking the
+// same (chain, block) units every stage. One barrier a
 // stage orders the three: the copies of stage st + 1 are in, the fragments of
 // stage st are complete, and everyone is done with the slots the next copies and
 // fragments overwrite.
@@ -55,41 +58,84 @@ struct CoopSmem {
   unsigned short b[NC][16 * GPR];                 // biases
 };
 
-// Copies (or, for a misaligned chain, loads and stores) stage st of every live
-// chain into its ring slot and commits one cp.async group (empty past the end).
-template <typename T, int BITS, int K, int NC, int CPS, int R, typename Smem>
-__device__ __forceinline__ void coop_issue(Smem& sm, const CoopChains<T, NC>& ch, int st,
-                                           int tid, int nthreads) {
+// One thread's share of a stage's copies, fixed for the whole chain: the copy's
+// source at stage 0 (null when it has none), its destination in ring slot 0, and
+// its chunk index within a stage (for the end of K).
+struct CoopCopy {
+  const unsigned char* src;
+  uint4* dst;
+  int j;
+  bool aligned;
+};
+
+// The weight copies (first WPT) and activation copies (next XPT) thread `tid` issues
+// every stage: NC * CPS * 16 weight chunks and NC * XW activation words a stage,
+// spread over the block's threads.
+template <typename T, int BITS, int K, int NC, int NT, int CPS, typename Smem>
+__device__ __forceinline__ void coop_copies(Smem& sm, const CoopChains<T, NC>& ch, int tid,
+                                            CoopCopy* cp) {
+  constexpr int WPR = K * BITS / 32;
+  constexpr int WPT = (NC * CPS * 16 + NT - 1) / NT;
+  constexpr int XPT = (NC * Smem::XW + NT - 1) / NT;
+#pragma unroll
+  for (int m = 0; m < WPT; ++m) {
+    const int i = tid + m * NT;
+    const int c = i / (CPS * 16);
+    const int j = (i / 16) % CPS;
+    const int r = i % 16;
+    const bool on = i < NC * CPS * 16 && ch.live[c];
+    cp[m].src = on ? reinterpret_cast<const unsigned char*>(ch.w[c] + static_cast<long long>(r) * WPR + j * 4)
+                   : nullptr;
+    cp[m].dst = on ? &sm.w[0][c][j][r] : nullptr;
+    cp[m].j = j;
+    cp[m].aligned = aligned16(cp[m].src);
+  }
+#pragma unroll
+  for (int m = 0; m < XPT; ++m) {
+    const int i = tid + m * NT;
+    const int c = i / Smem::XW;
+    const int l = i % Smem::XW;
+    const bool on = i < NC * Smem::XW && ch.live[c];
+    cp[WPT + m].src = on ? reinterpret_cast<const unsigned char*>(ch.x[c] + l * 8) : nullptr;
+    cp[WPT + m].dst = on ? &sm.x[0][c][l] : nullptr;
+    cp[WPT + m].j = l;
+    cp[WPT + m].aligned = aligned16(cp[WPT + m].src);
+  }
+}
+
+// Issues stage st's copies into its ring slot and commits one cp.async group (empty
+// past the end, so that group counts stay uniform).
+template <typename T, int BITS, int K, int NC, int NT, int CPS, int R, typename Smem>
+__device__ __forceinline__ void coop_issue(const CoopCopy* cp, int st) {
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = K / VALS;
   constexpr int NST = (NCH + CPS - 1) / CPS;
-  constexpr int WPR = K * BITS / 32;
+  constexpr int WPT = (NC * CPS * 16 + NT - 1) / NT;
+  constexpr int XPT = (NC * Smem::XW + NT - 1) / NT;
+  constexpr int WSLOT = NC * CPS * 16;      // uint4 of a weight slot
+  constexpr int XSLOT = NC * Smem::XW;      // uint4 of an activation slot
   if (st < NST) {
     const int slot = st % R;
-    for (int i = tid; i < NC * CPS * 16; i += nthreads) {
-      const int c = i / (CPS * 16);
-      const int j = (i / 16) % CPS;
-      const int r = i % 16;
-      const int chunk = st * CPS + j;
-      if (ch.live[c] && chunk < NCH) {
-        const uint32_t* src = ch.w[c] + static_cast<long long>(r) * WPR + chunk * 4;
-        if (aligned16(src)) {
-          copy16<true>(&sm.w[slot][c][j][r], src);
+#pragma unroll
+    for (int m = 0; m < WPT; ++m) {
+      if (cp[m].src != nullptr && st * CPS + cp[m].j < NCH) {
+        const unsigned char* src = cp[m].src + st * CPS * 16;
+        if (cp[m].aligned) {
+          copy16<true>(cp[m].dst + slot * WSLOT, src);
         } else {
-          copy16<false>(&sm.w[slot][c][j][r], src);
+          copy16<false>(cp[m].dst + slot * WSLOT, src);
         }
       }
     }
-    for (int i = tid; i < NC * Smem::XW; i += nthreads) {
-      const int c = i / Smem::XW;
-      const int l = i % Smem::XW;
-      const int xo = st * CPS * VALS + l * 8;  // 8 values of T per 16 bytes
-      if (ch.live[c] && xo < K) {
-        const T* src = ch.x[c] + xo;
-        if (aligned16(src)) {
-          copy16<true>(&sm.x[slot][c][l], src);
+#pragma unroll
+    for (int m = WPT; m < WPT + XPT; ++m) {
+      // 8 values of T per 16 bytes; K is a multiple of 64, so a word is all in or out.
+      if (cp[m].src != nullptr && st * CPS * VALS + cp[m].j * 8 < K) {
+        const unsigned char* src = cp[m].src + st * CPS * VALS * 2;
+        if (cp[m].aligned) {
+          copy16<true>(cp[m].dst + slot * XSLOT, src);
         } else {
-          copy16<false>(&sm.x[slot][c][l], src);
+          copy16<false>(cp[m].dst + slot * XSLOT, src);
         }
       }
     }
@@ -97,54 +143,56 @@ __device__ __forceinline__ void coop_issue(Smem& sm, const CoopChains<T, NC>& ch
   cp_async_commit();
 }
 
-// The A fragments of stage st (from ring slot st % R) into frag[st % 2]: warp-sized
-// units (chain, block), each lane dequantizing as mma_chunk's lane would.
-template <typename T, int BITS, int GROUP, int K, int DEQ, int NC, int NW, int CPS, int R,
-          int SPLIT, typename Smem>
-__device__ __forceinline__ void coop_produce(Smem& sm, const CoopChains<T, NC>& ch, int st,
-                                             int warp, int lane) {
-  // The dequantizing warps: all, or with SPLIT those past the chain warps.
-  constexpr int FIRST = (SPLIT != 0 && NW > NC) ? NC : 0;
-  constexpr int NP = NW - FIRST;
+// One producer unit, fixed for the whole chain: chain c's block kb of every stage,
+// dequantized by one warp (lane g, t as mma_chunk's lane).
+struct CoopUnit {
+  const uint4* w;              // the raw chunk of row g in ring slot 0
+  const unsigned short* s;     // row g's scales (row g + 8: + 8 * GPR)
+  const unsigned short* b;     // row g's biases
+  uint4* frag;                 // this lane's fragment in buffer 0
+  int kb;                      // the block within a stage
+  bool live;
+};
+
+// The A fragments of stage st (from ring slot st % R) into frag[st % 2].
+template <typename T, int BITS, int GROUP, int K, int DEQ, int NC, int CPS, int R, int UPW,
+          typename Smem>
+__device__ __forceinline__ void coop_produce(const CoopUnit* un, int st, int t) {
   constexpr int VALS = 128 / BITS;
   constexpr int KPC = VALS / 16;
   constexpr int KB = Smem::KB;
   constexpr int NKB = K / 16;
   constexpr int GPR = K / GROUP;
+  constexpr int WSLOT = NC * CPS * 16;
+  constexpr int FBUF = NC * KB * 32;
   const int slot = st % R;
   const int buf = st & 1;
-  const int g = lane >> 2;
-  const int t = lane & 3;
-  if (warp < FIRST) {
-    return;
-  }
-  for (int u = warp - FIRST; u < NC * KB; u += NP) {
-    const int c = u / KB;
-    const int kb = u % KB;
-    const int kg = st * KB + kb;  // the block's index in K
-    if (ch.live[c] && kg < NKB) {
-      const int j = kb / KPC;
-      const int i = kb % KPC;
+#pragma unroll
+  for (int m = 0; m < UPW; ++m) {
+    const int kg = st * KB + un[m].kb;  // the block's index in K
+    if (un[m].live && kg < NKB) {
+      const int i = un[m].kb % KPC;
       const int q = kg * 16 / GROUP;
+      const uint4* w = un[m].w + slot * WSLOT;
       uint32_t lo[2], hi[2], sb[2], zb[2];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const uint4 wv = sm.w[slot][c][j][g + 8 * r];
+        const uint32_t* wr = reinterpret_cast<const uint32_t*>(w + 8 * r);
         if (BITS == 4) {
-          lo[r] = i == 0 ? wv.x : wv.z;
-          hi[r] = i == 0 ? wv.y : wv.w;
+          lo[r] = wr[2 * i];
+          hi[r] = wr[2 * i + 1];
         } else {
-          lo[r] = (t < 2) ? wv.x : wv.y;
-          hi[r] = (t < 2) ? wv.z : wv.w;
+          lo[r] = wr[t >> 1];
+          hi[r] = wr[2 + (t >> 1)];
         }
-        sb[r] = sm.s[c][(g + 8 * r) * GPR + q];
-        zb[r] = sm.b[c][(g + 8 * r) * GPR + q];
+        sb[r] = un[m].s[8 * r * GPR + q];
+        zb[r] = un[m].b[8 * r * GPR + q];
       }
       uint32_t f0, f1, f2, f3;
       BFrag<T, BITS, DEQ>::make(lo[0], hi[0], t, sb[0], zb[0], f0, f1);
       BFrag<T, BITS, DEQ>::make(lo[1], hi[1], t, sb[1], zb[1], f2, f3);
       // The mma's A order: row g k-low, row g + 8 k-low, row g k-high, row g + 8 k-high.
-      sm.frag[buf][c][kb][lane] = make_uint4(f0, f2, f1, f3);
+      un[m].frag[buf * FBUF] = make_uint4(f0, f2, f1, f3);
     }
   }
 }
@@ -177,21 +225,26 @@ __device__ __forceinline__ void coop_consume(Smem& sm, int c, int st, int lane, 
 }
 
 // Runs the NC chains described in `ch` (shared memory, written and made visible by
-// the caller) with all NW warps of the block: on return warp c < NC holds chain c's
-// accumulators in acc, laid out as mma_tile's with ROWS = 16 (tile_results<16>), and
-// every warp may reuse `sm` (the ring is drained and a barrier passed). Every thread
-// of the block must call it. R >= 3 stages. SPLIT = 1: when NW > NC, the chain warps
-// only multiply and warps NC.. dequantize (else every warp dequantizes).
+// the caller) with the block's NW warps: warp c < NC runs chain c's mmas and the
+// other NW - NC warps dequantize, each the same UPW (chain, block) units of every
+// stage. On return warp c < NC holds chain c's accumulators in acc, laid out as
+// mma_tile's with ROWS = 16 (tile_results<16>), and every warp may reuse `sm` (the
+// ring is drained and a barrier passed). Every thread of the block must call it.
 template <typename T, int BITS, int GROUP, int K, int DEQ, int NC, int NW, int CPS, int R,
-          int SPLIT, typename Smem>
+          typename Smem>
 __device__ __forceinline__ void coop_chains(Smem& sm, const CoopChains<T, NC>& ch, float* acc) {
   static_assert(R >= 3, "the ring needs three stages: in use, complete, in flight");
-  static_assert(NC <= NW, "a warp a chain");
+  static_assert(NW > NC, "a warp a chain and at least one dequantizing warp");
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = K / VALS;
   constexpr int NST = (NCH + CPS - 1) / CPS;
   constexpr int GPR = K / GROUP;
   constexpr int NT = NW * 32;
+  constexpr int KB = Smem::KB;
+  constexpr int NP = NW - NC;
+  constexpr int UPW = (NC * KB + NP - 1) / NP;
+  constexpr int WPT = (NC * CPS * 16 + NT - 1) / NT;
+  constexpr int XPT = (NC * Smem::XW + NT - 1) / NT;
   const int tid = static_cast<int>(threadIdx.x);
   const int warp = tid >> 5;
   const int lane = tid & 31;
@@ -213,13 +266,33 @@ __device__ __forceinline__ void coop_chains(Smem& sm, const CoopChains<T, NC>& c
       }
     }
   }
+  CoopCopy cp[WPT + XPT];
+  coop_copies<T, BITS, K, NC, NT, CPS>(sm, ch, tid, cp);
 #pragma unroll
   for (int p = 0; p < R - 1; ++p) {
-    coop_issue<T, BITS, K, NC, CPS, R>(sm, ch, p, tid, NT);
+    coop_issue<T, BITS, K, NC, NT, CPS, R, Smem>(cp, p);
+  }
+  // This warp's units (producers only).
+  CoopUnit un[UPW];
+  const int g = lane >> 2;
+  const int t = lane & 3;
+#pragma unroll
+  for (int m = 0; m < UPW; ++m) {
+    const int u = (warp - NC) + m * NP;
+    const int c = u / KB;
+    const int kb = u % KB;
+    un[m].live = warp >= NC && u < NC * KB && ch.live[c];
+    const int cc = un[m].live ? c : 0;
+    un[m].kb = kb;
+    un[m].w = &sm.w[0][cc][kb / (VALS / 16)][g];
+    un[m].s = &sm.s[cc][g * GPR];
+    un[m].b = &sm.b[cc][g * GPR];
+    un[m].frag = &sm.frag[0][cc][kb][lane];
   }
   cp_async_wait<R - 2>();
   __syncthreads();
-  coop_produce<T, BITS, GROUP, K, DEQ, NC, NW, CPS, R, SPLIT>(sm, ch, 0, warp, lane);
+  coop_produce<T, BITS, GROUP, K, DEQ, NC, CPS, R, UPW, Smem>(un, 0, t);
+  const bool chain = warp < NC && ch.live[warp < NC ? warp : 0];
   // One copy of the stage's code (the stage count is a constant the compiler
   // could unroll by).
 #pragma unroll 1
@@ -228,12 +301,11 @@ __device__ __forceinline__ void coop_chains(Smem& sm, const CoopChains<T, NC>& c
     // and nobody still reads the ring slot and fragment buffer written next.
     cp_async_wait<R - 3>();
     __syncthreads();
-    coop_issue<T, BITS, K, NC, CPS, R>(sm, ch, st + R - 1, tid, NT);
-    if (warp < NC && ch.live[warp]) {
+    coop_issue<T, BITS, K, NC, NT, CPS, R, Smem>(cp, st + R - 1);
+    if (chain) {
       coop_consume<T, K, NC, R>(sm, warp, st, lane, acc);
-    }
-    if (st + 1 < NST) {
-      coop_produce<T, BITS, GROUP, K, DEQ, NC, NW, CPS, R, SPLIT>(sm, ch, st + 1, warp, lane);
+    } else if (st + 1 < NST) {
+      coop_produce<T, BITS, GROUP, K, DEQ, NC, CPS, R, UPW, Smem>(un, st + 1, t);
     }
   }
   cp_async_wait<0>();

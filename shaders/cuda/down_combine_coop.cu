@@ -1,19 +1,19 @@
 // zmlx fused down projection + weighted combine, cooperative variant (body for
 // MLX's fast::cuda_kernel; down_combine_norm.cu may follow). Same contract and the
-// same bits as down_combine.cu; what differs is who dequantizes: all NW warps of a
-// block, for up to NC experts' chains at a time (coop.cuh), instead of each chain's
-// own warp.
+// same bits as down_combine.cu; what differs is who dequantizes: dedicated warps of
+// the block (coop.cuh), while each chain's own warp only multiplies.
 //
 // Work split: one block per (token, 16 consecutive output features); the token's
 // experts go in passes of NC, chain c of a pass being expert j = j0 + c, run by warp
-// c. The lanes holding results put the rounded products into shared memory, and
-// after a barrier lane r of warp 0 sums output r's k products in order.
+// c; warps NC .. NW dequantize. The lanes holding results put the rounded products
+// into shared memory, and after a barrier lane r of warp 0 sums output r's k
+// products in order.
 //
 // Template arguments: T, BITS, GROUP, HID (a multiple of 16), INTER, DEQ, SUMV, RES
-// as in down_combine.cu; PIPE (R of coop.cuh, >= 3), CPS (16-byte chunks of each row
-// a stage), NC (chains a pass, <= 8), PASSES (ceil(TOPK / NC)), NW (warps a block,
-// >= NC), SPLIT (coop.cuh). Launch: 32 * NW
-// threads a block, one block per tile. Inputs and outputs as down_combine.cu.
+// as in down_combine.cu; NC (chains a pass, <= 8), PASSES (ceil(TOPK / NC)); PIPE
+// (the ring's stages, >= 3), CPS (16-byte chunks of each row a stage) and NW (warps
+// a block, > NC) as coop.cuh describes. Launch: 32 * NW threads a block, one block
+// per tile. Inputs and outputs as down_combine.cu.
 
 const int NTOK = static_cast<int>(dims_in[0]);
 const int TOPK = static_cast<int>(dims_in[1]);
@@ -56,7 +56,7 @@ for (int pass = 0; pass < PASSES; ++pass) {
   }
   __syncthreads();
   float c[4];
-  zmlx::coop_chains<T, BITS, GROUP, INTER, DEQ, NC, NW, CPS, PIPE, SPLIT>(coop, chains, c);
+  zmlx::coop_chains<T, BITS, GROUP, INTER, DEQ, NC, NW, CPS, PIPE>(coop, chains, c);
   if (warp < NC && j < TOPK) {
     const T s = gate_scores[tok * TOPK + j];
     zmlx::tile_results<16>(c, lane, [&](int r, float v) {

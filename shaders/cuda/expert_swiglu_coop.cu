@@ -1,18 +1,18 @@
 // zmlx fused expert SwiGLU, cooperative variant (body for MLX's fast::cuda_kernel,
 // after a first part that defines `expert_of`: swiglu_ids.cu or swiglu_route.cu).
 // Same contract and the same bits as expert_swiglu.cu; what differs is who
-// dequantizes: all NW warps of a block, for the block's 2 * TPB chains (coop.cuh),
-// instead of each chain's own warp.
+// dequantizes: dedicated warps of the block (coop.cuh), while each chain's own warp
+// only multiplies.
 //
 // Work split: a block per TPB (pair, 16 consecutive rows n) tiles; chain 2 * lt of
 // the block is tile lt's gate projection, chain 2 * lt + 1 its up projection; warp
-// c < 2 * TPB routes (swiglu_route.cu) and runs chain c's mmas, every warp helps
-// dequantize. The results are rounded to T and meet in shared memory, where the gate
-// warp applies MLX's swiglu functors.
+// c < 2 * TPB routes (swiglu_route.cu) and runs chain c's mmas, warps 2 * TPB .. NW
+// dequantize. The results are rounded to T and meet in shared memory, where the
+// gate warp applies MLX's swiglu functors.
 //
 // Template arguments: T, BITS, GROUP, HID, INTER (a multiple of 16), DEQ, TPB as in
-// expert_swiglu.cu; PIPE (R of coop.cuh, the ring's stages, >= 3), CPS (16-byte
-// chunks of each row a stage), NW (warps a block, >= 2 * TPB), SPLIT (coop.cuh). Launch: 32 * NW
+// expert_swiglu.cu; PIPE (the ring's stages, >= 3), CPS (16-byte chunks of each row
+// a stage) and NW (warps a block, > 2 * TPB) as coop.cuh describes. Launch: 32 * NW
 // threads a block, one block per TPB tiles. Inputs and outputs as expert_swiglu.cu.
 
 const int PAIRS = static_cast<int>(dims_in[0]);
@@ -54,7 +54,7 @@ if (warp < NC && lane == 0) {
 }
 __syncthreads();
 float c[4];
-zmlx::coop_chains<T, BITS, GROUP, HID, DEQ, NC, NW, CPS, PIPE, SPLIT>(coop, chains, c);
+zmlx::coop_chains<T, BITS, GROUP, HID, DEQ, NC, NW, CPS, PIPE>(coop, chains, c);
 // gather_qmm writes each projection in T.
 if (warp < NC && proj == 1) {
   zmlx::tile_results<16>(c, lane, [&](int r, float v) { up_tile[lt][r] = zmlx::from_float<T>(v); });

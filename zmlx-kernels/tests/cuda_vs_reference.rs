@@ -290,18 +290,17 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
         );
         // The default arithmetic in four kernel shapes, all asserted: the
         // cooperative kernels (coop.cuh) with their default ring, with the smallest
-        // (three stages of one chunk, one warp a chain), the classic kernels (one
+        // (three stages of one chunk) and fewest warps, the classic kernels (one
         // warp a chain, ZMLX_CUDA_COOP=0) with 16-row tiles, and with 8-row tiles
         // (ZMLX_CUDA_ROWS=8); the alternative arithmetic reported.
         const SHAPES: [(&str, &[(&str, &str)]); 4] = [
             ("cooperative, default ring", &[]),
             (
-                "cooperative, 3 stages of 1 chunk, 1 warp a chain",
+                "cooperative, 3 stages of 1 chunk, 4 units a dequantizing warp",
                 &[
                     ("ZMLX_CUDA_PIPE", "3"),
                     ("ZMLX_CUDA_CPS", "1"),
-                    ("ZMLX_CUDA_COOP_WPC", "1"),
-                    ("ZMLX_CUDA_COOP_SPLIT", "0"),
+                    ("ZMLX_CUDA_COOP_UPW", "4"),
                 ],
             ),
             ("classic, 16-row tiles", &[("ZMLX_CUDA_COOP", "0")]),
@@ -352,13 +351,12 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
 }
 
 /// The environment variables that select a kernel shape (gpu.rs, gpu/coop.rs).
-const SHAPE_VARS: [&str; 6] = [
+const SHAPE_VARS: [&str; 5] = [
     "ZMLX_CUDA_PIPE",
     "ZMLX_CUDA_ROWS",
     "ZMLX_CUDA_COOP",
     "ZMLX_CUDA_CPS",
-    "ZMLX_CUDA_COOP_WPC",
-    "ZMLX_CUDA_COOP_SPLIT",
+    "ZMLX_CUDA_COOP_UPW",
 ];
 
 /// Hidden 256, intermediate 384 (three groups of 128, twelve of 32), so both

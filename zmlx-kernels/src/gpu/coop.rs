@@ -15,11 +15,8 @@ pub(super) struct CoopShape {
     pub stages: i32,
     /// 16-byte chunks of each weight row a stage (`CPS`).
     pub cps: i32,
-    /// Warps a block (`NW`).
+    /// Warps a block (`NW`): one a chain, the rest dequantize.
     pub warps: i32,
-    /// 1: the chain warps only multiply and the other warps dequantize; 0: every
-    /// warp dequantizes (`SPLIT`).
-    pub split: i32,
 }
 
 /// Bytes of `CoopSmem` plus `CoopChains` (coop.cuh) for `chains` chains over `k`
@@ -37,6 +34,10 @@ pub(super) fn coop_smem(bits: i32, group: i32, k: i32, chains: i32, cps: i32, st
     weights + acts + frags + scales + descriptors
 }
 
+/// The most warps a cooperative block has: 768 threads, so that the kernels' 32-52
+/// registers a thread (ptxas, sm_90) fit a multiprocessor's 64K.
+pub(super) const MAX_COOP_WARPS: i32 = 24;
+
 /// Whether the cooperative kernels are used (`ZMLX_CUDA_COOP=0` keeps the classic
 /// ones, for A/B runs on a device; both give the same bits). They take 16-row tiles
 /// only, so `ZMLX_CUDA_ROWS=8` also selects the classic kernels.
@@ -50,9 +51,10 @@ pub(super) fn coop_enabled() -> bool {
 /// kernel) when the cooperative kernels are off or no ring of three stages fits.
 ///
 /// Defaults: 64 values of K a stage (4 mma blocks), as many stages as fit up to 8
-/// (or `ZMLX_CUDA_PIPE`), two warps a chain (`ZMLX_CUDA_COOP_WPC` = 1..4), at most
-/// 16 warps a block, the chain warps only multiplying (`ZMLX_CUDA_COOP_SPLIT=0`: they
-/// dequantize too). `ZMLX_CUDA_CPS` (1, 2, 4, 8) sets the chunks a stage.
+/// (or `ZMLX_CUDA_PIPE`), and one dequantizing warp per (chain, mma block) of a
+/// stage besides the chain warps, at most [`MAX_COOP_WARPS`] a block
+/// (`ZMLX_CUDA_COOP_UPW` = 2 or 4 gives each dequantizing warp that many units, for
+/// fewer warps). `ZMLX_CUDA_CPS` (1, 2, 4, 8) sets the chunks a stage.
 pub(super) fn coop_shape(
     bits: i32,
     group: i32,
@@ -68,9 +70,7 @@ pub(super) fn coop_shape(
     let default_cps = (64 / vals).max(1);
     let first_cps = env_choice("ZMLX_CUDA_CPS", &[1, 2, 4, 8], default_cps);
     let cap = env_i32("ZMLX_CUDA_PIPE").map_or(8, |n| n.clamp(3, 8));
-    let wpc = env_choice("ZMLX_CUDA_COOP_WPC", &[1, 2, 3, 4], 2);
-    let warps = (chains * wpc).clamp(chains, 16);
-    let split = env_choice("ZMLX_CUDA_COOP_SPLIT", &[0, 1], 1);
+    let first_upw = env_choice("ZMLX_CUDA_COOP_UPW", &[1, 2, 4], 1);
     let mut cps = first_cps;
     while cps >= 1 {
         // More stages than the chain has, plus the one being produced, only cost
@@ -79,12 +79,15 @@ pub(super) fn coop_shape(
         let mut stages = cap.min(needed).max(3);
         while stages >= 3 {
             if coop_smem(bits, group, k, chains, cps, stages) + other <= CUDA_STATIC_SMEM {
-                return Some(CoopShape {
-                    stages,
-                    cps,
-                    warps,
-                    split,
-                });
+                // Units a dequantizing warp takes: as asked, more if the warps would
+                // exceed the cap.
+                let units = chains * cps * vals / 16;
+                let mut upw = first_upw;
+                while chains + (units + upw - 1) / upw > MAX_COOP_WARPS {
+                    upw *= 2;
+                }
+                let warps = chains + (units + upw - 1) / upw;
+                return Some(CoopShape { stages, cps, warps });
             }
             stages -= 1;
         }
@@ -118,7 +121,10 @@ mod tests {
                         assert!(!coop_enabled());
                         continue;
                     };
-                    assert!(s.stages >= 3 && s.warps >= chains && s.warps <= 16, "{s:?}");
+                    assert!(
+                        s.stages >= 3 && s.warps > chains && s.warps <= MAX_COOP_WARPS,
+                        "{s:?}"
+                    );
                     let bytes = coop_smem(bits, group, k, chains, s.cps, s.stages) + other;
                     assert!(bytes <= CUDA_STATIC_SMEM, "{bits}/{group}/{k}: {bytes}");
                 }

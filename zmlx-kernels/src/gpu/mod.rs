@@ -855,7 +855,6 @@ fn swiglu_call(
             targs.push(("TPB", TemplateArg::Int(tpb)));
             targs.push(("CPS", TemplateArg::Int(shape.cps)));
             targs.push(("NW", TemplateArg::Int(shape.warps)));
-            targs.push(("SPLIT", TemplateArg::Int(shape.split)));
         }
         (KernelBackend::Cuda, None) => {
             let pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows));
@@ -1108,7 +1107,6 @@ fn down_combine_call(
             targs.push(("NC", TemplateArg::Int(chains)));
             targs.push(("PASSES", TemplateArg::Int((k + chains - 1) / chains)));
             targs.push(("NW", TemplateArg::Int(shape.warps)));
-            targs.push(("SPLIT", TemplateArg::Int(shape.split)));
         }
         (KernelBackend::Cuda, None) => {
             targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
