@@ -13,7 +13,7 @@ status=0
 check() { # name, type, template lines, signature[, headers (default: the expert
   # kernels')[, body files (default: name.cu)]]
   local name=$1 ty=$2 consts=$3 sig=$4
-  local headers=${5:-prelude.cuh mma.cuh coop.cuh} bodies=${6:-$1.cu}
+  local headers=${5:-prelude.cuh mma.cuh} bodies=${6:-$1.cu}
   {
     echo '#define ZMLX_SYNTAX_ONLY'
     echo '#include "cuda_mock.h"'
@@ -42,31 +42,17 @@ for ty in __half __nv_bfloat16; do
     swiglu_consts="constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = $((bits / 4 - 1)); constexpr int PIPE = $pipe; constexpr int TPB = 4; constexpr int ROWS = $rows;"
     check expert_swiglu "$ty" "$swiglu_consts" \
       "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out" \
-      "prelude.cuh mma.cuh coop.cuh" "swiglu_ids.cu expert_swiglu.cu"
+      "prelude.cuh mma.cuh" "swiglu_ids.cu expert_swiglu.cu"
     check routed_swiglu "$ty" "$swiglu_consts constexpr int RK = 8; constexpr int REXP = 128; constexpr bool NORM = true;" \
       "const T* x_in, const T* logits_in, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out, uint32_t* ids_out, T* scores_out" \
-      "prelude.cuh mma.cuh coop.cuh route.cuh" "swiglu_route.cu expert_swiglu.cu"
+      "prelude.cuh mma.cuh route.cuh" "swiglu_route.cu expert_swiglu.cu"
     check down_combine "$ty" \
       "constexpr int BITS = $bits; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 1; constexpr int RES = $((bits / 8)); constexpr int PIPE = $((10 - pipe)); constexpr int ROWS = $((24 - rows));" \
       "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, T* y_out"
     check down_combine_norm "$ty" \
       "constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 0; constexpr int RES = 1; constexpr int PIPE = $pipe; constexpr int ROWS = $rows; constexpr int EPS = 897988541; constexpr int FMAV = 0;" \
       "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, const T* wn_in, const uint32_t* cnt_in, T* y_out, T* n_out" \
-      "prelude.cuh mma.cuh coop.cuh norm.cuh" "down_combine.cu down_combine_norm.cu"
-    coop_consts="constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int PIPE = 6; constexpr int TPB = 2; constexpr int CPS = $((bits == 4 ? 2 : 1)); constexpr int NW = 8; "
-    check expert_swiglu_coop "$ty" "$coop_consts" \
-      "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out" \
-      "prelude.cuh mma.cuh coop.cuh" "swiglu_ids.cu expert_swiglu_coop.cu"
-    check routed_swiglu_coop "$ty" "$coop_consts constexpr int RK = 8; constexpr int REXP = 128; constexpr bool NORM = true;" \
-      "const T* x_in, const T* logits_in, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out, uint32_t* ids_out, T* scores_out" \
-      "prelude.cuh mma.cuh coop.cuh route.cuh" "swiglu_route.cu expert_swiglu_coop.cu"
-    check down_combine_coop "$ty" \
-      "constexpr int BITS = $bits; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 1; constexpr int RES = $((bits / 8)); constexpr int PIPE = 4; constexpr int CPS = 1; constexpr int NC = 8; constexpr int PASSES = 1; constexpr int NW = 24; " \
-      "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, T* y_out"
-    check down_combine_coop_norm "$ty" \
-      "constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 0; constexpr int RES = 1; constexpr int PIPE = 5; constexpr int CPS = 1; constexpr int NC = 4; constexpr int PASSES = 2; constexpr int NW = 8;  constexpr int EPS = 897988541; constexpr int FMAV = 0;" \
-      "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, const T* wn_in, const uint32_t* cnt_in, T* y_out, T* n_out" \
-      "prelude.cuh mma.cuh coop.cuh norm.cuh" "down_combine_coop.cu down_combine_norm.cu"
+      "prelude.cuh mma.cuh norm.cuh" "down_combine.cu down_combine_norm.cu"
   done
 done
 for ty in float __half __nv_bfloat16; do

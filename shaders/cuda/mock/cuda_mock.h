@@ -9,7 +9,6 @@
 #define __device__
 #define __global__
 #define __forceinline__ inline
-#define __noinline__
 #define __shared__ static
 #define __grid_constant__
 

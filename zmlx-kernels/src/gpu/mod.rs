@@ -30,7 +30,6 @@ use crate::moe_gate::RouterSpec;
 use crate::weight::Weight;
 use family::{FamilySource, KernelFamily};
 
-mod coop;
 mod family;
 mod header_file;
 pub mod norm;
@@ -213,23 +212,12 @@ struct Sources {
     /// Header and body of the down + combine kernel that also normalises its
     /// output (CUDA only).
     down_norm: Option<(&'static str, &'static str)>,
-    /// The cooperative bodies (CUDA only, `coop.rs`), headers as the classic ones.
-    coop: Option<CoopBodies>,
-}
-
-/// Bodies of the cooperative CUDA expert kernels, one per classic body.
-struct CoopBodies {
-    swiglu: &'static str,
-    routed_swiglu: &'static str,
-    down: &'static str,
-    down_norm: &'static str,
 }
 
 const CUDA: Sources = Sources {
     prelude: concat!(
         include_str!("../../../shaders/cuda/prelude.cuh"),
-        include_str!("../../../shaders/cuda/mma.cuh"),
-        include_str!("../../../shaders/cuda/coop.cuh")
+        include_str!("../../../shaders/cuda/mma.cuh")
     ),
     gate_header: concat!(
         include_str!("../../../shaders/cuda/prelude.cuh"),
@@ -245,7 +233,6 @@ const CUDA: Sources = Sources {
         concat!(
             include_str!("../../../shaders/cuda/prelude.cuh"),
             include_str!("../../../shaders/cuda/mma.cuh"),
-            include_str!("../../../shaders/cuda/coop.cuh"),
             include_str!("../../../shaders/cuda/route.cuh")
         ),
         concat!(
@@ -257,7 +244,6 @@ const CUDA: Sources = Sources {
         concat!(
             include_str!("../../../shaders/cuda/prelude.cuh"),
             include_str!("../../../shaders/cuda/mma.cuh"),
-            include_str!("../../../shaders/cuda/coop.cuh"),
             include_str!("../../../shaders/cuda/norm.cuh")
         ),
         concat!(
@@ -265,21 +251,6 @@ const CUDA: Sources = Sources {
             include_str!("../../../shaders/cuda/down_combine_norm.cu")
         ),
     )),
-    coop: Some(CoopBodies {
-        swiglu: concat!(
-            include_str!("../../../shaders/cuda/swiglu_ids.cu"),
-            include_str!("../../../shaders/cuda/expert_swiglu_coop.cu")
-        ),
-        routed_swiglu: concat!(
-            include_str!("../../../shaders/cuda/swiglu_route.cu"),
-            include_str!("../../../shaders/cuda/expert_swiglu_coop.cu")
-        ),
-        down: include_str!("../../../shaders/cuda/down_combine_coop.cu"),
-        down_norm: concat!(
-            include_str!("../../../shaders/cuda/down_combine_coop.cu"),
-            include_str!("../../../shaders/cuda/down_combine_norm.cu")
-        ),
-    }),
 };
 
 const METAL: Sources = Sources {
@@ -290,7 +261,6 @@ const METAL: Sources = Sources {
     gate: include_str!("../../../shaders/metal/moe_gate.metal"),
     routed_swiglu: None,
     down_norm: None,
-    coop: None,
 };
 
 fn sources(b: KernelBackend) -> &'static Sources {
@@ -698,8 +668,6 @@ fn swiglu_call(
 ) -> Result<Vec<Array>> {
     static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
     static ROUTED: Slot = OnceLock::new();
-    static COOP: Slot = OnceLock::new();
-    static COOP_ROUTED: Slot = OnceLock::new();
     const OP: &str = "expert_swiglu";
     let (g, u) = (quantized(OP, gate)?, quantized(OP, up)?);
     if g.spec != u.spec || g.scales.dtype() != u.scales.dtype() {
@@ -715,39 +683,17 @@ fn swiglu_call(
     let hidden = gate.in_features();
     let inter = gate.out_features();
     let experts = gate.experts();
-    let bits = g.spec.bits;
-    let group = g.spec.group_size;
-    let tpb = cuda_swiglu_tiles_per_block();
-    // CUDA: the cooperative kernel (coop.rs) where its ring fits: 2 * tpb chains, the
-    // up tile besides.
-    let coop = match (backend, sources(backend).coop.as_ref()) {
-        (KernelBackend::Cuda, Some(bodies)) => {
-            coop::coop_shape(bits, group, hidden, 2 * tpb, 32 * i64::from(tpb))
-                .map(|shape| (shape, bodies))
-        }
-        _ => None,
-    };
     // The routing's shape, [..., k], and the kernel's per-variant arguments.
     let (route_shape, kern, first, extra_dims, route_targs) = match experts_of {
         PairExperts::Ids(indices) => {
-            let kern = match coop {
-                Some((_, bodies)) => kernel(
-                    &COOP,
-                    backend,
-                    "zmlx_expert_swiglu_coop",
-                    &SWIGLU_INPUTS,
-                    &["h_out"],
-                    bodies.swiglu,
-                )?,
-                None => kernel(
-                    &SLOTS[slot_index(backend)],
-                    backend,
-                    "zmlx_expert_swiglu",
-                    &SWIGLU_INPUTS,
-                    &["h_out"],
-                    sources(backend).swiglu,
-                )?,
-            };
+            let kern = kernel(
+                &SLOTS[slot_index(backend)],
+                backend,
+                "zmlx_expert_swiglu",
+                &SWIGLU_INPUTS,
+                &["h_out"],
+                sources(backend).swiglu,
+            )?;
             (indices.shape().to_vec(), kern, indices, vec![], vec![])
         }
         PairExperts::Route {
@@ -789,18 +735,10 @@ fn swiglu_call(
                 ));
             }
             check_router_k(OP, experts, k)?;
-            let (slot, name, body) = match coop {
-                Some((_, bodies)) => (
-                    &COOP_ROUTED,
-                    "zmlx_routed_swiglu_coop",
-                    bodies.routed_swiglu,
-                ),
-                None => (&ROUTED, "zmlx_routed_swiglu", body),
-            };
             let kern = kernel_with_header(
-                slot,
+                &ROUTED,
                 backend,
-                name,
+                "zmlx_routed_swiglu",
                 &ROUTED_SWIGLU_INPUTS,
                 &["h_out", "ids_out", "scores_out"],
                 body,
@@ -820,21 +758,21 @@ fn swiglu_call(
     };
     let k = *route_shape.last().unwrap_or(&1);
     let pairs = route_shape.iter().product::<i32>();
-    // CUDA: two warps per (pair, `rows` rows), `tpb` such tiles a block (the
-    // cooperative kernel: 16 rows, `warps` warps a block); Metal: `lpr` lanes per row.
+    let bits = g.spec.bits;
+    // CUDA: two warps per (pair, `rows` rows), `tpb` such tiles a block; Metal: `lpr`
+    // lanes per row.
     let lpr = lanes_per_row(hidden * bits / 128);
+    let tpb = cuda_swiglu_tiles_per_block();
+    let group = g.spec.group_size;
     // Two rings (gate, up) and the up tile (`rows` values) per tile of a block.
     let swiglu_smem = |rows: i32| 2 * i64::from(rows) * i64::from(tpb);
-    let rows = match coop {
-        Some(_) => 16,
-        None => cuda_tile_rows(|r| pipe_fits(bits, group, hidden, r, 2 * tpb, swiglu_smem(r), 2)),
-    };
+    let rows = cuda_tile_rows(|r| pipe_fits(bits, group, hidden, r, 2 * tpb, swiglu_smem(r), 2));
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, gate, pairs)?;
+            // Two warps (gate, up) per (pair, `rows` rows), `tpb` such tiles a block.
             let tiles = i64::from(pairs) * i64::from(inter / rows);
-            let threads = coop.map_or(64 * tpb, |(shape, _)| 32 * shape.warps);
-            block_dims((tiles + i64::from(tpb) - 1) / i64::from(tpb), threads)?
+            block_dims((tiles + i64::from(tpb) - 1) / i64::from(tpb), 64 * tpb)?
         }
         KernelBackend::Metal => {
             let rows = i64::from(pairs) * i64::from(inter);
@@ -849,20 +787,11 @@ fn swiglu_call(
         ("INTER", TemplateArg::Int(inter)),
         layout_arg(backend, lpr),
     ];
-    match (backend, coop) {
-        (KernelBackend::Cuda, Some((shape, _))) => {
-            targs.push(("PIPE", TemplateArg::Int(shape.stages)));
-            targs.push(("TPB", TemplateArg::Int(tpb)));
-            targs.push(("CPS", TemplateArg::Int(shape.cps)));
-            targs.push(("NW", TemplateArg::Int(shape.warps)));
-        }
-        (KernelBackend::Cuda, None) => {
-            let pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows));
-            targs.push(("PIPE", TemplateArg::Int(pipe)));
-            targs.push(("TPB", TemplateArg::Int(tpb)));
-            targs.push(("ROWS", TemplateArg::Int(rows)));
-        }
-        (KernelBackend::Metal, _) => {}
+    if backend == KernelBackend::Cuda {
+        let pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows));
+        targs.push(("PIPE", TemplateArg::Int(pipe)));
+        targs.push(("TPB", TemplateArg::Int(tpb)));
+        targs.push(("ROWS", TemplateArg::Int(rows)));
     }
     targs.extend(route_targs);
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
@@ -997,8 +926,6 @@ fn down_combine_call(
 ) -> Result<Vec<Array>> {
     static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
     static NORM_SLOT: Slot = OnceLock::new();
-    static COOP: Slot = OnceLock::new();
-    static COOP_NORM: Slot = OnceLock::new();
     const OP: &str = "down_combine";
     let d = quantized(OP, down)?;
     let dtype = h.dtype();
@@ -1015,19 +942,8 @@ fn down_combine_call(
     let pairs = indices.size() as i32;
     let ntok = pairs / k.max(1);
     let bits = d.spec.bits;
-    let group = d.spec.group_size;
-    // CUDA: the cooperative kernel (coop.rs) where its ring fits: min(k, 8) chains a
-    // pass, the products' tile and the norm's scratch besides.
-    let chains = k.clamp(1, 8);
-    let coop = match (backend, sources(backend).coop.as_ref()) {
-        (KernelBackend::Cuda, Some(bodies)) => {
-            coop::coop_shape(bits, group, inter, chains, combine_smem(16) + 256)
-                .map(|shape| (shape, bodies))
-        }
-        _ => None,
-    };
-    let kern = match (norm, coop) {
-        (None, None) => kernel(
+    let kern = match norm {
+        None => kernel(
             &SLOTS[slot_index(backend)],
             backend,
             "zmlx_down_combine",
@@ -1035,29 +951,17 @@ fn down_combine_call(
             &["y_out"],
             sources(backend).down,
         )?,
-        (None, Some((_, bodies))) => kernel(
-            &COOP,
-            backend,
-            "zmlx_down_combine_coop",
-            &DOWN_INPUTS,
-            &["y_out"],
-            bodies.down,
-        )?,
-        (Some(_), _) => {
+        Some(_) => {
             let (header, body) = sources(backend).down_norm.ok_or_else(|| {
                 Error::invalid(
                     OP,
                     "no Metal body for the normalising variant; use MLX's norm",
                 )
             })?;
-            let (slot, name, body) = match coop {
-                Some((_, bodies)) => (&COOP_NORM, "zmlx_down_combine_coop_norm", bodies.down_norm),
-                None => (&NORM_SLOT, "zmlx_down_combine_norm", body),
-            };
             kernel_with_header(
-                slot,
+                &NORM_SLOT,
                 backend,
-                name,
+                "zmlx_down_combine_norm",
                 &DOWN_NORM_INPUTS,
                 &["y_out", "n_out"],
                 body,
@@ -1065,13 +969,11 @@ fn down_combine_call(
             )?
         }
     };
-    // CUDA: a block of up to 8 warps per (token, `rows` outputs) (the cooperative
-    // kernel: 16 rows, `warps` warps a block); Metal: a warp per (token, output).
+    // CUDA: a block of up to 8 warps per (token, `rows` outputs); Metal: a warp per
+    // (token, output).
     let lpr = lanes_per_row(inter * bits / 128);
-    let rows = match coop {
-        Some(_) => 16,
-        None => cuda_tile_rows(|r| pipe_fits(bits, group, inter, r, 8, combine_smem(r), 2)),
-    };
+    let group = d.spec.group_size;
+    let rows = cuda_tile_rows(|r| pipe_fits(bits, group, inter, r, 8, combine_smem(r), 2));
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, down, pairs)?;
@@ -1085,8 +987,7 @@ fn down_combine_call(
             }
             // Blocks of min(k, 8) warps (each runs some experts) per (token, `rows`
             // outputs); 16 warps of this kernel exceed an SM's register file.
-            let threads = coop.map_or(32 * k.min(8), |(shape, _)| 32 * shape.warps);
-            block_dims(i64::from(ntok) * i64::from(hidden / rows), threads)?
+            block_dims(i64::from(ntok) * i64::from(hidden / rows), 32 * k.min(8))?
         }
         KernelBackend::Metal => launch_dims(i64::from(ntok) * i64::from(hidden))?,
     };
@@ -1099,23 +1000,12 @@ fn down_combine_call(
         layout_arg(backend, lpr),
         ("RES", TemplateArg::Int(i32::from(residual.is_some()))),
     ];
-    match (backend, coop) {
-        (KernelBackend::Cuda, Some((shape, _))) => {
-            targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
-            targs.push(("PIPE", TemplateArg::Int(shape.stages)));
-            targs.push(("CPS", TemplateArg::Int(shape.cps)));
-            targs.push(("NC", TemplateArg::Int(chains)));
-            targs.push(("PASSES", TemplateArg::Int((k + chains - 1) / chains)));
-            targs.push(("NW", TemplateArg::Int(shape.warps)));
-        }
-        (KernelBackend::Cuda, None) => {
-            targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
-            // Eight rings (the most warps a block has) and the products' tile.
-            let pipe = cuda_pipe_stages(bits, group, inter, rows, 8, combine_smem(rows));
-            targs.push(("PIPE", TemplateArg::Int(pipe)));
-            targs.push(("ROWS", TemplateArg::Int(rows)));
-        }
-        (KernelBackend::Metal, _) => {}
+    if backend == KernelBackend::Cuda {
+        targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
+        // Eight rings (the most warps a block has) and the products' tile.
+        let pipe = cuda_pipe_stages(bits, group, inter, rows, 8, combine_smem(rows));
+        targs.push(("PIPE", TemplateArg::Int(pipe)));
+        targs.push(("ROWS", TemplateArg::Int(rows)));
     }
     if indices.ndim() == 0 {
         return Err(Error::invalid(OP, "routing indices need an expert axis"));
