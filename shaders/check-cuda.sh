@@ -39,7 +39,7 @@ for ty in __half __nv_bfloat16; do
   for bits in 4 8; do
     pipe=$((bits == 4 ? 8 : 2))
     rows=$((bits == 4 ? 16 : 8))
-    swiglu_consts="constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = $((bits / 4 - 1)); constexpr int PIPE = $pipe; constexpr int TPB = 4; constexpr int ROWS = $rows; constexpr int PAIR = $((bits / 4 - 1));"
+    swiglu_consts="constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = $((bits / 4 - 1)); constexpr int PIPE = $pipe; constexpr int TPB = 4; constexpr int ROWS = $rows;"
     check expert_swiglu "$ty" "$swiglu_consts" \
       "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out" \
       "prelude.cuh mma.cuh" "swiglu_ids.cu expert_swiglu.cu"

@@ -61,8 +61,9 @@ for (int j = warp; j < TOPK; j += WPB) {
     const T* sc = s_down + wrow * GPR;
     const T* bi = b_down + wrow * GPR;
     const T* hr = h_in + (tok * TOPK + j) * INTER;
-    zmlx::mma_tile_any<T, BITS, GROUP, INTER, DEQ, PIPE, ROWS>(ring[warp], w, sc, bi, hr, lane,
-                                                               c);
+    const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(hr);
+    zmlx::mma_tile_any<T, BITS, GROUP, INTER, DEQ, PIPE, ROWS>(ring[warp], w, sc, bi, hr,
+                                                               aligned, lane, c);
   }
   const T s = gate_scores[tok * TOPK + j];
   zmlx::tile_results<ROWS>(c, lane, [&](int r, float v) {

@@ -291,32 +291,24 @@ __device__ __forceinline__ void mma_chunk(const uint4* w, const uint32_t* a, int
   }
 }
 
-// Calls f(row, c value, d value) once for every row of a ROWS-row tile whose
-// results this lane holds after the chains below (f32, before any rounding), c and
-// d being two tiles' accumulators in the same layout: rows 2t and 2t + 1 in lanes
-// 0..3 for ROWS = 8, rows g and g + 8 in the lanes with t = 0 for ROWS = 16.
+// Calls f(row, value) once for every row of a ROWS-row tile whose result this lane
+// holds after the chain below (f32, before any rounding): rows 2t and 2t + 1 in
+// lanes 0..3 for ROWS = 8, rows g and g + 8 in the lanes with t = 0 for ROWS = 16.
 template <int ROWS, typename F>
-__device__ __forceinline__ void tile_pairs(const float* c, const float* d, int lane, F&& f) {
+__device__ __forceinline__ void tile_results(const float* c, int lane, F&& f) {
   const int g = lane >> 2;
   const int t = lane & 3;
   if constexpr (ROWS == 8) {
     if (g == 0) {
-      f(2 * t, c[0], d[0]);
-      f(2 * t + 1, c[1], d[1]);
+      f(2 * t, c[0]);
+      f(2 * t + 1, c[1]);
     }
   } else {
     if (t == 0) {
-      f(g, c[0], d[0]);
-      f(g + 8, c[2], d[2]);
+      f(g, c[0]);
+      f(g + 8, c[2]);
     }
   }
-}
-
-// Calls f(row, value) once for every row of a ROWS-row tile whose result this lane
-// holds (tile_pairs with one tile).
-template <int ROWS, typename F>
-__device__ __forceinline__ void tile_results(const float* c, int lane, F&& f) {
-  tile_pairs<ROWS>(c, c, lane, [&](int r, float v, float) { f(r, v); });
 }
 
 // ---- The mma chain: a per-warp ring in shared memory ----------------------------
@@ -377,45 +369,22 @@ __device__ __forceinline__ void copy16(uint4* dst, const void* src) {
 // The chunks of a stage.
 constexpr int PIPE_CPS = 4;
 
-// One warp's ring: STAGES stages of PIPE_CPS chunks of NT ROWS-row weight tiles
-// ([chunk][tile * ROWS + row], 16 bytes each) and of their activation rows, plus
-// the tiles' scales and biases (GPRX per row). 16-bit values are kept as raw bits.
-template <int BITS, int GPRX, int STAGES, int ROWS, int NT = 1>
+// One warp's ring: STAGES stages of PIPE_CPS chunks of a ROWS-row weight tile
+// ([chunk][row], 16 bytes each) and of the activation row, plus the tile's scales
+// and biases (GPRX per row). 16-bit values are kept as raw bits.
+template <int BITS, int GPRX, int STAGES, int ROWS>
 struct PipeRing {
   static constexpr int XWORDS = PIPE_CPS * (128 / BITS) * 2 / 16;  // 16-byte words of T
-  uint4 w[STAGES][PIPE_CPS][NT * ROWS];
-  uint4 x[STAGES][NT][XWORDS];
-  unsigned short s[NT * ROWS][GPRX];
-  unsigned short b[NT * ROWS][GPRX];
+  uint4 w[STAGES][PIPE_CPS][ROWS];
+  uint4 x[STAGES][XWORDS];
+  unsigned short s[ROWS][GPRX];
+  unsigned short b[ROWS][GPRX];
 };
-
-// Where a warp's tiles read (mma_tiles): tile i's first weight row, scales and
-// biases (rows WPR words / GPR values apart) and its activation row.
-template <typename T, int NT>
-struct TileSrc {
-  const uint32_t* w[NT];
-  const T* sc[NT];
-  const T* bi[NT];
-  const T* x[NT];
-};
-
-// a[i] for a runtime i < NT without a dynamically indexed array (which would live
-// in local memory).
-template <typename P, int NT>
-__device__ __forceinline__ P pick(const P (&a)[NT], int i) {
-  P v = a[0];
-#pragma unroll
-  for (int k = 1; k < NT; ++k) {
-    v = i == k ? a[k] : v;
-  }
-  return v;
-}
 
 // Issues the copies of stage `st` (of K) into its slot and commits one group (an
 // empty one past the end, so that group counts stay uniform).
-template <typename T, int BITS, int KIN, int STAGES, int ROWS, int NT, bool ALIGNED,
-          typename Ring>
-__device__ __forceinline__ void pipe_issue(Ring& ring, int st, const TileSrc<T, NT>& src,
+template <typename T, int BITS, int KIN, int STAGES, int ROWS, bool ALIGNED, typename Ring>
+__device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w, const T* x,
                                            int lane) {
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = KIN / VALS;
@@ -424,37 +393,31 @@ __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const TileSrc<T, 
   if (st < NST) {
     const int slot = st % STAGES;
 #pragma unroll
-    for (int i = lane; i < NT * ROWS * PIPE_CPS; i += 32) {
-      const int r = i % (NT * ROWS);
-      const int j = i / (NT * ROWS);
+    for (int i = lane; i < ROWS * PIPE_CPS; i += 32) {
+      const int r = i % ROWS;
+      const int j = i / ROWS;
       const int ch = st * PIPE_CPS + j;
       if (ch < NCH) {
-        copy16<ALIGNED>(&ring.w[slot][j][r],
-                        pick(src.w, r / ROWS) + static_cast<long long>(r % ROWS) * WPR + ch * 4);
+        copy16<ALIGNED>(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4);
       }
     }
-#pragma unroll
-    for (int i = lane; i < NT * Ring::XWORDS; i += 32) {
-      const int l = i % Ring::XWORDS;
-      const int xo = st * PIPE_CPS * VALS + l * 8;  // 8 values of T per 16 bytes
-      if (xo < KIN) {
-        copy16<ALIGNED>(&ring.x[slot][i / Ring::XWORDS][l], pick(src.x, i / Ring::XWORDS) + xo);
-      }
+    const int xo = st * PIPE_CPS * VALS + lane * 8;  // 8 values of T per 16 bytes
+    if (lane < Ring::XWORDS && xo < KIN) {
+      copy16<ALIGNED>(&ring.x[slot][lane], x + xo);
     }
   }
   cp_async_commit();
 }
 
-// c[i] += x_i . w_i for the ROWS rows of each of the warp's NT tiles in qmm_sm80's
-// order (one mma per 16 values of K, in K order; the tiles' chains are independent
-// and interleaved, which gives the warp NT times the independent work between two
-// dependent instructions). Every lane of the warp must call it with the same
-// arguments; tile_results above says which lanes end with which rows of each tile.
-// ALIGNED: weights and activations start 16-byte aligned.
-template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS, int NT,
-          bool ALIGNED, typename Ring>
-__device__ __forceinline__ void mma_tiles(Ring& ring, const TileSrc<T, NT>& src, int lane,
-                                          float (*c)[4]) {
+// c += x . w for the ROWS rows of a tile in qmm_sm80's order (one mma per 16
+// values of K, in K order): `w`, `sc`, `bi` point at the tile's FIRST row (rows WPR
+// words / GPR values apart), `x` at the activation row. Every lane of the warp must
+// call it with the same arguments; tile_results above says which lanes end with
+// which rows. ALIGNED: weights and activations start 16-byte aligned.
+template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS, bool ALIGNED,
+          typename Ring>
+__device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T* sc,
+                                         const T* bi, const T* x, int lane, float* c) {
   static_assert(ROWS == 8 || ROWS == 16, "tiles of 8 or 16 rows");
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = KIN / VALS;
@@ -465,38 +428,33 @@ __device__ __forceinline__ void mma_tiles(Ring& ring, const TileSrc<T, NT>& src,
   constexpr int RPL = ROWS / 8;  // rows a lane dequantizes: g (and g + 8)
   const int g = lane >> 2;
   const int t = lane & 3;
-  // The tiles' scales and biases join the first group as 4-byte copies when every
+  // The tile's scales and biases join the first group as 4-byte copies when every
   // row's run of GPR values starts 4-byte aligned; otherwise they are loaded while
   // the first stages are in flight (a round trip the chain then waits for: the
   // SASS samples of device run 23 put about a seventh of the SwiGLU's stalls on it).
   bool scales_async = false;
   if constexpr (GPR % 2 == 0) {
-    bool al = true;
-#pragma unroll
-    for (int i = 0; i < NT; ++i) {
-      al = al && aligned4(src.sc[i]) && aligned4(src.bi[i]);
-    }
-    if (al) {
+    if (aligned4(sc) && aligned4(bi)) {
       constexpr int WORDS = GPR / 2;
-      for (int i = lane; i < NT * ROWS * WORDS; i += 32) {
+      for (int i = lane; i < ROWS * WORDS; i += 32) {
         const int r = i / WORDS;
         const int q = 2 * (i - r * WORDS);
-        cp_async4(&ring.s[r][q], pick(src.sc, r / ROWS) + (r % ROWS) * GPR + q);
-        cp_async4(&ring.b[r][q], pick(src.bi, r / ROWS) + (r % ROWS) * GPR + q);
+        cp_async4(&ring.s[r][q], sc + r * GPR + q);
+        cp_async4(&ring.b[r][q], bi + r * GPR + q);
       }
       scales_async = true;
     }
   }
 #pragma unroll
   for (int p = 0; p < STAGES - 1; ++p) {
-    pipe_issue<T, BITS, KIN, STAGES, ROWS, NT, ALIGNED>(ring, p, src, lane);
+    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, p, w, x, lane);
   }
   if (!scales_async) {
-    for (int i = lane; i < NT * ROWS * GPR; i += 32) {
+    for (int i = lane; i < ROWS * GPR; i += 32) {
       const int r = i / GPR;
       const int q = i - r * GPR;
-      ring.s[r][q] = static_cast<unsigned short>(bits16(pick(src.sc, r / ROWS)[(r % ROWS) * GPR + q]));
-      ring.b[r][q] = static_cast<unsigned short>(bits16(pick(src.bi, r / ROWS)[(r % ROWS) * GPR + q]));
+      ring.s[r][q] = static_cast<unsigned short>(bits16(sc[r * GPR + q]));
+      ring.b[r][q] = static_cast<unsigned short>(bits16(bi[r * GPR + q]));
     }
   }
   for (int st = 0; st < NST; ++st) {
@@ -504,46 +462,40 @@ __device__ __forceinline__ void mma_tiles(Ring& ring, const TileSrc<T, NT>& src,
     // Stage st is in (every lane's copies), and every lane is done with the slot
     // the next issue overwrites (it held stage st - 1).
     __syncwarp();
-    pipe_issue<T, BITS, KIN, STAGES, ROWS, NT, ALIGNED>(ring, st + STAGES - 1, src, lane);
+    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
     const int slot = st % STAGES;
+    const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
     // All of the stage's shared-memory loads first, then the multiplies: the
     // loads' latency is paid once a stage instead of once a chunk (Nsight Compute,
     // device run 26: short-scoreboard stalls were a sixth of the SwiGLU's; run 27
     // measured no change in duration, and it is no slower).
-    uint4 wc[PIPE_CPS][NT][RPL];
-    uint32_t a[PIPE_CPS][NT][2 * KPC];
-    uint32_t sb[PIPE_CPS][NT][RPL];
-    uint32_t zb[PIPE_CPS][NT][RPL];
+    uint4 wc[PIPE_CPS][RPL];
+    uint32_t a[PIPE_CPS][2 * KPC];
+    uint32_t sb[PIPE_CPS][RPL];
+    uint32_t zb[PIPE_CPS][RPL];
 #pragma unroll
     for (int j = 0; j < PIPE_CPS; ++j) {
       const int ch = st * PIPE_CPS + j;
       if (ch < NCH) {
         const int q = ch * VALS / GROUP;
 #pragma unroll
-        for (int i = 0; i < NT; ++i) {
-          const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][i][0]);
+        for (int r = 0; r < RPL; ++r) {
+          wc[j][r] = ring.w[slot][j][g + 8 * r];
+          sb[j][r] = ring.s[g + 8 * r][q];
+          zb[j][r] = ring.b[g + 8 * r][q];
+        }
 #pragma unroll
-          for (int r = 0; r < RPL; ++r) {
-            wc[j][i][r] = ring.w[slot][j][i * ROWS + g + 8 * r];
-            sb[j][i][r] = ring.s[i * ROWS + g + 8 * r][q];
-            zb[j][i][r] = ring.b[i * ROWS + g + 8 * r][q];
-          }
-#pragma unroll
-          for (int k = 0; k < KPC; ++k) {
-            const int o = j * VALS / 2 + 8 * k;
-            a[j][i][2 * k] = xw[o + t];
-            a[j][i][2 * k + 1] = xw[o + t + 4];
-          }
+        for (int i = 0; i < KPC; ++i) {
+          const int o = j * VALS / 2 + 8 * i;
+          a[j][2 * i] = xw[o + t];
+          a[j][2 * i + 1] = xw[o + t + 4];
         }
       }
     }
 #pragma unroll
     for (int j = 0; j < PIPE_CPS; ++j) {
       if (st * PIPE_CPS + j < NCH) {
-#pragma unroll
-        for (int i = 0; i < NT; ++i) {
-          mma_chunk<T, BITS, DEQ, ROWS>(wc[j][i], a[j][i], t, sb[j][i], zb[j][i], c[i]);
-        }
+        mma_chunk<T, BITS, DEQ, ROWS>(wc[j], a[j], t, sb[j], zb[j], c);
       }
     }
   }
@@ -552,34 +504,19 @@ __device__ __forceinline__ void mma_tiles(Ring& ring, const TileSrc<T, NT>& src,
   __syncwarp();
 }
 
-// mma_tiles with the copy path chosen once: cp.async when the weights and the
-// activations of every tile are 16-byte aligned (always, for arrays MLX
-// allocates), else the slow copies.
-template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS, int NT,
-          typename Ring>
-__device__ __forceinline__ void mma_tiles_any(Ring& ring, const TileSrc<T, NT>& src, int lane,
-                                              float (*c)[4]) {
-  bool aligned = true;
-#pragma unroll
-  for (int i = 0; i < NT; ++i) {
-    aligned = aligned && aligned16(src.w[i]) && aligned16(src.x[i]);
-  }
-  if (aligned) {
-    mma_tiles<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, NT, true>(ring, src, lane, c);
-  } else {
-    mma_tiles<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, NT, false>(ring, src, lane, c);
-  }
-}
-
-// One tile a warp: c += x . w for the ROWS rows of the tile whose first weight row,
-// scales and biases `w`, `sc`, `bi` point at (mma_tiles with NT = 1).
+// mma_tile with the copy path chosen once: cp.async when both the weights and the
+// activations are 16-byte aligned (always, for arrays MLX allocates), else the
+// slow copies.
 template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS,
           typename Ring>
 __device__ __forceinline__ void mma_tile_any(Ring& ring, const uint32_t* w, const T* sc,
-                                             const T* bi, const T* x, int lane, float* c) {
-  const TileSrc<T, 1> src{{w}, {sc}, {bi}, {x}};
-  mma_tiles_any<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, 1>(
-      ring, src, lane, reinterpret_cast<float(*)[4]>(c));
+                                             const T* bi, const T* x, bool aligned, int lane,
+                                             float* c) {
+  if (aligned) {
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, true>(ring, w, sc, bi, x, lane, c);
+  } else {
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, false>(ring, w, sc, bi, x, lane, c);
+  }
 }
 
 // mlx-lm's swiglu on MLX's CUDA backend (a compiled element-wise kernel: each op

@@ -184,15 +184,6 @@ fn cuda_swiglu_tiles_per_block() -> i32 {
     env_choice("ZMLX_CUDA_TPB", &[1, 2, 4], 2)
 }
 
-/// Whether one warp of the CUDA SwiGLU kernel runs both projections of its tile as
-/// two interleaved chains (`PAIR` = 1, the default: more independent work per warp,
-/// the activation loaded once) rather than a warp each (0). `ZMLX_CUDA_PAIR=0`
-/// selects the warp-per-projection kernel, for A/B runs on a device; both give the
-/// same bits.
-fn cuda_swiglu_pair() -> i32 {
-    env_choice("ZMLX_CUDA_PAIR", &[0, 1], 1)
-}
-
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
 pub const MAX_ROUTER_EXPERTS: i32 = 512;
 
@@ -773,21 +764,15 @@ fn swiglu_call(
     let lpr = lanes_per_row(hidden * bits / 128);
     let tpb = cuda_swiglu_tiles_per_block();
     let group = g.spec.group_size;
-    // Two rings (gate, up; with PAIR one ring of twice the size) and the up tile
-    // (`rows` values) per tile of a block.
+    // Two rings (gate, up) and the up tile (`rows` values) per tile of a block.
     let swiglu_smem = |rows: i32| 2 * i64::from(rows) * i64::from(tpb);
     let rows = cuda_tile_rows(|r| pipe_fits(bits, group, hidden, r, 2 * tpb, swiglu_smem(r), 2));
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, gate, pairs)?;
-            // One warp (both projections) or two (gate, up) per (pair, `rows` rows),
-            // `tpb` such tiles a block; the rings' bytes are the same either way.
+            // Two warps (gate, up) per (pair, `rows` rows), `tpb` such tiles a block.
             let tiles = i64::from(pairs) * i64::from(inter / rows);
-            let warps_per_tile = 2 - cuda_swiglu_pair();
-            block_dims(
-                (tiles + i64::from(tpb) - 1) / i64::from(tpb),
-                32 * warps_per_tile * tpb,
-            )?
+            block_dims((tiles + i64::from(tpb) - 1) / i64::from(tpb), 64 * tpb)?
         }
         KernelBackend::Metal => {
             let rows = i64::from(pairs) * i64::from(inter);
@@ -807,7 +792,6 @@ fn swiglu_call(
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("TPB", TemplateArg::Int(tpb)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
-        targs.push(("PAIR", TemplateArg::Int(cuda_swiglu_pair())));
     }
     targs.extend(route_targs);
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
