@@ -11,19 +11,16 @@
 // res_in[t, o] + y[t, o] by MLX's Add functor on T (what MLX's CUDA `add` computes
 // for two T arrays), folding a decoder layer's `h + moe(x)` into this kernel.
 //
-// Work split: one block of CHAINS = min(TOPK, 8) chains per (token, ROWS
-// consecutive output features), each chain one warp (HELP = 1: two, the second
-// dequantizing half of the blocks, mma.cuh); chain w runs the mma chains of experts
-// w, w + CHAINS, ... through its ring in shared memory (mma_tile in mma.cuh, as in
-// expert_swiglu.cu), the lanes holding results put the rounded products into
-// shared memory, and after a barrier lane r of warp 0 sums output r's k products
-// in order.
+// Work split: one block of WPB = min(TOPK, 8) warps per (token, ROWS consecutive
+// output features); warp w runs the mma chains of experts w, w + WPB, ... through
+// its ring in shared memory (mma_tile in mma.cuh, as in expert_swiglu.cu), the
+// lanes holding results put the rounded products into shared memory, and after a
+// barrier lane r of warp 0 sums output r's k products in order.
 //
 // Template arguments: T (f16 or bf16), BITS, GROUP, HID (output features, a
 // multiple of ROWS), INTER (input features of down, a multiple of max(64, GROUP)),
 // DEQ (see mma.cuh), SUMV (above), RES (0 or 1: add res_in), PIPE (the stages of
-// each warp's ring, 2..8), ROWS (outputs a tile, 8 or 16: mma.cuh), HELP (0 or 1;
-// 1 needs ROWS = 16 and PIPE >= 3). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
+// each warp's ring, 2..8), ROWS (outputs a tile, 8 or 16: mma.cuh). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
 // EXPERTS]); TOPK <= 32. Launch: 32 * min(TOPK, 8) threads per block, one block
 // per tile.
 // Inputs: h_in [NTOK, TOPK, INTER] T, expert_ids [NTOK, TOPK] uint32, dims_in,
@@ -41,15 +38,11 @@ constexpr int TILES = HID / ROWS;
 constexpr int MAX_K = 32;
 
 __shared__ T prod[ROWS][MAX_K];
-// One ring per chain (at most 8; mma_tile in mma.cuh), and with HELP its helper's
-// fragments.
+// One ring per warp (at most 8 warps; mma_tile in mma.cuh).
 __shared__ zmlx::PipeRing<BITS, GPR, PIPE, ROWS> ring[8];
-__shared__ uint4 help_buf[HELP != 0 ? 8 * zmlx::HelpBuf<BITS>::WORDS : 1];
 const int lane = threadIdx.x & 31;
 const int warp = threadIdx.x >> 5;
-const int chain = warp / (1 + HELP);      // the chain this warp works on
-const int role = warp % (1 + HELP);       // 0: multiplies (and dequantizes), 1: helps
-const int CHAINS = static_cast<int>(blockDim.x >> 5) / (1 + HELP);
+const int WPB = static_cast<int>(blockDim.x >> 5);
 const long long tile = blockIdx.x;
 if (tile >= static_cast<long long>(NTOK) * TILES) {
   return;
@@ -57,7 +50,7 @@ if (tile >= static_cast<long long>(NTOK) * TILES) {
 const long long tok = tile / TILES;
 const int o0 = static_cast<int>(tile % TILES) * ROWS;
 
-for (int j = chain; j < TOPK; j += CHAINS) {
+for (int j = warp; j < TOPK; j += WPB) {
   float c[4] = {0.f, 0.f, 0.f, 0.f};
   const uint32_t e = expert_ids[tok * TOPK + j];
   // An out-of-range expert contributes T(0) * score, as zeros would.
@@ -69,16 +62,13 @@ for (int j = chain; j < TOPK; j += CHAINS) {
     const T* bi = b_down + wrow * GPR;
     const T* hr = h_in + (tok * TOPK + j) * INTER;
     const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(hr);
-    zmlx::mma_tile_any<T, BITS, GROUP, INTER, DEQ, PIPE, ROWS, HELP>(
-        ring[chain], w, sc, bi, hr, aligned, lane, c, role,
-        help_buf + (HELP != 0 ? chain * zmlx::HelpBuf<BITS>::WORDS : 0), chain + 1);
+    zmlx::mma_tile_any<T, BITS, GROUP, INTER, DEQ, PIPE, ROWS>(ring[warp], w, sc, bi, hr,
+                                                               aligned, lane, c);
   }
-  if (role == 0) {
-    const T s = gate_scores[tok * TOPK + j];
-    zmlx::tile_results<ROWS>(c, lane, [&](int r, float v) {
-      prod[r][j] = mlx::core::cu::Multiply{}(zmlx::from_float<T>(v), s);
-    });
-  }
+  const T s = gate_scores[tok * TOPK + j];
+  zmlx::tile_results<ROWS>(c, lane, [&](int r, float v) {
+    prod[r][j] = mlx::core::cu::Multiply{}(zmlx::from_float<T>(v), s);
+  });
 }
 __syncthreads();
 if (warp == 0 && lane < ROWS) {

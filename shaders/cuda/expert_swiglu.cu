@@ -7,11 +7,10 @@
 // bit what MLX's CUDA backend gives for mlx-lm's op sequence (two gather_qmm calls
 // through qmm_sm80, then the compiled swiglu): see mma.cuh for the arithmetic.
 //
-// Work split: two chains per (pair, ROWS consecutive rows n), TPB such tiles a
-// block; the even chain of a tile is the gate projection, the odd one the up
-// projection, each run by one warp (HELP = 1: two, the second dequantizing half of
-// the blocks, mma.cuh) streaming its ROWS-row tile and the activation row through
-// its own ring in shared memory (mma_tile in mma.cuh: one mma per 16 values of K, in K
+// Work split: two warps per (pair, ROWS consecutive rows n), TPB such tiles a
+// block; the even warp of a tile runs the gate projection, the odd one the up
+// projection, each streaming its ROWS-row tile and the activation row through its
+// own ring in shared memory (mma_tile in mma.cuh: one mma per 16 values of K, in K
 // order; which lane dequantizes which rows and ends with which results is
 // described there). The results are rounded to T and meet in shared memory, where
 // the gate warp applies MLX's swiglu functors.
@@ -20,11 +19,9 @@
 //   T (f16 or bf16), BITS (4 or 8), GROUP (32, 64, 128), HID (input features, a
 //   multiple of max(64, GROUP)), INTER (rows per expert, a multiple of ROWS), DEQ
 //   (see mma.cuh), PIPE (the ring's stages, 2..8; gpu.rs picks what fits), TPB
-//   (tiles a block), ROWS (rows a tile, 8 or 16: mma.cuh), HELP (0 or 1: warps a
-//   chain less one; 1 needs ROWS = 16 and PIPE >= 3).
+//   (tiles a block), ROWS (rows a tile, 8 or 16: mma.cuh).
 // Sizes that change between calls travel in dims_in (uint32 [PAIRS, TOPK, EXPERTS]).
-// Launch: 64 * (1 + HELP) * TPB threads per block, one block per TPB (pair,
-// ROWS-row tile)s.
+// Launch: 64 * TPB threads per block, one block per TPB (pair, ROWS-row tile)s.
 // Inputs: x_in [tokens, HID], expert_ids [PAIRS] uint32 (or logits_in, see
 // swiglu_route.cu), dims_in, w_gate/w_up
 // [EXPERTS, INTER, HID * BITS / 32] uint32, s_gate/b_gate/s_up/b_up
@@ -37,17 +34,12 @@ constexpr int GPR = HID / GROUP;          // groups per weight row
 constexpr int WPR = HID * BITS / 32;      // uint32 per weight row
 constexpr int TILES = INTER / ROWS;       // tiles per expert
 
-constexpr int WPC = 1 + HELP;             // warps a chain (mma.cuh, HELP)
-
 __shared__ T up_tile[TPB][ROWS];
 __shared__ zmlx::PipeRing<BITS, GPR, PIPE, ROWS> ring[2 * TPB];
-__shared__ uint4 help_buf[HELP != 0 ? 2 * TPB * zmlx::HelpBuf<BITS>::WORDS : 1];
 const int lane = threadIdx.x & 31;
 const int warp = threadIdx.x >> 5;
-const int chain = warp / WPC;             // the block's chain this warp works on
-const int role = warp % WPC;              // 0: multiplies (and dequantizes), 1: helps
-const int lt = chain >> 1;                // the block's tile of that chain
-const int proj = chain & 1;               // 0: gate, 1: up
+const int lt = warp >> 1;                 // the block's tile this warp works on
+const int proj = warp & 1;                // 0: gate, 1: up
 const long long tile = static_cast<long long>(blockIdx.x) * TPB + lt;
 // The last block may hold tiles past the end: their warps skip the work but still
 // reach the barrier below.
@@ -57,7 +49,7 @@ const int n0 = static_cast<int>(tile % TILES) * ROWS;
 const long long tok = pair / TOPK;
 // Where the kernel routes itself (swiglu_route.cu), the gate warp of each token's
 // first tile writes the token's routing.
-const bool writer = proj == 0 && role == 0 && tile % (static_cast<long long>(TOPK) * TILES) == 0;
+const bool writer = proj == 0 && tile % (static_cast<long long>(TOPK) * TILES) == 0;
 const uint32_t e = live ? expert_of(pair, writer) : 0u;
 
 float c[4] = {0.f, 0.f, 0.f, 0.f};
@@ -71,16 +63,15 @@ if (valid) {
   const T* bi = (proj == 0 ? b_gate : b_up) + wrow * GPR;
   const T* xr = x_in + tok * HID;
   const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(xr);
-  zmlx::mma_tile_any<T, BITS, GROUP, HID, DEQ, PIPE, ROWS, HELP>(
-      ring[chain], w, sc, bi, xr, aligned, lane, c, role,
-      help_buf + (HELP != 0 ? chain * zmlx::HelpBuf<BITS>::WORDS : 0), chain + 1);
+  zmlx::mma_tile_any<T, BITS, GROUP, HID, DEQ, PIPE, ROWS>(ring[warp], w, sc, bi, xr, aligned,
+                                                           lane, c);
 }
 // gather_qmm writes each projection in T.
-if (proj == 1 && role == 0) {
+if (proj == 1) {
   zmlx::tile_results<ROWS>(c, lane, [&](int r, float v) { up_tile[lt][r] = zmlx::from_float<T>(v); });
 }
 __syncthreads();
-if (live && proj == 0 && role == 0) {
+if (live && proj == 0) {
   T* out = h_out + pair * INTER + n0;
   zmlx::tile_results<ROWS>(c, lane, [&](int r, float v) {
     out[r] = valid ? zmlx::mlx_swiglu<T>(zmlx::from_float<T>(v), up_tile[lt][r])

@@ -259,46 +259,34 @@ struct BFrag<T, 8, DEQ> {
 // g + 8, with the group's scale and bias bits in sb[i], zb[i]. `a` holds the
 // activation registers of the chunk's blocks (a[2 * i], a[2 * i + 1] for block i,
 // the same on every lane with the same t).
-// The A registers (ROWS = 16: rows g and g + 8) of block i of a chunk, in the order
-// the mma takes them: `w[0]`, `w[1]` are the chunk's words of rows g and g + 8.
-template <typename T, int BITS, int DEQ>
-__device__ __forceinline__ uint4 a_frag16(const uint4* w, int i, int t, const uint32_t* sb,
-                                          const uint32_t* zb) {
-  uint32_t lo[2], hi[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    if (BITS == 4) {
-      lo[r] = i == 0 ? w[r].x : w[r].z;
-      hi[r] = i == 0 ? w[r].y : w[r].w;
-    } else {
-      lo[r] = (t < 2) ? w[r].x : w[r].y;
-      hi[r] = (t < 2) ? w[r].z : w[r].w;
-    }
-  }
-  uint32_t f0, f1, f2, f3;
-  BFrag<T, BITS, DEQ>::make(lo[0], hi[0], t, sb[0], zb[0], f0, f1);
-  BFrag<T, BITS, DEQ>::make(lo[1], hi[1], t, sb[1], zb[1], f2, f3);
-  return make_uint4(f0, f2, f1, f3);
-}
-
 template <typename T, int BITS, int DEQ, int ROWS>
 __device__ __forceinline__ void mma_chunk(const uint4* w, const uint32_t* a, int t,
                                           const uint32_t* sb, const uint32_t* zb, float* c) {
   constexpr int KPC = BITS == 4 ? 2 : 1;
 #pragma unroll
   for (int i = 0; i < KPC; ++i) {
+    // The words of this block: halves k 0..7 and 8..15.
+    uint32_t lo[2], hi[2];
+#pragma unroll
+    for (int r = 0; r < ROWS / 8; ++r) {
+      if (BITS == 4) {
+        lo[r] = i == 0 ? w[r].x : w[r].z;
+        hi[r] = i == 0 ? w[r].y : w[r].w;
+      } else {
+        lo[r] = (t < 2) ? w[r].x : w[r].y;
+        hi[r] = (t < 2) ? w[r].z : w[r].w;
+      }
+    }
+    uint32_t f0, f1;
+    BFrag<T, BITS, DEQ>::make(lo[0], hi[0], t, sb[0], zb[0], f0, f1);
     if constexpr (ROWS == 8) {
-      // The words of this block: halves k 0..7 and 8..15.
-      const uint32_t lo = BITS == 4 ? (i == 0 ? w[0].x : w[0].z) : ((t < 2) ? w[0].x : w[0].y);
-      const uint32_t hi = BITS == 4 ? (i == 0 ? w[0].y : w[0].w) : ((t < 2) ? w[0].z : w[0].w);
-      uint32_t f0, f1;
-      BFrag<T, BITS, DEQ>::make(lo, hi, t, sb[0], zb[0], f0, f1);
       // The activation in A (every row), the weights in B.
       Mma<T>::run(c, a[2 * i], a[2 * i], a[2 * i + 1], a[2 * i + 1], f0, f1);
     } else {
       // The weights in A (rows g and g + 8), the activation in B.
-      const uint4 f = a_frag16<T, BITS, DEQ>(w, i, t, sb, zb);
-      Mma<T>::run(c, f.x, f.y, f.z, f.w, a[2 * i], a[2 * i + 1]);
+      uint32_t f2, f3;
+      BFrag<T, BITS, DEQ>::make(lo[1], hi[1], t, sb[1], zb[1], f2, f3);
+      Mma<T>::run(c, f0, f2, f1, f3, a[2 * i], a[2 * i + 1]);
     }
   }
 }
@@ -393,50 +381,11 @@ struct PipeRing {
   unsigned short b[ROWS][GPRX];
 };
 
-// Words (uint4) of a chain's helper buffer (mma_tile with HELP = 1): the A
-// fragments of a stage's odd blocks, double-buffered, 32 lanes each.
-template <int BITS>
-struct HelpBuf {
-  static constexpr int BLOCKS = PIPE_CPS * (128 / BITS) / 16 / 2;  // odd blocks a stage
-  static constexpr int WORDS = 2 * BLOCKS * 32;
-};
-
-// Named barrier `id` for 64 threads, the id as an immediate: with a register id
-// ptxas reserves all 16 of a block's barriers.
-template <int ID>
-__device__ __forceinline__ void bar_sync64() {
-#ifndef ZMLX_SYNTAX_ONLY
-  asm volatile("bar.sync %0, 64;\n" ::"n"(ID) : "memory");
-#endif
-}
-
-// Waits for the chain's warps: the warp itself (HELP = 0) or the pair of warps
-// sharing the chain (named barrier `bar`, 1..8, 64 threads).
-template <int HELP>
-__device__ __forceinline__ void chain_sync(int bar) {
-  if constexpr (HELP != 0) {
-    switch (bar) {
-      case 1: bar_sync64<1>(); break;
-      case 2: bar_sync64<2>(); break;
-      case 3: bar_sync64<3>(); break;
-      case 4: bar_sync64<4>(); break;
-      case 5: bar_sync64<5>(); break;
-      case 6: bar_sync64<6>(); break;
-      case 7: bar_sync64<7>(); break;
-      default: bar_sync64<8>(); break;
-    }
-  } else {
-    __syncwarp();
-  }
-}
-
 // Issues the copies of stage `st` (of K) into its slot and commits one group (an
-// empty one past the end, so that group counts stay uniform). `tl` is the thread's
-// index among the NTH threads (one or two warps) that share the ring.
-template <typename T, int BITS, int KIN, int STAGES, int ROWS, int NTH, bool ALIGNED,
-          typename Ring>
+// empty one past the end, so that group counts stay uniform).
+template <typename T, int BITS, int KIN, int STAGES, int ROWS, bool ALIGNED, typename Ring>
 __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w, const T* x,
-                                           int tl) {
+                                           int lane) {
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = KIN / VALS;
   constexpr int WPR = KIN * BITS / 32;
@@ -444,7 +393,7 @@ __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w
   if (st < NST) {
     const int slot = st % STAGES;
 #pragma unroll
-    for (int i = tl; i < ROWS * PIPE_CPS; i += NTH) {
+    for (int i = lane; i < ROWS * PIPE_CPS; i += 32) {
       const int r = i % ROWS;
       const int j = i / ROWS;
       const int ch = st * PIPE_CPS + j;
@@ -452,9 +401,9 @@ __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w
         copy16<ALIGNED>(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4);
       }
     }
-    const int xo = st * PIPE_CPS * VALS + tl * 8;  // 8 values of T per 16 bytes
-    if (tl < Ring::XWORDS && xo < KIN) {
-      copy16<ALIGNED>(&ring.x[slot][tl], x + xo);
+    const int xo = st * PIPE_CPS * VALS + lane * 8;  // 8 values of T per 16 bytes
+    if (lane < Ring::XWORDS && xo < KIN) {
+      copy16<ALIGNED>(&ring.x[slot][lane], x + xo);
     }
   }
   cp_async_commit();
@@ -465,34 +414,20 @@ __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w
 // words / GPR values apart), `x` at the activation row. Every lane of the warp must
 // call it with the same arguments; tile_results above says which lanes end with
 // which rows. ALIGNED: weights and activations start 16-byte aligned.
-//
-// HELP = 1 (ROWS = 16 only): two warps share the chain, both calling with the same
-// arguments, `role` 0 and 1, the chain's `help` buffer (HelpBuf<BITS>::WORDS
-// words) and a named barrier `bar` (1..8) of their own. Warp 0 runs the mmas
-// and dequantizes the even blocks of each stage; warp 1 dequantizes the odd
-// blocks of the next stage into `help`, in the exact A registers warp 0 would have
-// made, so the bits do not change; the chain's dequantization is spread over two
-// schedulers. Only warp 0's c holds results.
 template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS, bool ALIGNED,
-          int HELP, typename Ring>
+          typename Ring>
 __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T* sc,
-                                         const T* bi, const T* x, int lane, float* c, int role,
-                                         uint4* help, int bar) {
+                                         const T* bi, const T* x, int lane, float* c) {
   static_assert(ROWS == 8 || ROWS == 16, "tiles of 8 or 16 rows");
-  static_assert(HELP == 0 || (ROWS == 16 && STAGES >= 3), "helped chains: 16 rows, 3 stages");
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = KIN / VALS;
   constexpr int KPC = VALS / 16;
   constexpr int GPR = KIN / GROUP;
   constexpr int NST = (NCH + PIPE_CPS - 1) / PIPE_CPS;
-  // Stage st + HELP must be in when stage st is multiplied.
-  constexpr int WAIT = STAGES - 2 - HELP >= 0 ? STAGES - 2 - HELP : 0;
+  constexpr int WAIT = STAGES >= 2 ? STAGES - 2 : 0;
   constexpr int RPL = ROWS / 8;  // rows a lane dequantizes: g (and g + 8)
-  constexpr int NTH = 32 * (1 + HELP);
-  constexpr int HB = HelpBuf<BITS>::BLOCKS;
   const int g = lane >> 2;
   const int t = lane & 3;
-  const int tl = lane + 32 * role;
   // The tile's scales and biases join the first group as 4-byte copies when every
   // row's run of GPR values starts 4-byte aligned; otherwise they are loaded while
   // the first stages are in flight (a round trip the chain then waits for: the
@@ -501,7 +436,7 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
   if constexpr (GPR % 2 == 0) {
     if (aligned4(sc) && aligned4(bi)) {
       constexpr int WORDS = GPR / 2;
-      for (int i = tl; i < ROWS * WORDS; i += NTH) {
+      for (int i = lane; i < ROWS * WORDS; i += 32) {
         const int r = i / WORDS;
         const int q = 2 * (i - r * WORDS);
         cp_async4(&ring.s[r][q], sc + r * GPR + q);
@@ -512,56 +447,23 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
   }
 #pragma unroll
   for (int p = 0; p < STAGES - 1; ++p) {
-    pipe_issue<T, BITS, KIN, STAGES, ROWS, NTH, ALIGNED>(ring, p, w, x, tl);
+    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, p, w, x, lane);
   }
   if (!scales_async) {
-    for (int i = tl; i < ROWS * GPR; i += NTH) {
+    for (int i = lane; i < ROWS * GPR; i += 32) {
       const int r = i / GPR;
       const int q = i - r * GPR;
       ring.s[r][q] = static_cast<unsigned short>(bits16(sc[r * GPR + q]));
       ring.b[r][q] = static_cast<unsigned short>(bits16(bi[r * GPR + q]));
     }
   }
-  // The helper's share of stage `hs` (its odd blocks) into help[hs % 2].
-  auto helper_stage = [&](int hs) {
-    const int slot = hs % STAGES;
-#pragma unroll
-    for (int j = 0; j < PIPE_CPS; ++j) {
-      const int ch = hs * PIPE_CPS + j;
-#pragma unroll
-      for (int i = 0; i < KPC; ++i) {
-        const int blk = j * KPC + i;
-        if (blk % 2 == 1 && ch < NCH) {
-          const int q = ch * VALS / GROUP;
-          const uint4 wc[2] = {ring.w[slot][j][g], ring.w[slot][j][g + 8]};
-          const uint32_t sb[2] = {ring.s[g][q], ring.s[g + 8][q]};
-          const uint32_t zb[2] = {ring.b[g][q], ring.b[g + 8][q]};
-          help[((hs & 1) * HB + blk / 2) * 32 + lane] = a_frag16<T, BITS, DEQ>(wc, i, t, sb, zb);
-        }
-      }
-    }
-  };
-  if constexpr (HELP != 0) {
-    cp_async_wait<STAGES - 2>();
-    chain_sync<HELP>(bar);
-    if (role == 1) {
-      helper_stage(0);
-    }
-  }
   for (int st = 0; st < NST; ++st) {
     cp_async_wait<WAIT>();
-    // Stage st (and with HELP st + 1) is in, every copy of it visible to the
-    // chain's warps, the helper's fragments of stage st written, and nobody still
-    // reads the slot the next issue overwrites (it held stage st - 1).
-    chain_sync<HELP>(bar);
-    pipe_issue<T, BITS, KIN, STAGES, ROWS, NTH, ALIGNED>(ring, st + STAGES - 1, w, x, tl);
+    // Stage st is in (every lane's copies), and every lane is done with the slot
+    // the next issue overwrites (it held stage st - 1).
+    __syncwarp();
+    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
     const int slot = st % STAGES;
-    if (HELP != 0 && role == 1) {
-      if (st + 1 < NST) {
-        helper_stage(st + 1);
-      }
-      continue;
-    }
     const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
     // All of the stage's shared-memory loads first, then the multiplies: the
     // loads' latency is paid once a stage instead of once a chunk (Nsight Compute,
@@ -593,39 +495,27 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
 #pragma unroll
     for (int j = 0; j < PIPE_CPS; ++j) {
       if (st * PIPE_CPS + j < NCH) {
-        if constexpr (HELP == 0) {
-          mma_chunk<T, BITS, DEQ, ROWS>(wc[j], a[j], t, sb[j], zb[j], c);
-        } else {
-#pragma unroll
-          for (int i = 0; i < KPC; ++i) {
-            const int blk = j * KPC + i;
-            const uint4 f = blk % 2 == 1 ? help[((st & 1) * HB + blk / 2) * 32 + lane]
-                                         : a_frag16<T, BITS, DEQ>(wc[j], i, t, sb[j], zb[j]);
-            Mma<T>::run(c, f.x, f.y, f.z, f.w, a[j][2 * i], a[j][2 * i + 1]);
-          }
-        }
+        mma_chunk<T, BITS, DEQ, ROWS>(wc[j], a[j], t, sb[j], zb[j], c);
       }
     }
   }
   // Drain before the ring is reused (the next chain of this warp).
   cp_async_wait<0>();
-  chain_sync<HELP>(bar);
+  __syncwarp();
 }
 
 // mma_tile with the copy path chosen once: cp.async when both the weights and the
 // activations are 16-byte aligned (always, for arrays MLX allocates), else the
-// slow copies. HELP, role, help, bar: see mma_tile.
-template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS, int HELP,
+// slow copies.
+template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS,
           typename Ring>
 __device__ __forceinline__ void mma_tile_any(Ring& ring, const uint32_t* w, const T* sc,
                                              const T* bi, const T* x, bool aligned, int lane,
-                                             float* c, int role, uint4* help, int bar) {
+                                             float* c) {
   if (aligned) {
-    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, true, HELP>(ring, w, sc, bi, x, lane, c, role,
-                                                                 help, bar);
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, true>(ring, w, sc, bi, x, lane, c);
   } else {
-    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, false, HELP>(ring, w, sc, bi, x, lane, c,
-                                                                  role, help, bar);
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, false>(ring, w, sc, bi, x, lane, c);
   }
 }
 

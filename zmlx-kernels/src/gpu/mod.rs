@@ -184,21 +184,6 @@ fn cuda_swiglu_tiles_per_block() -> i32 {
     env_choice("ZMLX_CUDA_TPB", &[1, 2, 4], 2)
 }
 
-/// Bytes of one chain's helper buffer (`HelpBuf` in shaders/cuda/mma.cuh): the A
-/// fragments of a stage's odd mma blocks, double-buffered, 16 bytes a lane.
-fn help_buf_bytes(bits: i32) -> i64 {
-    let odd_blocks = 4 * (128 / bits) / 16 / 2;
-    i64::from(2 * odd_blocks * 32 * 16)
-}
-
-/// Whether each chain of the CUDA SwiGLU kernel gets a second warp that
-/// dequantizes half of its blocks (`HELP` in shaders/cuda/mma.cuh; 16-row tiles
-/// and three ring stages needed): 1 by default, `ZMLX_CUDA_HELP=0` for one warp a
-/// chain (A/B runs on a device; the bits are the same either way).
-fn cuda_swiglu_help() -> i32 {
-    env_choice("ZMLX_CUDA_HELP", &[0, 1], 1)
-}
-
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
 pub const MAX_ROUTER_EXPERTS: i32 = 512;
 
@@ -782,31 +767,12 @@ fn swiglu_call(
     // Two rings (gate, up) and the up tile (`rows` values) per tile of a block.
     let swiglu_smem = |rows: i32| 2 * i64::from(rows) * i64::from(tpb);
     let rows = cuda_tile_rows(|r| pipe_fits(bits, group, hidden, r, 2 * tpb, swiglu_smem(r), 2));
-    // A helper warp a chain where 16-row tiles and at least three stages fit with
-    // its buffer (fewer stages, e.g. capped by ZMLX_CUDA_PIPE, keep one warp a chain).
-    let help_smem = swiglu_smem(rows) + 2 * i64::from(tpb) * help_buf_bytes(bits);
-    let help_pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, help_smem);
-    let help = i32::from(
-        cuda_swiglu_help() == 1
-            && rows == 16
-            && help_pipe >= 3
-            && pipe_fits(bits, group, hidden, rows, 2 * tpb, help_smem, help_pipe),
-    );
-    let pipe = if help == 1 {
-        help_pipe
-    } else {
-        cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows))
-    };
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, gate, pairs)?;
-            // Two chains (gate, up) per (pair, `rows` rows), `tpb` such tiles a block,
-            // one warp a chain or two with a helper.
+            // Two warps (gate, up) per (pair, `rows` rows), `tpb` such tiles a block.
             let tiles = i64::from(pairs) * i64::from(inter / rows);
-            block_dims(
-                (tiles + i64::from(tpb) - 1) / i64::from(tpb),
-                64 * (1 + help) * tpb,
-            )?
+            block_dims((tiles + i64::from(tpb) - 1) / i64::from(tpb), 64 * tpb)?
         }
         KernelBackend::Metal => {
             let rows = i64::from(pairs) * i64::from(inter);
@@ -822,10 +788,10 @@ fn swiglu_call(
         layout_arg(backend, lpr),
     ];
     if backend == KernelBackend::Cuda {
+        let pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows));
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("TPB", TemplateArg::Int(tpb)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
-        targs.push(("HELP", TemplateArg::Int(help)));
     }
     targs.extend(route_targs);
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
@@ -1040,8 +1006,6 @@ fn down_combine_call(
         let pipe = cuda_pipe_stages(bits, group, inter, rows, 8, combine_smem(rows));
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
-        // No helper warps: eight chains' helper buffers exceed static shared memory.
-        targs.push(("HELP", TemplateArg::Int(0)));
     }
     if indices.ndim() == 0 {
         return Err(Error::invalid(OP, "routing indices need an expert axis"));
