@@ -369,6 +369,13 @@ __device__ __forceinline__ void copy16(uint4* dst, const void* src) {
 // The chunks of a stage.
 constexpr int PIPE_CPS = 4;
 
+// A probe's hook (examples/stage_probe.rs defines it before this file to time each
+// stage of a chain; empty otherwise): called by every lane of the warp with the
+// stage and a phase, 0 before the stage's wait for its copies, 1 after it.
+#ifndef ZMLX_STAGE_HOOK
+#define ZMLX_STAGE_HOOK(st, phase)
+#endif
+
 // One warp's ring: STAGES stages of PIPE_CPS chunks of a ROWS-row weight tile
 // ([chunk][row], 16 bytes each) and of the activation row, plus the tile's scales
 // and biases (GPRX per row). 16-bit values are kept as raw bits.
@@ -458,10 +465,12 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
     }
   }
   for (int st = 0; st < NST; ++st) {
+    ZMLX_STAGE_HOOK(st, 0);
     cp_async_wait<WAIT>();
     // Stage st is in (every lane's copies), and every lane is done with the slot
     // the next issue overwrites (it held stage st - 1).
     __syncwarp();
+    ZMLX_STAGE_HOOK(st, 1);
     pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
     const int slot = st % STAGES;
     const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
@@ -499,6 +508,7 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
       }
     }
   }
+  ZMLX_STAGE_HOOK(NST, 0);
   // Drain before the ring is reused (the next chain of this warp).
   cp_async_wait<0>();
   __syncwarp();

@@ -1,0 +1,210 @@
+//! Device probe (CUDA only): where does a chain of the expert SwiGLU kernel spend its
+//! time? The kernel (shaders/cuda/expert_swiglu.cu, the production body) runs with
+//! mma.cuh's stage hook defined: lane 0 of every warp stamps `clock64()` before and
+//! after each stage's wait for its copies, and at the end of the chain. From the
+//! stamps it prints, over the warps, the wait for the first stage (the ring
+//! filling), the waits of the later stages (data not there when the chain wanted
+//! it), and the time between a stage's data arriving and the next stage's wait
+//! (the stage's loads, dequantization and mmas), in cycles.
+//!
+//! Why: three redesigns that gave each chain more issue slots kept the bits but were
+//! not faster (notes/cuda-kernels.md, tenth session); this says whether a chain
+//! waits for memory or for its own work.
+//!
+//! Usage: `stage_probe` on MLX's CUDA backend. Qwen3-30B-A3B's SwiGLU shapes (hidden
+//! 2048, intermediate 768, 4-bit groups of 64, bf16), one token routed to 8 experts;
+//! ring stages 2, 4 and 7 (7 is what the model uses with two tiles a block).
+
+use mlx::kernel::{CustomKernel, KernelBackend, KernelLaunch, KernelSource, TemplateArg};
+use mlx::quantization::{quantize, QuantSpec};
+use mlx::{random, Array, Device, Dtype, StreamOrDevice};
+
+/// Stamp slots a warp: two a stage (before and after its wait) and one at the end.
+const SLOTS: usize = 64;
+
+/// Defined before the prelude: the hook writes lane 0's stamps to `zmlx_probe_out`.
+const PROBE_HEADER: &str = r#"
+__device__ unsigned long long* zmlx_probe_out;
+#define ZMLX_STAGE_HOOK(st, phase)                                                     \
+  do {                                                                                 \
+    if ((threadIdx.x & 31) == 0) {                                                     \
+      const unsigned long long w = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); \
+      zmlx_probe_out[w * 64 + 2 * (st) + (phase)] = clock64();                         \
+    }                                                                                  \
+  } while (0)
+"#;
+
+fn main() -> mlx::Result<()> {
+    if !mlx::cuda_is_available()? {
+        println!("stage_probe: needs MLX's CUDA backend (skipped)");
+        return Ok(());
+    }
+    let s = StreamOrDevice::Device(Device::gpu());
+    let (hid, inter, experts, k) = (2048i32, 768i32, 8i32, 8i32);
+    let header = format!(
+        "{PROBE_HEADER}{}{}",
+        include_str!("../../shaders/cuda/prelude.cuh"),
+        include_str!("../../shaders/cuda/mma.cuh")
+    );
+    let body = format!(
+        "zmlx_probe_out = reinterpret_cast<unsigned long long*>(probe_out);\n{}{}",
+        include_str!("../../shaders/cuda/swiglu_ids.cu"),
+        include_str!("../../shaders/cuda/expert_swiglu.cu")
+    );
+    let kernel = CustomKernel::new(
+        KernelBackend::Cuda,
+        &KernelSource {
+            name: "zmlx_stage_probe",
+            input_names: &[
+                "x_in",
+                "expert_ids",
+                "dims_in",
+                "w_gate",
+                "s_gate",
+                "b_gate",
+                "w_up",
+                "s_up",
+                "b_up",
+            ],
+            output_names: &["h_out", "probe_out"],
+            source: &body,
+            header: &header,
+            ensure_row_contiguous: true,
+            atomic_outputs: false,
+            shared_memory: 0,
+        },
+    )?;
+    let spec = QuantSpec::affine(64, 4);
+    let weight = |seed: u64| -> mlx::Result<_> {
+        let key = random::key(seed)?;
+        let w = random::normal(
+            &[experts, inter, hid],
+            Dtype::Bfloat16,
+            0.0,
+            0.02,
+            Some(&key),
+            s,
+        )?;
+        quantize(&w, spec, s)
+    };
+    let (gate, up) = (weight(1)?, weight(2)?);
+    let key = random::key(3)?;
+    let x = random::normal(&[1, hid], Dtype::Bfloat16, 0.0, 1.0, Some(&key), s)?;
+    let ids = Array::from_slice(&(0..k as u32).collect::<Vec<u32>>(), &[1, k])?;
+    let dims = Array::from_slice(&[k as u32, k as u32, experts as u32], &[3])?;
+    let missing = || mlx::Error::invalid("stage_probe", "affine weights without biases");
+    let (gb, ub) = (
+        gate.biases.as_ref().ok_or_else(missing)?,
+        up.biases.as_ref().ok_or_else(missing)?,
+    );
+    let tpb = 2;
+    let tiles = k * inter / 16;
+    let blocks = tiles / tpb;
+    let warps = (blocks * 2 * tpb) as usize;
+    for pipe in [2, 4, 7] {
+        let targs = [
+            ("T", TemplateArg::Dtype(Dtype::Bfloat16)),
+            ("BITS", TemplateArg::Int(4)),
+            ("GROUP", TemplateArg::Int(64)),
+            ("HID", TemplateArg::Int(hid)),
+            ("INTER", TemplateArg::Int(inter)),
+            ("DEQ", TemplateArg::Int(2)),
+            ("PIPE", TemplateArg::Int(pipe)),
+            ("TPB", TemplateArg::Int(tpb)),
+            ("ROWS", TemplateArg::Int(16)),
+        ];
+        let mut stamps = Vec::new();
+        // The first call compiles; the last one's stamps are reported.
+        for _ in 0..5 {
+            let out = kernel.call(
+                &KernelLaunch {
+                    inputs: &[
+                        &x,
+                        &ids,
+                        &dims,
+                        &gate.weight,
+                        &gate.scales,
+                        gb,
+                        &up.weight,
+                        &up.scales,
+                        ub,
+                    ],
+                    outputs: &[
+                        (&[k, 1, inter], Dtype::Bfloat16),
+                        (&[(warps * SLOTS) as i32], Dtype::Uint64),
+                    ],
+                    grid: [blocks * 64 * tpb, 1, 1],
+                    threadgroup: [64 * tpb, 1, 1],
+                    template_args: &targs,
+                    init_value: None,
+                    verbose: false,
+                },
+                s,
+            )?;
+            stamps = out[1].to_vec::<u64>()?;
+        }
+        report(pipe, &stamps, warps, (hid / 32 / 4) as usize);
+    }
+    Ok(())
+}
+
+/// Per-warp phases from the stamps of `warps` warps with `nst` stages each.
+fn report(pipe: i32, stamps: &[u64], warps: usize, nst: usize) {
+    let at = |w: usize, i: usize| stamps[w * SLOTS + i] as i64;
+    let (mut fill, mut waits, mut work, mut total) = (vec![], vec![], vec![], vec![]);
+    let mut stage_wait = vec![vec![]; nst];
+    let mut stage_work = vec![vec![]; nst];
+    for w in 0..warps {
+        let first = at(w, 0);
+        fill.push(at(w, 1) - first);
+        let (mut wt, mut wk) = (0, 0);
+        for st in 0..nst {
+            let wait = at(w, 2 * st + 1) - at(w, 2 * st);
+            let next = if st + 1 < nst {
+                at(w, 2 * st + 2)
+            } else {
+                at(w, 2 * nst)
+            };
+            let body = next - at(w, 2 * st + 1);
+            stage_wait[st].push(wait);
+            stage_work[st].push(body);
+            if st > 0 {
+                wt += wait;
+            }
+            wk += body;
+        }
+        waits.push(wt);
+        work.push(wk);
+        total.push(at(w, 2 * nst) - first);
+    }
+    let med = |v: &mut Vec<i64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let p90 = |v: &mut Vec<i64>| {
+        v.sort_unstable();
+        v[v.len() * 9 / 10]
+    };
+    println!(
+        "stage_probe PIPE={pipe}: {warps} warps x {nst} stages, cycles a warp (median / p90): total {} / {}, first wait (fill) {} / {}, later waits {} / {}, stage work {} / {}",
+        med(&mut total.clone()),
+        p90(&mut total),
+        med(&mut fill.clone()),
+        p90(&mut fill),
+        med(&mut waits.clone()),
+        p90(&mut waits),
+        med(&mut work.clone()),
+        p90(&mut work)
+    );
+    let per_stage: Vec<String> = (0..nst)
+        .map(|st| {
+            format!(
+                "{}:{}/{}",
+                st,
+                med(&mut stage_wait[st]),
+                med(&mut stage_work[st])
+            )
+        })
+        .collect();
+    println!("  per stage (median wait / work): {}", per_stage.join(" "));
+}
