@@ -11,6 +11,9 @@
 //! not faster (notes/cuda-kernels.md, tenth session); this says whether a chain
 //! waits for memory or for its own work.
 //!
+//! It also stamps the body's start and end (SM cycles and the global ns timer), so
+//! the time before the first stage and after the last one shows too.
+//!
 //! Usage: `stage_probe` on MLX's CUDA backend. Qwen3-30B-A3B's SwiGLU shapes (hidden
 //! 2048, intermediate 768, 4-bit groups of 64, bf16), one token routed to 8 experts;
 //! ring stages 2, 4 and 7 (7 is what the model uses with two tiles a block).
@@ -25,13 +28,19 @@ const SLOTS: usize = 64;
 /// Defined before the prelude: the hook writes lane 0's stamps to `zmlx_probe_out`.
 const PROBE_HEADER: &str = r#"
 __device__ unsigned long long* zmlx_probe_out;
-#define ZMLX_STAGE_HOOK(st, phase)                                                     \
+__device__ __forceinline__ unsigned long long zmlx_globaltimer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#define ZMLX_PROBE_AT(slot, value)                                                     \
   do {                                                                                 \
     if ((threadIdx.x & 31) == 0) {                                                     \
       const unsigned long long w = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); \
-      zmlx_probe_out[w * 64 + 2 * (st) + (phase)] = clock64();                         \
+      zmlx_probe_out[w * 64 + (slot)] = (value);                                       \
     }                                                                                  \
   } while (0)
+#define ZMLX_STAGE_HOOK(st, phase) ZMLX_PROBE_AT(2 * (st) + (phase), clock64())
 "#;
 
 fn main() -> mlx::Result<()> {
@@ -46,8 +55,11 @@ fn main() -> mlx::Result<()> {
         include_str!("../../shaders/cuda/prelude.cuh"),
         include_str!("../../shaders/cuda/mma.cuh")
     );
+    // Slots 60, 61: the body's start (global ns timer, SM cycles); 62, 63: its end.
     let body = format!(
-        "zmlx_probe_out = reinterpret_cast<unsigned long long*>(probe_out);\n{}{}",
+        "zmlx_probe_out = reinterpret_cast<unsigned long long*>(probe_out);\n\
+         ZMLX_PROBE_AT(60, zmlx_globaltimer());\nZMLX_PROBE_AT(61, clock64());\n{{\n{}{}}}\n\
+         ZMLX_PROBE_AT(63, clock64());\nZMLX_PROBE_AT(62, zmlx_globaltimer());\n",
         include_str!("../../shaders/cuda/swiglu_ids.cu"),
         include_str!("../../shaders/cuda/expert_swiglu.cu")
     );
@@ -136,7 +148,10 @@ fn main() -> mlx::Result<()> {
                     grid: [blocks * 64 * tpb, 1, 1],
                     threadgroup: [64 * tpb, 1, 1],
                     template_args: &targs,
-                    init_value: None,
+                    // Outputs filled on the GPU first: the stamps' buffer is then
+                    // resident there (MLX's memory is unified; a buffer the host read
+                    // before would fault on the kernel's first store).
+                    init_value: Some(0.0),
                     verbose: false,
                 },
                 s,
@@ -152,6 +167,15 @@ fn main() -> mlx::Result<()> {
 fn report(pipe: i32, stamps: &[u64], warps: usize, nst: usize) {
     let at = |w: usize, i: usize| stamps[w * SLOTS + i] as i64;
     let (mut fill, mut waits, mut work, mut total) = (vec![], vec![], vec![], vec![]);
+    let (mut pro, mut epi, mut skew, mut span) = (vec![], vec![], vec![], vec![]);
+    let t0 = (0..warps).map(|w| at(w, 60)).min().unwrap_or(0);
+    let t1 = (0..warps).map(|w| at(w, 62)).max().unwrap_or(0);
+    for w in 0..warps {
+        pro.push(at(w, 0) - at(w, 61));
+        epi.push(at(w, 63) - at(w, 2 * nst));
+        skew.push(at(w, 60) - t0);
+        span.push(at(w, 62) - at(w, 60));
+    }
     let mut stage_wait = vec![vec![]; nst];
     let mut stage_work = vec![vec![]; nst];
     for w in 0..warps {
@@ -195,6 +219,18 @@ fn report(pipe: i32, stamps: &[u64], warps: usize, nst: usize) {
         p90(&mut waits),
         med(&mut work.clone()),
         p90(&mut work)
+    );
+    println!(
+        "  kernel body span {} ns (first start to last end); a warp: body {} / {} ns, start after the first warp's {} / {} ns, before the first stage {} / {} cycles, after the last stage {} / {} cycles (median / p90)",
+        t1 - t0,
+        med(&mut span.clone()),
+        p90(&mut span),
+        med(&mut skew.clone()),
+        p90(&mut skew),
+        med(&mut pro.clone()),
+        p90(&mut pro),
+        med(&mut epi.clone()),
+        p90(&mut epi)
     );
     let per_stage: Vec<String> = (0..nst)
         .map(|st| {
