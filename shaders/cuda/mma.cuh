@@ -384,8 +384,6 @@ struct PipeRing {
   static constexpr int XWORDS = PIPE_CPS * (128 / BITS) * 2 / 16;  // 16-byte words of T
   uint4 w[STAGES][PIPE_CPS][ROWS];
   uint4 x[STAGES][XWORDS];
-  // 16-byte aligned (after uint4 arrays; ROWS * GPRX * 2 is a multiple of 16): the
-  // scales arrive as 16-byte copies.
   unsigned short s[ROWS][GPRX];
   unsigned short b[ROWS][GPRX];
 };
@@ -437,27 +435,12 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
   constexpr int RPL = ROWS / 8;  // rows a lane dequantizes: g (and g + 8)
   const int g = lane >> 2;
   const int t = lane & 3;
-  // The tile's scales and biases join the first group as cp.async copies: the
-  // tile's rows are consecutive, so each is one run of ROWS * GPR values, copied 16
-  // bytes at a time when both runs start 16-byte aligned (always, for arrays MLX
-  // allocates), else 4 bytes at a time when they start 4-byte aligned. Otherwise
-  // they are loaded while the first stages are in flight (a round trip the chain
-  // then waits for: the SASS samples of device run 23 put about a seventh of the
-  // SwiGLU's stalls on it). Each cp.async costs a warp ~60-90 cycles to issue when
-  // every warp of the SM issues them (examples/stage_probe.rs, device run 81): the
-  // 4-byte path took 2 * ROWS * GPR / 64 of them a lane, the 16-byte one 16 times
-  // fewer.
+  // The tile's scales and biases join the first group as 4-byte copies when every
+  // row's run of GPR values starts 4-byte aligned; otherwise they are loaded while
+  // the first stages are in flight (a round trip the chain then waits for: the
+  // SASS samples of device run 23 put about a seventh of the SwiGLU's stalls on it).
   bool scales_async = false;
-  if (aligned16(sc) && aligned16(bi)) {
-    constexpr int RUN = ROWS * GPR * 2 / 16;  // 16-byte words a run (ROWS * GPR is even)
-    for (int i = lane; i < RUN; i += 32) {
-      cp_async16(reinterpret_cast<uint4*>(&ring.s[0][0]) + i,
-                 reinterpret_cast<const uint4*>(sc) + i);
-      cp_async16(reinterpret_cast<uint4*>(&ring.b[0][0]) + i,
-                 reinterpret_cast<const uint4*>(bi) + i);
-    }
-    scales_async = true;
-  } else if constexpr (GPR % 2 == 0) {
+  if constexpr (GPR % 2 == 0) {
     if (aligned4(sc) && aligned4(bi)) {
       constexpr int WORDS = GPR / 2;
       for (int i = lane; i < ROWS * WORDS; i += 32) {
