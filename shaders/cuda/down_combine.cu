@@ -20,10 +20,9 @@
 // Template arguments: T (f16 or bf16), BITS, GROUP, HID (output features, a
 // multiple of ROWS), INTER (input features of down, a multiple of max(64, GROUP)),
 // DEQ (see mma.cuh), SUMV (above), RES (0 or 1: add res_in), PIPE (the stages of
-// each warp's ring, 2..8), ROWS (outputs a tile, 8 or 16: mma.cuh), PERMK (0 or 1:
-// the k-permuted slots of mma.cuh, 4-bit DEQ 2 16-row tiles only). Runtime sizes in
-// dims_in (uint32 [NTOK, TOPK, EXPERTS]); TOPK <= 32. Launch: 32 * min(TOPK, 8)
-// threads per block, one block per tile.
+// each warp's ring, 2..8), ROWS (outputs a tile, 8 or 16: mma.cuh). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
+// EXPERTS]); TOPK <= 32. Launch: 32 * min(TOPK, 8) threads per block, one block
+// per tile.
 // Inputs: h_in [NTOK, TOPK, INTER] T, expert_ids [NTOK, TOPK] uint32, dims_in,
 // gate_scores [NTOK, TOPK] T, w_down [EXPERTS, HID, INTER * BITS / 32] uint32,
 // s_down/b_down [EXPERTS, HID, INTER / GROUP] T, res_in [NTOK, HID] T when RES = 1
@@ -63,8 +62,8 @@ for (int j = warp; j < TOPK; j += WPB) {
     const T* bi = b_down + wrow * GPR;
     const T* hr = h_in + (tok * TOPK + j) * INTER;
     const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(hr);
-    zmlx::mma_tile_any<T, BITS, GROUP, INTER, DEQ, PIPE, ROWS, PERMK>(ring[warp], w, sc, bi,
-                                                                      hr, aligned, lane, c);
+    zmlx::mma_tile_any<T, BITS, GROUP, INTER, DEQ, PIPE, ROWS>(ring[warp], w, sc, bi, hr,
+                                                               aligned, lane, c);
   }
   const T s = gate_scores[tok * TOPK + j];
   zmlx::tile_results<ROWS>(c, lane, [&](int r, float v) {

@@ -19,8 +19,7 @@
 //   T (f16 or bf16), BITS (4 or 8), GROUP (32, 64, 128), HID (input features, a
 //   multiple of max(64, GROUP)), INTER (rows per expert, a multiple of ROWS), DEQ
 //   (see mma.cuh), PIPE (the ring's stages, 2..8; gpu.rs picks what fits), TPB
-//   (tiles a block), ROWS (rows a tile, 8 or 16: mma.cuh), PERMK (0 or 1: the
-//   k-permuted slots of mma.cuh, 4-bit DEQ 2 16-row tiles only).
+//   (tiles a block), ROWS (rows a tile, 8 or 16: mma.cuh).
 // Sizes that change between calls travel in dims_in (uint32 [PAIRS, TOPK, EXPERTS]).
 // Launch: 64 * TPB threads per block, one block per TPB (pair, ROWS-row tile)s.
 // Inputs: x_in [tokens, HID], expert_ids [PAIRS] uint32 (or logits_in, see
@@ -64,8 +63,8 @@ if (valid) {
   const T* bi = (proj == 0 ? b_gate : b_up) + wrow * GPR;
   const T* xr = x_in + tok * HID;
   const bool aligned = zmlx::aligned16(w) && zmlx::aligned16(xr);
-  zmlx::mma_tile_any<T, BITS, GROUP, HID, DEQ, PIPE, ROWS, PERMK>(ring[warp], w, sc, bi, xr,
-                                                                  aligned, lane, c);
+  zmlx::mma_tile_any<T, BITS, GROUP, HID, DEQ, PIPE, ROWS>(ring[warp], w, sc, bi, xr, aligned,
+                                                           lane, c);
 }
 // gather_qmm writes each projection in T.
 if (proj == 1) {

@@ -182,17 +182,6 @@ __device__ __forceinline__ typename Pk<T>::T2 pair_codes4(uint32_t w, uint32_t s
   return __hsub2(as_pair<T>(v), as_pair<T>(Pk<T>::MAGIC));
 }
 
-// The 4-bit codes at nibbles t and t + 4 of `w` (values t and t + 4 of the word's
-// eight) as an exact pair of T: one shift and one LOP3 that keeps both codes and ORs
-// in MAGIC, then the packed subtraction. The fragments of the k-permuted slots
-// (PERMK in mma_tile) take their codes this way, one instruction fewer a pair and a
-// shorter dependent chain than pair_codes4.
-template <typename T>
-__device__ __forceinline__ typename Pk<T>::T2 pair_codes4_perm(uint32_t w, int t) {
-  const uint32_t v = ((w >> (4 * t)) & 0x000f000fu) | Pk<T>::MAGIC;
-  return __hsub2(as_pair<T>(v), as_pair<T>(Pk<T>::MAGIC));
-}
-
 // The pair (q0 * s + z, q1 * s + z), each rounded ONCE to T from its exact value
 // (fma.rn on packed pairs). `q` holds the codes as an exact pair, `sb`/`zb` the
 // group's scale and bias bits.
@@ -270,19 +259,9 @@ struct BFrag<T, 8, DEQ> {
 // g + 8, with the group's scale and bias bits in sb[i], zb[i]. `a` holds the
 // activation registers of the chunk's blocks (a[2 * i], a[2 * i + 1] for block i,
 // the same on every lane with the same t).
-//
-// PERMK = 1 (4-bit, DEQ 2, ROWS = 16 only): the k slots of each 16-wide block are
-// permuted, lane t holding values t, t + 4 (and t + 8, t + 12) instead of 2t,
-// 2t + 1 (2t + 8, 2t + 9), in A and B alike (`a` must hold the activation in that
-// order, see mma_tile). The products are the same and the tensor core's block sum
-// does not depend on which slot holds which product (examples/mma_order_probe.rs:
-// 0 of 65,536 outputs differ on an H100, device run 73; checked against MLX on every
-// test class), so the bits do not change.
-template <typename T, int BITS, int DEQ, int ROWS, int PERMK>
+template <typename T, int BITS, int DEQ, int ROWS>
 __device__ __forceinline__ void mma_chunk(const uint4* w, const uint32_t* a, int t,
                                           const uint32_t* sb, const uint32_t* zb, float* c) {
-  static_assert(PERMK == 0 || (BITS == 4 && DEQ == 2 && ROWS == 16),
-                "k-permuted slots: 4-bit, DEQ 2, 16-row tiles");
   constexpr int KPC = BITS == 4 ? 2 : 1;
 #pragma unroll
   for (int i = 0; i < KPC; ++i) {
@@ -299,22 +278,14 @@ __device__ __forceinline__ void mma_chunk(const uint4* w, const uint32_t* a, int
       }
     }
     uint32_t f0, f1;
+    BFrag<T, BITS, DEQ>::make(lo[0], hi[0], t, sb[0], zb[0], f0, f1);
     if constexpr (ROWS == 8) {
-      BFrag<T, BITS, DEQ>::make(lo[0], hi[0], t, sb[0], zb[0], f0, f1);
       // The activation in A (every row), the weights in B.
       Mma<T>::run(c, a[2 * i], a[2 * i], a[2 * i + 1], a[2 * i + 1], f0, f1);
     } else {
       // The weights in A (rows g and g + 8), the activation in B.
       uint32_t f2, f3;
-      if constexpr (PERMK != 0) {
-        f0 = pair_fma<T>(pair_codes4_perm<T>(lo[0], t), sb[0], zb[0]);
-        f1 = pair_fma<T>(pair_codes4_perm<T>(hi[0], t), sb[0], zb[0]);
-        f2 = pair_fma<T>(pair_codes4_perm<T>(lo[1], t), sb[1], zb[1]);
-        f3 = pair_fma<T>(pair_codes4_perm<T>(hi[1], t), sb[1], zb[1]);
-      } else {
-        BFrag<T, BITS, DEQ>::make(lo[0], hi[0], t, sb[0], zb[0], f0, f1);
-        BFrag<T, BITS, DEQ>::make(lo[1], hi[1], t, sb[1], zb[1], f2, f3);
-      }
+      BFrag<T, BITS, DEQ>::make(lo[1], hi[1], t, sb[1], zb[1], f2, f3);
       Mma<T>::run(c, f0, f2, f1, f3, a[2 * i], a[2 * i + 1]);
     }
   }
@@ -449,10 +420,9 @@ __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w
 // values of K, in K order): `w`, `sc`, `bi` point at the tile's FIRST row (rows WPR
 // words / GPR values apart), `x` at the activation row. Every lane of the warp must
 // call it with the same arguments; tile_results above says which lanes end with
-// which rows. ALIGNED: weights and activations start 16-byte aligned. PERMK: the
-// k-permuted slots of mma_chunk, the activation permuted in its ring slot a stage.
-template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS, int PERMK,
-          bool ALIGNED, typename Ring>
+// which rows. ALIGNED: weights and activations start 16-byte aligned.
+template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS, bool ALIGNED,
+          typename Ring>
 __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T* sc,
                                          const T* bi, const T* x, int lane, float* c) {
   static_assert(ROWS == 8 || ROWS == 16, "tiles of 8 or 16 rows");
@@ -504,31 +474,6 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
     pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
     const int slot = st % STAGES;
     const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
-    if constexpr (PERMK != 0) {
-      // The stage's activation, in place, in the k-permuted order of mma_chunk: in
-      // each half (8 values) of a block, word t becomes (value t, value t + 4). All
-      // lanes read before any writes.
-      constexpr int OW = Ring::XWORDS * 4;
-      uint32_t* xm = reinterpret_cast<uint32_t*>(&ring.x[slot][0]);
-      uint32_t v[(OW + 31) / 32];
-#pragma unroll
-      for (int i = 0; i < (OW + 31) / 32; ++i) {
-        const int ow = lane + 32 * i;
-        const int h = ow >> 2;
-        const int tt = ow & 3;
-        v[i] = ow < OW ? __byte_perm(xm[4 * h + (tt >> 1)], xm[4 * h + 2 + (tt >> 1)],
-                                     (tt & 1) != 0 ? 0x7632u : 0x5410u)
-                       : 0u;
-      }
-      __syncwarp();
-#pragma unroll
-      for (int i = 0; i < (OW + 31) / 32; ++i) {
-        if (lane + 32 * i < OW) {
-          xm[lane + 32 * i] = v[i];
-        }
-      }
-      __syncwarp();
-    }
     // All of the stage's shared-memory loads first, then the multiplies: the
     // loads' latency is paid once a stage instead of once a chunk (Nsight Compute,
     // device run 26: short-scoreboard stalls were a sixth of the SwiGLU's; run 27
@@ -559,7 +504,7 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
 #pragma unroll
     for (int j = 0; j < PIPE_CPS; ++j) {
       if (st * PIPE_CPS + j < NCH) {
-        mma_chunk<T, BITS, DEQ, ROWS, PERMK>(wc[j], a[j], t, sb[j], zb[j], c);
+        mma_chunk<T, BITS, DEQ, ROWS>(wc[j], a[j], t, sb[j], zb[j], c);
       }
     }
   }
@@ -572,15 +517,15 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
 // mma_tile with the copy path chosen once: cp.async when both the weights and the
 // activations are 16-byte aligned (always, for arrays MLX allocates), else the
 // slow copies.
-template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS, int PERMK,
+template <typename T, int BITS, int GROUP, int KIN, int DEQ, int STAGES, int ROWS,
           typename Ring>
 __device__ __forceinline__ void mma_tile_any(Ring& ring, const uint32_t* w, const T* sc,
                                              const T* bi, const T* x, bool aligned, int lane,
                                              float* c) {
   if (aligned) {
-    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, PERMK, true>(ring, w, sc, bi, x, lane, c);
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, true>(ring, w, sc, bi, x, lane, c);
   } else {
-    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, PERMK, false>(ring, w, sc, bi, x, lane, c);
+    mma_tile<T, BITS, GROUP, KIN, DEQ, STAGES, ROWS, false>(ring, w, sc, bi, x, lane, c);
   }
 }
 

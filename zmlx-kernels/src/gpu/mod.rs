@@ -141,21 +141,6 @@ fn pipe_ring_bytes(bits: i32, group: i32, kin: i32, rows: i32, stages: i32) -> i
     (raw + 15) / 16 * 16
 }
 
-/// Whether the CUDA expert kernels use the k-permuted mma slots (`PERMK` in
-/// shaders/cuda/mma.cuh: two codes of a 4-bit weight word from one shift and one
-/// LOP3, the activation permuted the same way once a stage; the same products in
-/// each block, whose sum the tensor core forms independently of the slots, so the
-/// same bits): for 4-bit weights, the `DEQ` 2 dequantization and 16-row tiles.
-/// `ZMLX_CUDA_PERMK=0` keeps the standard slots (A/B runs on a device).
-fn cuda_permk(bits: i32, rows: i32) -> i32 {
-    i32::from(
-        bits == 4
-            && rows == 16
-            && cuda_deq_variant() == 2
-            && env_choice("ZMLX_CUDA_PERMK", &[0, 1], 1) == 1,
-    )
-}
-
 /// Shared memory of down + combine besides its rings: the products' tile (`rows`
 /// outputs by up to 32 experts).
 fn combine_smem(rows: i32) -> i64 {
@@ -807,7 +792,6 @@ fn swiglu_call(
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("TPB", TemplateArg::Int(tpb)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
-        targs.push(("PERMK", TemplateArg::Int(cuda_permk(bits, rows))));
     }
     targs.extend(route_targs);
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
@@ -1022,7 +1006,6 @@ fn down_combine_call(
         let pipe = cuda_pipe_stages(bits, group, inter, rows, 8, combine_smem(rows));
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
-        targs.push(("PERMK", TemplateArg::Int(cuda_permk(bits, rows))));
     }
     if indices.ndim() == 0 {
         return Err(Error::invalid(OP, "routing indices need an expert axis"));
