@@ -201,46 +201,42 @@ fn report(pipe: i32, stamps: &[u64], warps: usize, nst: usize) {
         work.push(wk);
         total.push(at(w, 2 * nst) - first);
     }
-    let med = |v: &mut Vec<i64>| {
-        v.sort_unstable();
-        v[v.len() / 2]
-    };
-    let p90 = |v: &mut Vec<i64>| {
-        v.sort_unstable();
-        v[v.len() * 9 / 10]
-    };
     println!(
-        "stage_probe PIPE={pipe}: {warps} warps x {nst} stages, cycles a warp (median / p90): total {} / {}, first wait (fill) {} / {}, later waits {} / {}, stage work {} / {}",
-        med(&mut total.clone()),
-        p90(&mut total),
-        med(&mut fill.clone()),
-        p90(&mut fill),
-        med(&mut waits.clone()),
-        p90(&mut waits),
-        med(&mut work.clone()),
-        p90(&mut work)
+        "stage_probe PIPE={pipe}: {warps} warps x {nst} stages, cycles a warp (median / p90): total {}, first wait (fill) {}, later waits {}, stage work {}",
+        spread(&mut total),
+        spread(&mut fill),
+        spread(&mut waits),
+        spread(&mut work)
     );
     println!(
-        "  kernel body span {} ns (first start to last end); a warp: body {} / {} ns, start after the first warp's {} / {} ns, before the first stage {} / {} cycles, after the last stage {} / {} cycles (median / p90)",
+        "  kernel body span {} ns (first start to last end); a warp (median / p90): body {} ns, start after the first warp's {} ns, before the first stage {} cycles, after the last stage {} cycles",
         t1 - t0,
-        med(&mut span.clone()),
-        p90(&mut span),
-        med(&mut skew.clone()),
-        p90(&mut skew),
-        med(&mut pro.clone()),
-        p90(&mut pro),
-        med(&mut epi.clone()),
-        p90(&mut epi)
+        spread(&mut span),
+        spread(&mut skew),
+        spread(&mut pro),
+        spread(&mut epi)
     );
     let per_stage: Vec<String> = (0..nst)
         .map(|st| {
             format!(
                 "{}:{}/{}",
                 st,
-                med(&mut stage_wait[st]),
-                med(&mut stage_work[st])
+                median(&mut stage_wait[st]),
+                median(&mut stage_work[st])
             )
         })
         .collect();
     println!("  per stage (median wait / work): {}", per_stage.join(" "));
+}
+
+/// The median of `v` (sorted in place; `v` is not empty).
+fn median(v: &mut [i64]) -> i64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// "median / 90th percentile" of `v` (sorted in place; `v` is not empty).
+fn spread(v: &mut [i64]) -> String {
+    v.sort_unstable();
+    format!("{} / {}", v[v.len() / 2], v[v.len() * 9 / 10])
 }
