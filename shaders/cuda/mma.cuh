@@ -389,42 +389,31 @@ struct PipeRing {
 };
 
 // Issues the copies of stage `st` (of K) into its slot and commits one group (an
-// empty one past the end, so that group counts stay uniform). part < 0: all of them;
-// part = 0 .. PIPE_CPS - 1: the share issued after chunk `part` of the stage being
-// multiplied (weights, then the activation, the commit with the last part), so that
-// the copies, which stall a warp ~200 cycles a stage when issued in one go
-// (examples/stage_probe.rs, device run 81), fill the waits between dependent mmas.
+// empty one past the end, so that group counts stay uniform).
 template <typename T, int BITS, int KIN, int STAGES, int ROWS, bool ALIGNED, typename Ring>
 __device__ __forceinline__ void pipe_issue(Ring& ring, int st, const uint32_t* w, const T* x,
-                                           int lane, int part) {
+                                           int lane) {
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = KIN / VALS;
   constexpr int WPR = KIN * BITS / 32;
   constexpr int NST = (NCH + PIPE_CPS - 1) / PIPE_CPS;
-  constexpr int M = (ROWS * PIPE_CPS + 31) / 32;  // weight copies a lane
-  static_assert(M + 1 <= PIPE_CPS, "one part for each weight copy and the activation");
   if (st < NST) {
     const int slot = st % STAGES;
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const int i = lane + 32 * m;
-      if ((part < 0 || part == m) && i < ROWS * PIPE_CPS) {
-        const int r = i % ROWS;
-        const int j = i / ROWS;
-        const int ch = st * PIPE_CPS + j;
-        if (ch < NCH) {
-          copy16<ALIGNED>(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4);
-        }
+    for (int i = lane; i < ROWS * PIPE_CPS; i += 32) {
+      const int r = i % ROWS;
+      const int j = i / ROWS;
+      const int ch = st * PIPE_CPS + j;
+      if (ch < NCH) {
+        copy16<ALIGNED>(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4);
       }
     }
     const int xo = st * PIPE_CPS * VALS + lane * 8;  // 8 values of T per 16 bytes
-    if ((part < 0 || part == M) && lane < Ring::XWORDS && xo < KIN) {
+    if (lane < Ring::XWORDS && xo < KIN) {
       copy16<ALIGNED>(&ring.x[slot][lane], x + xo);
     }
   }
-  if (part < 0 || part == PIPE_CPS - 1) {
-    cp_async_commit();
-  }
+  cp_async_commit();
 }
 
 // c += x . w for the ROWS rows of a tile in qmm_sm80's order (one mma per 16
@@ -465,7 +454,7 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
   }
 #pragma unroll
   for (int p = 0; p < STAGES - 1; ++p) {
-    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, p, w, x, lane, -1);
+    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, p, w, x, lane);
   }
   if (!scales_async) {
     for (int i = lane; i < ROWS * GPR; i += 32) {
@@ -482,6 +471,7 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
     // the next issue overwrites (it held stage st - 1).
     __syncwarp();
     ZMLX_STAGE_HOOK(st, 1);
+    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
     const int slot = st % STAGES;
     const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
     // All of the stage's shared-memory loads first, then the multiplies: the
@@ -511,14 +501,11 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
         }
       }
     }
-    // The next copies go into the slot of stage st - 1, which every lane finished
-    // reading before the barrier above.
 #pragma unroll
     for (int j = 0; j < PIPE_CPS; ++j) {
       if (st * PIPE_CPS + j < NCH) {
         mma_chunk<T, BITS, DEQ, ROWS>(wc[j], a[j], t, sb[j], zb[j], c);
       }
-      pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, st + STAGES - 1, w, x, lane, j);
     }
   }
   ZMLX_STAGE_HOOK(NST, 0);
