@@ -464,72 +464,48 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
       ring.b[r][q] = static_cast<unsigned short>(bits16(bi[r * GPR + q]));
     }
   }
-  // A stage's operands in registers: its chunks' weight words (rows g, g + 8),
-  // scales, biases and activation words.
-  struct StageRegs {
+  for (int st = 0; st < NST; ++st) {
+    ZMLX_STAGE_HOOK(st, 0);
+    cp_async_wait<WAIT>();
+    // Stage st is in (every lane's copies), and every lane is done with the slot
+    // the next issue overwrites (it held stage st - 1).
+    __syncwarp();
+    ZMLX_STAGE_HOOK(st, 1);
+    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
+    const int slot = st % STAGES;
+    const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
+    // All of the stage's shared-memory loads first, then the multiplies: the
+    // loads' latency is paid once a stage instead of once a chunk (Nsight Compute,
+    // device run 26: short-scoreboard stalls were a sixth of the SwiGLU's; run 27
+    // measured no change in duration, and it is no slower).
     uint4 wc[PIPE_CPS][RPL];
     uint32_t a[PIPE_CPS][2 * KPC];
     uint32_t sb[PIPE_CPS][RPL];
     uint32_t zb[PIPE_CPS][RPL];
-  };
-  // Loads stage `ls` from its ring slot (all of a stage's shared-memory loads at
-  // once: their latency is paid once a stage instead of once a chunk; Nsight
-  // Compute, device run 26).
-  auto load_stage = [&](int ls, StageRegs& r) {
-    const int slot = ls % STAGES;
-    const uint32_t* xw = reinterpret_cast<const uint32_t*>(&ring.x[slot][0]);
 #pragma unroll
     for (int j = 0; j < PIPE_CPS; ++j) {
-      const int ch = ls * PIPE_CPS + j;
+      const int ch = st * PIPE_CPS + j;
       if (ch < NCH) {
         const int q = ch * VALS / GROUP;
 #pragma unroll
-        for (int rr = 0; rr < RPL; ++rr) {
-          r.wc[j][rr] = ring.w[slot][j][g + 8 * rr];
-          r.sb[j][rr] = ring.s[g + 8 * rr][q];
-          r.zb[j][rr] = ring.b[g + 8 * rr][q];
+        for (int r = 0; r < RPL; ++r) {
+          wc[j][r] = ring.w[slot][j][g + 8 * r];
+          sb[j][r] = ring.s[g + 8 * r][q];
+          zb[j][r] = ring.b[g + 8 * r][q];
         }
 #pragma unroll
         for (int i = 0; i < KPC; ++i) {
           const int o = j * VALS / 2 + 8 * i;
-          r.a[j][2 * i] = xw[o + t];
-          r.a[j][2 * i + 1] = xw[o + t + 4];
+          a[j][2 * i] = xw[o + t];
+          a[j][2 * i + 1] = xw[o + t + 4];
         }
       }
-    }
-  };
-  // One step of the chain, software-pipelined over stages: issue the copies of
-  // stage st + STAGES - 1 (into the slot of stage st - 1, whose operands every lane
-  // loaded before the barrier of the previous step), wait for stage st + 1, load
-  // its operands into `nxt` while stage st's dequantizations and mmas run from
-  // `cur`. The loads' latency and the wait then overlap the stage's work.
-  auto step = [&](int st, const StageRegs& cur, StageRegs& nxt) {
-    ZMLX_STAGE_HOOK(st, 0);
-    pipe_issue<T, BITS, KIN, STAGES, ROWS, ALIGNED>(ring, st + STAGES - 1, w, x, lane);
-    // Stages up to st + 1 are in (every lane's copies).
-    cp_async_wait<STAGES - 2>();
-    __syncwarp();
-    ZMLX_STAGE_HOOK(st, 1);
-    if (st + 1 < NST) {
-      load_stage(st + 1, nxt);
     }
 #pragma unroll
     for (int j = 0; j < PIPE_CPS; ++j) {
       if (st * PIPE_CPS + j < NCH) {
-        mma_chunk<T, BITS, DEQ, ROWS>(cur.wc[j], cur.a[j], t, cur.sb[j], cur.zb[j], c);
+        mma_chunk<T, BITS, DEQ, ROWS>(wc[j], a[j], t, sb[j], zb[j], c);
       }
-    }
-  };
-  StageRegs ra, rb;
-  // Stage 0 is in.
-  cp_async_wait<WAIT>();
-  __syncwarp();
-  load_stage(0, ra);
-  // Two steps an iteration, so that the operand sets alternate without copies.
-  for (int st = 0; st < NST; st += 2) {
-    step(st, ra, rb);
-    if (st + 1 < NST) {
-      step(st + 1, rb, ra);
     }
   }
   ZMLX_STAGE_HOOK(NST, 0);
