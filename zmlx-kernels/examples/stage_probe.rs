@@ -22,7 +22,8 @@ use mlx::kernel::{CustomKernel, KernelBackend, KernelLaunch, KernelSource, Templ
 use mlx::quantization::{quantize, QuantSpec};
 use mlx::{random, Array, Device, Dtype, StreamOrDevice};
 
-/// Stamp slots a warp: two a stage (before and after its wait) and one at the end.
+/// Stamp slots a warp: two a stage (before and after its wait) and one at the
+/// chain's end (so up to 29 stages), then 60..63 for the body's start and end.
 const SLOTS: usize = 64;
 
 /// Defined before the prelude: the hook writes lane 0's stamps to `zmlx_probe_out`.
