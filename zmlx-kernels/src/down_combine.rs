@@ -381,7 +381,8 @@ impl DownCombineOp for FusedDownCombine {
         let k = input.routing.indices.shape().last().copied().unwrap_or(1);
         let tokens = input.routing.indices.size() / k.max(1) as usize;
         let need = crate::norm::rms_threads(input.down.out_features(), dtype);
-        if need.is_none_or(|n| 32 * k.min(8) < n) || tokens > norm.counter.slots() {
+        let threads = crate::gpu::down_combine_block_threads(k);
+        if need.is_none_or(|n| threads < n) || tokens > norm.counter.slots() {
             return Ok(None);
         }
         crate::gpu::down_combine_normed(

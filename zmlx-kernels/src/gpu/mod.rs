@@ -70,7 +70,8 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
     }
     // The worst case of both kernels: down + combine's eight rings of two stages, in
     // the narrow tiles they fall back to.
-    if !pipe_fits(q.spec.bits, q.spec.group_size, k, 8, 8, combine_smem(8), 2) {
+    let (bits, group, rings) = (q.spec.bits, q.spec.group_size, COMBINE_MAX_WARPS);
+    if !pipe_fits(bits, group, k, 8, rings, combine_smem(8), 2) {
         return Support::No(format!(
             "{k} input features in groups of {} (the tile's scales and biases need more \
              shared memory than a CUDA block declares)",
@@ -139,6 +140,17 @@ fn pipe_ring_bytes(bits: i32, group: i32, kin: i32, rows: i32, stages: i32) -> i
     let scales = 2 * rows * (kin / group) * 2;
     let raw = i64::from(stages) * i64::from(per_stage) + i64::from(scales);
     (raw + 15) / 16 * 16
+}
+
+/// The most warps a CUDA down + combine block has, each with its own ring
+/// (`ring[8]` in shaders/cuda/down_combine.cu): more would exceed an SM's register
+/// file.
+const COMBINE_MAX_WARPS: i32 = 8;
+
+/// Threads of a CUDA down + combine block for top-`k` routing: a warp per expert, at
+/// most [`COMBINE_MAX_WARPS`] (each warp then runs several experts).
+pub(crate) fn down_combine_block_threads(k: i32) -> i32 {
+    32 * k.min(COMBINE_MAX_WARPS)
 }
 
 /// Shared memory of down + combine besides its rings: the products' tile (`rows`
@@ -973,7 +985,8 @@ fn down_combine_call(
     // (token, output).
     let lpr = lanes_per_row(inter * bits / 128);
     let group = d.spec.group_size;
-    let rows = cuda_tile_rows(|r| pipe_fits(bits, group, inter, r, 8, combine_smem(r), 2));
+    let rings = COMBINE_MAX_WARPS;
+    let rows = cuda_tile_rows(|r| pipe_fits(bits, group, inter, r, rings, combine_smem(r), 2));
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, down, pairs)?;
@@ -985,9 +998,11 @@ fn down_combine_call(
                     ),
                 ));
             }
-            // Blocks of min(k, 8) warps (each runs some experts) per (token, `rows`
-            // outputs); 16 warps of this kernel exceed an SM's register file.
-            block_dims(i64::from(ntok) * i64::from(hidden / rows), 32 * k.min(8))?
+            // A block per (token, `rows` outputs).
+            block_dims(
+                i64::from(ntok) * i64::from(hidden / rows),
+                down_combine_block_threads(k),
+            )?
         }
         KernelBackend::Metal => launch_dims(i64::from(ntok) * i64::from(hidden))?,
     };
@@ -1002,8 +1017,8 @@ fn down_combine_call(
     ];
     if backend == KernelBackend::Cuda {
         targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
-        // Eight rings (the most warps a block has) and the products' tile.
-        let pipe = cuda_pipe_stages(bits, group, inter, rows, 8, combine_smem(rows));
+        // A ring for each warp a block may have, and the products' tile.
+        let pipe = cuda_pipe_stages(bits, group, inter, rows, rings, combine_smem(rows));
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
     }
