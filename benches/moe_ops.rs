@@ -9,8 +9,9 @@
 //! cargo bench --bench moe_ops -- --reps 20 --json
 //! ```
 //!
-//! On the CPU the floor uses this machine's measured multi-threaded read bandwidth;
-//! on a GPU pass `--bandwidth-gbs N` (e.g. 3000 for an H100's HBM3).
+//! The floor uses the measured read bandwidth of the device that runs the ops: on the
+//! CPU this machine's multi-threaded read of 1 GiB, on a GPU MLX's own `sum` over a
+//! 1 GiB array (median of 5); `--bandwidth-gbs N` overrides it.
 
 use std::time::Instant;
 
@@ -74,6 +75,16 @@ fn cpu_bandwidth() -> f64 {
     best
 }
 
+/// Read bandwidth of a GPU in bytes/s, as MLX's own full reduction of a 1 GiB f32
+/// array reaches it (median of 5 timed sums after a warm-up).
+fn gpu_bandwidth(s: StreamOrDevice) -> f64 {
+    let n = 1i32 << 28; // 256 Mi f32 = 1 GiB
+    let a = mlx::ops::arange(0.0, f64::from(n), 1.0, Dtype::Float32, s).unwrap();
+    a.eval().unwrap();
+    let secs = time(5, || mlx::ops::sum(&a, &[0], false, s).unwrap());
+    4.0 * f64::from(n) / secs
+}
+
 struct Line {
     op: String,
     tokens: i32,
@@ -96,7 +107,10 @@ fn main() {
     let s = StreamOrDevice::Device(device);
     let bandwidth = value("--bandwidth-gbs")
         .map(|g| g * 1e9)
-        .unwrap_or_else(cpu_bandwidth);
+        .unwrap_or_else(|| match device.kind {
+            mlx::DeviceType::Cpu => cpu_bandwidth(),
+            _ => gpu_bandwidth(s),
+        });
     eprintln!(
         "device {:?}, MLX {}, read bandwidth {:.1} GB/s, {reps} reps",
         device.kind,
