@@ -39,7 +39,7 @@ for ty in __half __nv_bfloat16; do
   for bits in 4 8; do
     pipe=$((bits == 4 ? 8 : 2))
     rows=$((bits == 4 ? 16 : 8))
-    swiglu_consts="constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = $((bits / 4 - 1)); constexpr int PIPE = $pipe; constexpr int TPB = 4; constexpr int ROWS = $rows;"
+    swiglu_consts="constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = $((bits / 4 - 1)); constexpr int PIPE = $pipe; constexpr int TPB = 4; constexpr int ROWS = $rows; constexpr int CPS = $((rows / 2));"
     check expert_swiglu "$ty" "$swiglu_consts" \
       "const T* x_in, const uint32_t* expert_ids, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out" \
       "prelude.cuh mma.cuh" "swiglu_ids.cu expert_swiglu.cu"
@@ -47,10 +47,10 @@ for ty in __half __nv_bfloat16; do
       "const T* x_in, const T* logits_in, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out, uint32_t* ids_out, T* scores_out" \
       "prelude.cuh mma.cuh route.cuh" "swiglu_route.cu expert_swiglu.cu"
     check down_combine "$ty" \
-      "constexpr int BITS = $bits; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 1; constexpr int RES = $((bits / 8)); constexpr int PIPE = $((10 - pipe)); constexpr int ROWS = $((24 - rows));" \
+      "constexpr int BITS = $bits; constexpr int GROUP = 32; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 1; constexpr int RES = $((bits / 8)); constexpr int PIPE = $((10 - pipe)); constexpr int ROWS = $((24 - rows)); constexpr int CPS = 4;" \
       "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, T* y_out"
     check down_combine_norm "$ty" \
-      "constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 0; constexpr int RES = 1; constexpr int PIPE = $pipe; constexpr int ROWS = $rows; constexpr int EPS = 897988541; constexpr int FMAV = 0;" \
+      "constexpr int BITS = $bits; constexpr int GROUP = 64; constexpr int HID = 2048; constexpr int INTER = 768; constexpr int DEQ = 2; constexpr int SUMV = 0; constexpr int RES = 1; constexpr int PIPE = $pipe; constexpr int ROWS = $rows; constexpr int CPS = 8; constexpr int EPS = 897988541; constexpr int FMAV = 0;" \
       "const T* h_in, const uint32_t* expert_ids, const uint32_t* dims_in, const T* gate_scores, const uint32_t* w_down, const T* s_down, const T* b_down, const T* res_in, const T* wn_in, const uint32_t* cnt_in, T* y_out, T* n_out" \
       "prelude.cuh mma.cuh norm.cuh" "down_combine.cu down_combine_norm.cu"
   done

@@ -20,7 +20,8 @@
 // Template arguments: T (f16 or bf16), BITS, GROUP, HID (output features, a
 // multiple of ROWS), INTER (input features of down, a multiple of max(64, GROUP)),
 // DEQ (see mma.cuh), SUMV (above), RES (0 or 1: add res_in), PIPE (the stages of
-// each warp's ring, 2..8), ROWS (outputs a tile, 8 or 16: mma.cuh). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
+// each warp's ring, 2..8), ROWS (outputs a tile, 8 or 16: mma.cuh), CPS (chunks a
+// ring stage: PipeRing in mma.cuh). Runtime sizes in dims_in (uint32 [NTOK, TOPK,
 // EXPERTS]); TOPK <= 32. Launch: 32 * min(TOPK, 8) threads per block, one block
 // per tile.
 // Inputs: h_in [NTOK, TOPK, INTER] T, expert_ids [NTOK, TOPK] uint32, dims_in,
@@ -39,7 +40,7 @@ constexpr int MAX_K = 32;
 
 __shared__ T prod[ROWS][MAX_K];
 // One ring per warp (at most 8 warps; mma_tile in mma.cuh).
-__shared__ zmlx::PipeRing<BITS, GPR, PIPE, ROWS> ring[8];
+__shared__ zmlx::PipeRing<BITS, GPR, PIPE, ROWS, CPS> ring[8];
 const int lane = threadIdx.x & 31;
 const int warp = threadIdx.x >> 5;
 const int WPB = static_cast<int>(blockDim.x >> 5);

@@ -19,7 +19,8 @@
 //   T (f16 or bf16), BITS (4 or 8), GROUP (32, 64, 128), HID (input features, a
 //   multiple of max(64, GROUP)), INTER (rows per expert, a multiple of ROWS), DEQ
 //   (see mma.cuh), PIPE (the ring's stages, 2..8; gpu.rs picks what fits), TPB
-//   (tiles a block), ROWS (rows a tile, 8 or 16: mma.cuh).
+//   (tiles a block), ROWS (rows a tile, 8 or 16: mma.cuh), CPS (16-byte chunks a
+//   ring stage, 4 or 8: PipeRing in mma.cuh).
 // Sizes that change between calls travel in dims_in (uint32 [PAIRS, TOPK, EXPERTS]).
 // Launch: 64 * TPB threads per block, one block per TPB (pair, ROWS-row tile)s.
 // Inputs: x_in [tokens, HID], expert_ids [PAIRS] uint32 (or logits_in, see
@@ -35,7 +36,7 @@ constexpr int WPR = HID * BITS / 32;      // uint32 per weight row
 constexpr int TILES = INTER / ROWS;       // tiles per expert
 
 __shared__ T up_tile[TPB][ROWS];
-__shared__ zmlx::PipeRing<BITS, GPR, PIPE, ROWS> ring[2 * TPB];
+__shared__ zmlx::PipeRing<BITS, GPR, PIPE, ROWS, CPS> ring[2 * TPB];
 const int lane = threadIdx.x & 31;
 const int warp = threadIdx.x >> 5;
 const int lt = warp >> 1;                 // the block's tile this warp works on

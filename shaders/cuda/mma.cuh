@@ -331,7 +331,7 @@ __device__ __forceinline__ void tile_results(const float* c, int lane, F&& f) {
 // every 16-byte chunk of its row, and a chain is serial, so the weights must
 // stream far ahead of the multiplies. They (and the activation row) move through a
 // per-warp ring in shared memory with cp.async: every lane copies distinct 16
-// bytes, STAGES - 1 stages of PIPE_CPS chunks are in flight while one is
+// bytes, STAGES - 1 stages of CPS chunks are in flight while one is
 // multiplied, and no registers hold data in flight. (The first exact kernels kept
 // up to 8 chunks per lane in registers, each lane of a row loading the same 16
 // bytes; device runs 17-20 in notes/cuda-kernels.md.)
@@ -380,9 +380,6 @@ __device__ __forceinline__ void copy16(uint4* dst, const void* src) {
   }
 }
 
-// The chunks of a stage.
-constexpr int PIPE_CPS = 4;
-
 // A probe's hook (examples/stage_probe.rs defines it before this file to time each
 // stage of a chain; empty otherwise): called by every lane of the warp with the
 // stage and a phase, 0 before the stage's wait for its copies, 1 after it.
@@ -390,13 +387,18 @@ constexpr int PIPE_CPS = 4;
 #define ZMLX_STAGE_HOOK(st, phase)
 #endif
 
-// One warp's ring: STAGES stages of PIPE_CPS chunks of a ROWS-row weight tile
+// One warp's ring: STAGES stages of CPS chunks of a ROWS-row weight tile
 // ([chunk][row], 16 bytes each) and of the activation row, plus the tile's scales
-// and biases (GPRX per row). 16-bit values are kept as raw bits.
-template <int BITS, int GPRX, int STAGES, int ROWS>
+// and biases (GPRX per row). 16-bit values are kept as raw bits. A stage is the unit
+// of the copies' bookkeeping (one commit, one wait and one barrier a stage), so more
+// chunks a stage spread that cost over more mmas, in fewer stages.
+template <int BITS, int GPRX, int STAGES, int ROWS, int CPS>
 struct PipeRing {
-  static constexpr int XWORDS = PIPE_CPS * (128 / BITS) * 2 / 16;  // 16-byte words of T
-  uint4 w[STAGES][PIPE_CPS][ROWS];
+  static constexpr int CHUNKS = CPS;
+  static constexpr int XWORDS = CPS * (128 / BITS) * 2 / 16;  // 16-byte words of T
+  // One activation copy a lane.
+  static_assert(XWORDS <= 32, "a stage's activation must fit one copy a lane");
+  uint4 w[STAGES][CPS][ROWS];
   uint4 x[STAGES][XWORDS];
   unsigned short s[ROWS][GPRX];
   unsigned short b[ROWS][GPRX];
@@ -412,18 +414,19 @@ __device__ __forceinline__ void pipe_issue(Ring& ring, int st, int slot, const u
   constexpr int VALS = 128 / BITS;
   constexpr int NCH = KIN / VALS;
   constexpr int WPR = KIN * BITS / 32;
-  constexpr int NST = (NCH + PIPE_CPS - 1) / PIPE_CPS;
+  constexpr int CPS = Ring::CHUNKS;
+  constexpr int NST = (NCH + CPS - 1) / CPS;
   if (st < NST) {
 #pragma unroll
-    for (int i = lane; i < ROWS * PIPE_CPS; i += 32) {
+    for (int i = lane; i < ROWS * CPS; i += 32) {
       const int r = i % ROWS;
       const int j = i / ROWS;
-      const int ch = st * PIPE_CPS + j;
+      const int ch = st * CPS + j;
       if (ch < NCH) {
         copy16<ALIGNED>(&ring.w[slot][j][r], w + static_cast<long long>(r) * WPR + ch * 4);
       }
     }
-    const int xo = st * PIPE_CPS * VALS + lane * 8;  // 8 values of T per 16 bytes
+    const int xo = st * CPS * VALS + lane * 8;  // 8 values of T per 16 bytes
     if (lane < Ring::XWORDS && xo < KIN) {
       copy16<ALIGNED>(&ring.x[slot][lane], x + xo);
     }
@@ -445,7 +448,8 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
   constexpr int NCH = KIN / VALS;
   constexpr int KPC = VALS / 16;
   constexpr int GPR = KIN / GROUP;
-  constexpr int NST = (NCH + PIPE_CPS - 1) / PIPE_CPS;
+  constexpr int CPS = Ring::CHUNKS;
+  constexpr int NST = (NCH + CPS - 1) / CPS;
   constexpr int WAIT = STAGES >= 2 ? STAGES - 2 : 0;
   constexpr int RPL = ROWS / 8;  // rows a lane dequantizes: g (and g + 8)
   const int g = lane >> 2;
@@ -496,13 +500,13 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
     // loads' latency is paid once a stage instead of once a chunk (Nsight Compute,
     // device run 26: short-scoreboard stalls were a sixth of the SwiGLU's; run 27
     // measured no change in duration, and it is no slower).
-    uint4 wc[PIPE_CPS][RPL];
-    uint32_t a[PIPE_CPS][2 * KPC];
-    uint32_t sb[PIPE_CPS][RPL];
-    uint32_t zb[PIPE_CPS][RPL];
+    uint4 wc[CPS][RPL];
+    uint32_t a[CPS][2 * KPC];
+    uint32_t sb[CPS][RPL];
+    uint32_t zb[CPS][RPL];
 #pragma unroll
-    for (int j = 0; j < PIPE_CPS; ++j) {
-      const int ch = st * PIPE_CPS + j;
+    for (int j = 0; j < CPS; ++j) {
+      const int ch = st * CPS + j;
       if (ch < NCH) {
         const int q = ch * VALS / GROUP;
 #pragma unroll
@@ -520,8 +524,8 @@ __device__ __forceinline__ void mma_tile(Ring& ring, const uint32_t* w, const T*
       }
     }
 #pragma unroll
-    for (int j = 0; j < PIPE_CPS; ++j) {
-      if (st * PIPE_CPS + j < NCH) {
+    for (int j = 0; j < CPS; ++j) {
+      if (st * CPS + j < NCH) {
         mma_chunk<T, BITS, DEQ, ROWS>(wc[j], a[j], t, sb[j], zb[j], c);
       }
     }

@@ -16,7 +16,8 @@
 //!
 //! Usage: `stage_probe` on MLX's CUDA backend. Qwen3-30B-A3B's SwiGLU shapes (hidden
 //! 2048, intermediate 768, 4-bit groups of 64, bf16), one token routed to 8 experts;
-//! ring stages 2, 4 and 7 (7 is what the model uses with two tiles a block).
+//! ring stages 2, 4 and 7 of 4 chunks (7 is what the model uses with two tiles a
+//! block) and 3 of 8 chunks (`ZMLX_CUDA_CPS=8`).
 
 use mlx::kernel::{CustomKernel, KernelBackend, KernelLaunch, KernelSource, TemplateArg};
 use mlx::quantization::{quantize, QuantSpec};
@@ -114,7 +115,9 @@ fn main() -> mlx::Result<()> {
     let tiles = k * inter / 16;
     let blocks = tiles / tpb;
     let warps = (blocks * 2 * tpb) as usize;
-    for pipe in [2, 4, 7] {
+    // (stages, chunks a stage): the model's ring is (7, 4), or (3, 8) with
+    // ZMLX_CUDA_CPS=8.
+    for (pipe, cps) in [(2, 4), (4, 4), (7, 4), (3, 8)] {
         let targs = [
             ("T", TemplateArg::Dtype(Dtype::Bfloat16)),
             ("BITS", TemplateArg::Int(4)),
@@ -125,6 +128,7 @@ fn main() -> mlx::Result<()> {
             ("PIPE", TemplateArg::Int(pipe)),
             ("TPB", TemplateArg::Int(tpb)),
             ("ROWS", TemplateArg::Int(16)),
+            ("CPS", TemplateArg::Int(cps)),
         ];
         let mut stamps = Vec::new();
         // The first call compiles; the last one's stamps are reported.
@@ -159,13 +163,13 @@ fn main() -> mlx::Result<()> {
             )?;
             stamps = out[1].to_vec::<u64>()?;
         }
-        report(pipe, &stamps, warps, (hid / 32 / 4) as usize);
+        report(pipe, cps, &stamps, warps, (hid / 32 / cps) as usize);
     }
     Ok(())
 }
 
 /// Per-warp phases from the stamps of `warps` warps with `nst` stages each.
-fn report(pipe: i32, stamps: &[u64], warps: usize, nst: usize) {
+fn report(pipe: i32, cps: i32, stamps: &[u64], warps: usize, nst: usize) {
     let at = |w: usize, i: usize| stamps[w * SLOTS + i] as i64;
     let (mut fill, mut waits, mut work, mut total) = (vec![], vec![], vec![], vec![]);
     let (mut pro, mut epi, mut skew, mut span) = (vec![], vec![], vec![], vec![]);
@@ -203,7 +207,7 @@ fn report(pipe: i32, stamps: &[u64], warps: usize, nst: usize) {
         total.push(at(w, 2 * nst) - first);
     }
     println!(
-        "stage_probe PIPE={pipe}: {warps} warps x {nst} stages, cycles a warp (median / p90): total {}, first wait (fill) {}, later waits {}, stage work {}",
+        "stage_probe PIPE={pipe} CPS={cps}: {warps} warps x {nst} stages, cycles a warp (median / p90): total {}, first wait (fill) {}, later waits {}, stage work {}",
         spread(&mut total),
         spread(&mut fill),
         spread(&mut waits),

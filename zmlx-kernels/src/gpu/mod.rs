@@ -131,12 +131,26 @@ fn cuda_tile_rows(fits: impl Fn(i32) -> bool) -> i32 {
     }
 }
 
-/// Bytes of one warp's `PipeRing` (shaders/cuda/mma.cuh) with `stages` stages and
-/// `rows`-row tiles, for 16-bit activations: weights and activations of 4 chunks a
-/// stage, plus the tile's scales and biases.
-fn pipe_ring_bytes(bits: i32, group: i32, kin: i32, rows: i32, stages: i32) -> i64 {
+/// 16-byte chunks a ring stage holds (`CPS` in the expert kernels) unless a kernel
+/// chooses otherwise.
+const PIPE_CHUNKS: i32 = 4;
+
+/// Chunks a stage of the SwiGLU kernel's rings: [`PIPE_CHUNKS`], or 8 with
+/// `ZMLX_CUDA_CPS=8` where two such stages fit (`fits(8)`), for A/B runs on a
+/// device (the bits are the same either way: the mmas run in the same order).
+fn cuda_swiglu_stage_chunks(fits: impl Fn(i32) -> bool) -> i32 {
+    match env_choice("ZMLX_CUDA_CPS", &[4, 8], PIPE_CHUNKS) {
+        8 if fits(8) => 8,
+        _ => PIPE_CHUNKS,
+    }
+}
+
+/// Bytes of one warp's `PipeRing` (shaders/cuda/mma.cuh) with `stages` stages of
+/// `cps` chunks and `rows`-row tiles, for 16-bit activations: weights and
+/// activations of each stage, plus the tile's scales and biases.
+fn pipe_ring_bytes(bits: i32, group: i32, kin: i32, rows: i32, stages: i32, cps: i32) -> i64 {
     let vals = 128 / bits;
-    let per_stage = 4 * rows * 16 + 4 * vals * 2;
+    let per_stage = cps * rows * 16 + cps * vals * 2;
     let scales = 2 * rows * (kin / group) * 2;
     let raw = i64::from(stages) * i64::from(per_stage) + i64::from(scales);
     (raw + 15) / 16 * 16
@@ -159,8 +173,8 @@ fn combine_smem(rows: i32) -> i64 {
     i64::from(rows) * 32 * 2
 }
 
-/// Whether `warps` rings of `stages` stages (`rows`-row tiles) plus `other` bytes
-/// fit a block's static shared memory.
+/// Whether `warps` rings of `stages` stages of [`PIPE_CHUNKS`] chunks (`rows`-row
+/// tiles) plus `other` bytes fit a block's static shared memory.
 fn pipe_fits(
     bits: i32,
     group: i32,
@@ -170,7 +184,23 @@ fn pipe_fits(
     other: i64,
     stages: i32,
 ) -> bool {
-    i64::from(warps) * pipe_ring_bytes(bits, group, kin, rows, stages) + other <= CUDA_STATIC_SMEM
+    pipe_fits_chunks(bits, group, kin, rows, warps, other, stages, PIPE_CHUNKS)
+}
+
+/// [`pipe_fits`] with `cps` chunks a stage.
+#[allow(clippy::too_many_arguments)]
+fn pipe_fits_chunks(
+    bits: i32,
+    group: i32,
+    kin: i32,
+    rows: i32,
+    warps: i32,
+    other: i64,
+    stages: i32,
+    cps: i32,
+) -> bool {
+    i64::from(warps) * pipe_ring_bytes(bits, group, kin, rows, stages, cps) + other
+        <= CUDA_STATIC_SMEM
 }
 
 /// Stages of each warp's ring (`PIPE` in the expert kernels): enough to keep all of
@@ -178,12 +208,20 @@ fn pipe_fits(
 /// static shared memory (at least 2: [`cuda_shape_support`] refuses weights for
 /// which two do not fit). `ZMLX_CUDA_PIPE=n` caps the stages at n (for A/B runs on a
 /// device; any count gives the same bits).
-fn cuda_pipe_stages(bits: i32, group: i32, kin: i32, rows: i32, warps: i32, other: i64) -> i32 {
+fn cuda_pipe_stages(
+    bits: i32,
+    group: i32,
+    kin: i32,
+    rows: i32,
+    warps: i32,
+    other: i64,
+    cps: i32,
+) -> i32 {
     let cap = env_i32("ZMLX_CUDA_PIPE").map_or(8, |n| n.clamp(2, 8));
     let chunks = kin / (128 / bits);
-    let all_in_flight = (chunks + 3) / 4 + 1;
+    let all_in_flight = (chunks + cps - 1) / cps + 1;
     let mut stages = cap.min(all_in_flight).max(2);
-    while stages > 2 && !pipe_fits(bits, group, kin, rows, warps, other, stages) {
+    while stages > 2 && !pipe_fits_chunks(bits, group, kin, rows, warps, other, stages, cps) {
         stages -= 1;
     }
     stages
@@ -800,10 +838,14 @@ fn swiglu_call(
         layout_arg(backend, lpr),
     ];
     if backend == KernelBackend::Cuda {
-        let pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows));
+        let cps = cuda_swiglu_stage_chunks(|c| {
+            pipe_fits_chunks(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows), 2, c)
+        });
+        let pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows), cps);
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("TPB", TemplateArg::Int(tpb)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
+        targs.push(("CPS", TemplateArg::Int(cps)));
     }
     targs.extend(route_targs);
     // The kernel indexes flat buffers, so no reshapes (each is a graph node).
@@ -1018,9 +1060,18 @@ fn down_combine_call(
     if backend == KernelBackend::Cuda {
         targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
         // A ring for each warp a block may have, and the products' tile.
-        let pipe = cuda_pipe_stages(bits, group, inter, rows, rings, combine_smem(rows));
+        let pipe = cuda_pipe_stages(
+            bits,
+            group,
+            inter,
+            rows,
+            rings,
+            combine_smem(rows),
+            PIPE_CHUNKS,
+        );
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
+        targs.push(("CPS", TemplateArg::Int(PIPE_CHUNKS)));
     }
     if indices.ndim() == 0 {
         return Err(Error::invalid(OP, "routing indices need an expert axis"));
@@ -1265,7 +1316,8 @@ pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
 mod tests {
     use super::{
         combine_smem, cuda_pipe_stages, cuda_shape_support, cuda_tile_rows, env_choice,
-        lanes_per_row, minify, pipe_fits, DOWN_INPUTS, DOWN_NORM_INPUTS,
+        lanes_per_row, minify, pipe_fits, pipe_fits_chunks, DOWN_INPUTS, DOWN_NORM_INPUTS,
+        PIPE_CHUNKS,
     };
     use crate::contract::Support;
     use crate::weight::Weight;
@@ -1324,12 +1376,22 @@ mod tests {
     fn pipe_stages_fit_static_shared_memory() {
         // Qwen3-30B-A3B, 8-row tiles: SwiGLU (K 2048, 64 chunks) takes the cap; down
         // (K 768, 24 chunks = 6 stages) keeps all of K in flight with 7.
-        assert_eq!(cuda_pipe_stages(4, 64, 2048, 8, 2, 16), 8);
-        assert_eq!(cuda_pipe_stages(4, 64, 768, 8, 8, combine_smem(8)), 7);
+        assert_eq!(cuda_pipe_stages(4, 64, 2048, 8, 2, 16, PIPE_CHUNKS), 8);
+        assert_eq!(
+            cuda_pipe_stages(4, 64, 768, 8, 8, combine_smem(8), PIPE_CHUNKS),
+            7
+        );
         // 16-row tiles: SwiGLU's four rings (two tiles a block) hold seven stages;
         // down's eight rings hold four of its six.
-        assert_eq!(cuda_pipe_stages(4, 64, 2048, 16, 4, 64), 7);
-        assert_eq!(cuda_pipe_stages(4, 64, 768, 16, 8, combine_smem(16)), 4);
+        assert_eq!(cuda_pipe_stages(4, 64, 2048, 16, 4, 64, PIPE_CHUNKS), 7);
+        assert_eq!(
+            cuda_pipe_stages(4, 64, 768, 16, 8, combine_smem(16), PIPE_CHUNKS),
+            4
+        );
+        // SwiGLU with 8-chunk stages (ZMLX_CUDA_CPS=8): three of them in 48 KB, all
+        // of K (eight stages) would need more.
+        assert_eq!(cuda_pipe_stages(4, 64, 2048, 16, 4, 64, 8), 3);
+        assert!(pipe_fits_chunks(4, 64, 2048, 16, 4, 64, 2, 8));
         assert_eq!(
             cuda_tile_rows(|r| pipe_fits(4, 64, 768, r, 8, combine_smem(r), 2)),
             16
@@ -1352,7 +1414,7 @@ mod tests {
                     assert_eq!(cuda_tile_rows(fits), 8);
                     continue;
                 }
-                let st = cuda_pipe_stages(bits, group, kin, rows, warps, other);
+                let st = cuda_pipe_stages(bits, group, kin, rows, warps, other, PIPE_CHUNKS);
                 assert!((2..=8).contains(&st), "{st}");
                 assert!(pipe_fits(bits, group, kin, rows, warps, other, st));
             }
