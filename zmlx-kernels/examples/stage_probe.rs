@@ -16,8 +16,8 @@
 //!
 //! Usage: `stage_probe` on MLX's CUDA backend. Qwen3-30B-A3B's SwiGLU shapes (hidden
 //! 2048, intermediate 768, 4-bit groups of 64, bf16), one token routed to 8 experts;
-//! ring stages 2, 4 and 7 of 4 chunks (7 is what the model uses with two tiles a
-//! block) and 3 of 8 chunks (`ZMLX_CUDA_CPS=8`).
+//! ring stages 2, 4 and 7 of 4 chunks and 3 of 8 chunks (what the model uses with
+//! two tiles a block; 7 of 4 before device run 88).
 
 use mlx::kernel::{CustomKernel, KernelBackend, KernelLaunch, KernelSource, TemplateArg};
 use mlx::quantization::{quantize, QuantSpec};
@@ -115,8 +115,8 @@ fn main() -> mlx::Result<()> {
     let tiles = k * inter / 16;
     let blocks = tiles / tpb;
     let warps = (blocks * 2 * tpb) as usize;
-    // (stages, chunks a stage): the model's ring is (7, 4), or (3, 8) with
-    // ZMLX_CUDA_CPS=8.
+    // (stages, chunks a stage): the model's ring is (3, 8) since device run 88,
+    // (7, 4) before it (ZMLX_CUDA_CPS=4).
     for (pipe, cps) in [(2, 4), (4, 4), (7, 4), (3, 8)] {
         let targs = [
             ("T", TemplateArg::Dtype(Dtype::Bfloat16)),
