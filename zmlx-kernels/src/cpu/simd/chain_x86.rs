@@ -327,9 +327,9 @@ pub(crate) unsafe fn chain16<T: Element, const BITS: u32, const MB: usize, const
     )
 }
 
-/// `vpermt2w` indices that widen packed bf16 words back to f32 lanes: lane `i` takes
-/// word `i` (first table) or `16 + i` (second) into its high half and a zero word (index
-/// 32: word 0 of the zero second operand) into its low half.
+/// `vpermw` indices that widen packed bf16 words back to f32 lanes: lane `i` takes
+/// word `i` (first table) or `16 + i` (second) into its high half; its low half is
+/// zeroed by [`widen_words`]'s mask (the index there, 32, is never used).
 const WIDEN: [[u16; 32]; 2] = {
     let mut t = [[32u16; 32]; 2];
     let mut i = 0;
@@ -342,7 +342,7 @@ const WIDEN: [[u16; 32]; 2] = {
 };
 
 /// Rounds every vector of `v` to bf16 and back with the hardware conversion, two
-/// vectors per `vcvtne2ps2bf16` and one `vpermt2w` per vector to widen (an odd count ends
+/// vectors per `vcvtne2ps2bf16` and one masked `vpermw` per vector to widen (an odd count ends
 /// with a one-vector `vcvtneps2bf16`).
 ///
 /// `vcvtne2ps2bf16` rounds to nearest even like the integer form in [`round16`] for
@@ -357,20 +357,42 @@ const WIDEN: [[u16; 32]; 2] = {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn round_bf16_hw(v: &mut [__m512], widen: [__m512i; 2]) {
-    let zero = _mm512_setzero_si512();
     let mut i = 0;
     while i + 1 < v.len() {
         // Words 0..16 hold v[i], words 16..32 hold v[i + 1].
         let packed: __m512i = core::mem::transmute(_mm512_cvtne2ps_pbh(v[i + 1], v[i]));
-        v[i] = _mm512_castsi512_ps(_mm512_permutex2var_epi16(packed, widen[0], zero));
-        v[i + 1] = _mm512_castsi512_ps(_mm512_permutex2var_epi16(packed, widen[1], zero));
+        v[i] = widen_words(packed, widen[0]);
+        v[i + 1] = widen_words(packed, widen[1]);
         i += 2;
     }
     if i < v.len() {
         let half: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(v[i]));
         let packed = _mm512_castsi256_si512(half);
-        v[i] = _mm512_castsi512_ps(_mm512_permutex2var_epi16(packed, widen[0], zero));
+        v[i] = widen_words(packed, widen[0]);
     }
+}
+
+/// The words of `packed` that `idx` ([`WIDEN`]) names, each in the high half of a
+/// dword with a zero low half: the f32 values of those bf16 words. One `vpermw` with
+/// a zeroing mask on the low halves, written out because LLVM compiles the
+/// zero-masked intrinsic into `vpermw` plus `vpandq`; `vpermt2w` with a zero operand
+/// (the form before) reads three registers and cost ~15% of a chain step in
+/// `benches/exact_chain_floor.rs`'s measurements.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn widen_words(packed: __m512i, idx: __m512i) -> __m512 {
+    let out: __m512i;
+    // SAFETY: AVX512BW is enabled for this function (callers check it); register
+    // operands only, no memory or stack access.
+    core::arch::asm!(
+        "vpermw {out}{{{k}}}{{z}}, {idx}, {src}",
+        out = lateout(zmm_reg) out,
+        k = in(kreg) 0xAAAA_AAAAu32,
+        idx = in(zmm_reg) idx,
+        src = in(zmm_reg) packed,
+        options(pure, nomem, nostack),
+    );
+    _mm512_castsi512_ps(out)
 }
 
 /// [`chain16`] for bf16 activations with the hardware rounding of [`round_bf16_hw`]:
