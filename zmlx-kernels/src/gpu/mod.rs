@@ -71,7 +71,7 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
     // The worst case of both kernels: down + combine's eight rings of two stages, in
     // the narrow tiles they fall back to.
     let (bits, group, rings) = (q.spec.bits, q.spec.group_size, COMBINE_MAX_WARPS);
-    if !pipe_fits(bits, group, k, 8, rings, combine_smem(8), 2) {
+    if !pipe_fits(bits, group, k, 8, rings, combine_smem(8), 2, PIPE_CHUNKS) {
         return Support::No(format!(
             "{k} input features in groups of {} (the tile's scales and biases need more \
              shared memory than a CUDA block declares)",
@@ -178,23 +178,10 @@ fn combine_smem(rows: i32) -> i64 {
     i64::from(rows) * 32 * 2
 }
 
-/// Whether `warps` rings of `stages` stages of [`PIPE_CHUNKS`] chunks (`rows`-row
-/// tiles) plus `other` bytes fit a block's static shared memory.
-fn pipe_fits(
-    bits: i32,
-    group: i32,
-    kin: i32,
-    rows: i32,
-    warps: i32,
-    other: i64,
-    stages: i32,
-) -> bool {
-    pipe_fits_chunks(bits, group, kin, rows, warps, other, stages, PIPE_CHUNKS)
-}
-
-/// [`pipe_fits`] with `cps` chunks a stage.
+/// Whether `warps` rings of `stages` stages of `cps` chunks (`rows`-row tiles) plus
+/// `other` bytes fit a block's static shared memory.
 #[allow(clippy::too_many_arguments)]
-fn pipe_fits_chunks(
+fn pipe_fits(
     bits: i32,
     group: i32,
     kin: i32,
@@ -226,7 +213,7 @@ fn cuda_pipe_stages(
     let chunks = kin / (128 / bits);
     let all_in_flight = (chunks + cps - 1) / cps + 1;
     let mut stages = cap.min(all_in_flight).max(2);
-    while stages > 2 && !pipe_fits_chunks(bits, group, kin, rows, warps, other, stages, cps) {
+    while stages > 2 && !pipe_fits(bits, group, kin, rows, warps, other, stages, cps) {
         stages -= 1;
     }
     stages
@@ -821,7 +808,18 @@ fn swiglu_call(
     let group = g.spec.group_size;
     // Two rings (gate, up) and the up tile (`rows` values) per tile of a block.
     let swiglu_smem = |rows: i32| 2 * i64::from(rows) * i64::from(tpb);
-    let rows = cuda_tile_rows(|r| pipe_fits(bits, group, hidden, r, 2 * tpb, swiglu_smem(r), 2));
+    let rows = cuda_tile_rows(|r| {
+        pipe_fits(
+            bits,
+            group,
+            hidden,
+            r,
+            2 * tpb,
+            swiglu_smem(r),
+            2,
+            PIPE_CHUNKS,
+        )
+    });
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, gate, pairs)?;
@@ -844,7 +842,7 @@ fn swiglu_call(
     ];
     if backend == KernelBackend::Cuda {
         let cps = cuda_swiglu_stage_chunks(|c| {
-            pipe_fits_chunks(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows), 2, c)
+            pipe_fits(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows), 2, c)
         });
         let pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows), cps);
         targs.push(("PIPE", TemplateArg::Int(pipe)));
@@ -1033,7 +1031,18 @@ fn down_combine_call(
     let lpr = lanes_per_row(inter * bits / 128);
     let group = d.spec.group_size;
     let rings = COMBINE_MAX_WARPS;
-    let rows = cuda_tile_rows(|r| pipe_fits(bits, group, inter, r, rings, combine_smem(r), 2));
+    let rows = cuda_tile_rows(|r| {
+        pipe_fits(
+            bits,
+            group,
+            inter,
+            r,
+            rings,
+            combine_smem(r),
+            2,
+            PIPE_CHUNKS,
+        )
+    });
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, down, pairs)?;
@@ -1321,8 +1330,7 @@ pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
 mod tests {
     use super::{
         combine_smem, cuda_pipe_stages, cuda_shape_support, cuda_tile_rows, env_choice,
-        lanes_per_row, minify, pipe_fits, pipe_fits_chunks, DOWN_INPUTS, DOWN_NORM_INPUTS,
-        PIPE_CHUNKS,
+        lanes_per_row, minify, pipe_fits, DOWN_INPUTS, DOWN_NORM_INPUTS, PIPE_CHUNKS,
     };
     use crate::contract::Support;
     use crate::weight::Weight;
@@ -1396,9 +1404,9 @@ mod tests {
         // SwiGLU with 8-chunk stages (its default): three of them in 48 KB, all
         // of K (eight stages) would need more.
         assert_eq!(cuda_pipe_stages(4, 64, 2048, 16, 4, 64, 8), 3);
-        assert!(pipe_fits_chunks(4, 64, 2048, 16, 4, 64, 2, 8));
+        assert!(pipe_fits(4, 64, 2048, 16, 4, 64, 2, 8));
         assert_eq!(
-            cuda_tile_rows(|r| pipe_fits(4, 64, 768, r, 8, combine_smem(r), 2)),
+            cuda_tile_rows(|r| pipe_fits(4, 64, 768, r, 8, combine_smem(r), 2, PIPE_CHUNKS)),
             16
         );
         for rows in [8, 16] {
@@ -1412,19 +1420,29 @@ mod tests {
             ] {
                 if rows == 8 {
                     // What cuda_shape_support promises.
-                    assert!(pipe_fits(bits, group, kin, rows, 8, other, 2));
-                } else if !pipe_fits(bits, group, kin, rows, warps, other, 2) {
+                    assert!(pipe_fits(bits, group, kin, rows, 8, other, 2, PIPE_CHUNKS));
+                } else if !pipe_fits(bits, group, kin, rows, warps, other, 2, PIPE_CHUNKS) {
                     // The kernels take 8-row tiles there.
-                    let fits = |r| pipe_fits(bits, group, kin, r, warps, combine_smem(r), 2);
+                    let fits =
+                        |r| pipe_fits(bits, group, kin, r, warps, combine_smem(r), 2, PIPE_CHUNKS);
                     assert_eq!(cuda_tile_rows(fits), 8);
                     continue;
                 }
                 let st = cuda_pipe_stages(bits, group, kin, rows, warps, other, PIPE_CHUNKS);
                 assert!((2..=8).contains(&st), "{st}");
-                assert!(pipe_fits(bits, group, kin, rows, warps, other, st));
+                assert!(pipe_fits(
+                    bits,
+                    group,
+                    kin,
+                    rows,
+                    warps,
+                    other,
+                    st,
+                    PIPE_CHUNKS
+                ));
             }
             // Scales alone too large for eight rings.
-            assert!(!pipe_fits(4, 32, 32768, rows, 8, other, 2));
+            assert!(!pipe_fits(4, 32, 32768, rows, 8, other, 2, PIPE_CHUNKS));
         }
     }
 
