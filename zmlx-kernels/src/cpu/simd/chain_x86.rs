@@ -189,11 +189,25 @@ pub(crate) unsafe fn widen_bf16_block(
     tiny != 0
 }
 
-/// Words `w0..w0 + nw` of every block's 16 rows, transposed (`words[b][j]` = word
-/// `w0 + j` of block `b`'s rows, see [`load_transposed`]), and a prefetch of each
-/// row's next 64 bytes: a chunk takes thousands of cycles, enough to hide a DRAM miss
-/// (the rows are too many streams for the hardware prefetcher). Prefetches past the
+/// Prefetches, for each row offset in `offs`, both cache lines that the 64 bytes from
+/// word `w` may span (rows need not start on a line: a large malloc'd buffer starts 16
+/// bytes into a page). A chunk takes thousands of cycles, enough to hide a DRAM miss,
+/// and the rows are too many streams for the hardware prefetcher. Prefetches past the
 /// buffer are harmless.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn prefetch_rows(base: *const u32, offs: &[i32], w: usize) {
+    for &o in offs {
+        let next = base.wrapping_add(o as usize + w);
+        _mm_prefetch::<_MM_HINT_T0>(next.cast());
+        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(15).cast());
+    }
+}
+
+/// Words `w0..w0 + nw` of every block's 16 rows, transposed (`words[b][j]` = word
+/// `w0 + j` of block `b`'s rows, see [`load_transposed`]), with a prefetch of each
+/// row's next 64 bytes when `prefetch` is set (else the caller spreads them, see
+/// [`chain16_bf16_dp`]).
 ///
 /// # Safety
 /// As [`load_transposed`] for each block; `offsets` has `16 * words.len()` entries.
@@ -205,15 +219,12 @@ unsafe fn load_blocks(
     w0: usize,
     nw: usize,
     words: &mut [[__m512i; 16]],
+    prefetch: bool,
 ) {
     for (b, wb) in words.iter_mut().enumerate() {
         let offs = &offsets[16 * b..16 * b + 16];
-        for &o in offs {
-            // Both cache lines the next chunk's 64 bytes may span (rows need not
-            // start on a line: a large malloc'd buffer starts 16 bytes into a page).
-            let next = base.wrapping_add(o as usize + w0 + 16);
-            _mm_prefetch::<_MM_HINT_T0>(next.cast());
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(15).cast());
+        if prefetch {
+            prefetch_rows(base, offs, w0 + 16);
         }
         load_transposed(base, offs, w0, nw, wb);
     }
@@ -243,7 +254,7 @@ macro_rules! chain16_body {
         let mut w0 = 0usize;
         while w0 < wpr {
             let nw = (wpr - w0).min(16);
-            load_blocks($base, $offsets, w0, nw, &mut words);
+            load_blocks($base, $offsets, w0, nw, &mut words, true);
             for j in 0..nw {
                 let wi = w0 + j;
                 if wi % wpg == 0 {
@@ -606,8 +617,15 @@ pub(crate) unsafe fn chain16_bf16_dp<const BITS: u32, const MB: usize, const R: 
     let mut w0 = 0usize;
     while w0 < wpr {
         let nw = (wpr - w0).min(16);
-        load_blocks(base, offsets, w0, nw, &mut words);
+        load_blocks(base, offsets, w0, nw, &mut words, false);
         for j in 0..nw {
+            // The next chunk's prefetches, a sixteenth of the rows per word, rather
+            // than all 128 lines of four blocks at once before the chunk's loads
+            // (which profiles showed stalled): the lm_head and expert benches ran
+            // ~10% faster this way (notebook.md, 2026-11-26 17:56).
+            let part = offsets.len().div_ceil(16);
+            let rows = &offsets[(j * part).min(offsets.len())..((j + 1) * part).min(offsets.len())];
+            prefetch_rows(base, rows, w0 + 16);
             let wi = w0 + j;
             if wi.is_multiple_of(wpg) {
                 let g = wi / wpg;
