@@ -170,9 +170,9 @@ __device__ __forceinline__ uint32_t pair_bits(typename Pk<T>::T2 v) {
 }
 
 // (a & mask) | bits as ONE LOP3. Written out because ptxas, given two constants,
-// emits two LOP3s with one immediate each (a LOP3 takes one immediate); as PTX
-// operands the constants go to registers set once outside the loop (SASS of the
-// SwiGLU body, nvdisasm: one instruction fewer per pair of 4-bit weights).
+// emits two LOP3s with one immediate each (a LOP3 takes one immediate); given one
+// lop3 it keeps one constant as the immediate and the other in a register (SASS of
+// the SwiGLU body, nvdisasm: one instruction fewer per pair of 4-bit weights).
 __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t bits) {
 #ifndef ZMLX_SYNTAX_ONLY
   uint32_t d;
