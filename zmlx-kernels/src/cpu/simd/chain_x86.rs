@@ -205,9 +205,8 @@ unsafe fn prefetch_rows(base: *const u32, offs: &[i32], w: usize) {
 }
 
 /// Words `w0..w0 + nw` of every block's 16 rows, transposed (`words[b][j]` = word
-/// `w0 + j` of block `b`'s rows, see [`load_transposed`]), with a prefetch of each
-/// row's next 64 bytes when `prefetch` is set (else the caller spreads them, see
-/// [`chain16_bf16_dp`]).
+/// `w0 + j` of block `b`'s rows, see [`load_transposed`]). The next chunk's
+/// prefetches are the caller's, spread over the chunk ([`prefetch_part`]).
 ///
 /// # Safety
 /// As [`load_transposed`] for each block; `offsets` has `16 * words.len()` entries.
@@ -219,15 +218,23 @@ unsafe fn load_blocks(
     w0: usize,
     nw: usize,
     words: &mut [[__m512i; 16]],
-    prefetch: bool,
 ) {
     for (b, wb) in words.iter_mut().enumerate() {
-        let offs = &offsets[16 * b..16 * b + 16];
-        if prefetch {
-            prefetch_rows(base, offs, w0 + 16);
-        }
-        load_transposed(base, offs, w0, nw, wb);
+        load_transposed(base, &offsets[16 * b..16 * b + 16], w0, nw, wb);
     }
+}
+
+/// Part `j` of 16 of the next chunk's prefetches (the rows' words from `w`), issued
+/// at word `j` of the current chunk: all 128 lines of four blocks at once, before the
+/// chunk's loads, stalled those loads (profile), and spread this way the lm_head and
+/// expert benches ran ~10% faster (notebook.md, 2026-11-26 17:55).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn prefetch_part(base: *const u32, offsets: &[i32], w: usize, j: usize) {
+    let part = offsets.len().div_ceil(16);
+    let lo = (j * part).min(offsets.len());
+    let hi = ((j + 1) * part).min(offsets.len());
+    prefetch_rows(base, &offsets[lo..hi], w);
 }
 
 /// The body of [`chain16`] and [`chain16_bf16`], which differ only in how they round
@@ -254,8 +261,9 @@ macro_rules! chain16_body {
         let mut w0 = 0usize;
         while w0 < wpr {
             let nw = (wpr - w0).min(16);
-            load_blocks($base, $offsets, w0, nw, &mut words, true);
+            load_blocks($base, $offsets, w0, nw, &mut words);
             for j in 0..nw {
+                prefetch_part($base, $offsets, w0 + 16, j);
                 let wi = w0 + j;
                 if wi % wpg == 0 {
                     let g = wi / wpg;
@@ -617,15 +625,9 @@ pub(crate) unsafe fn chain16_bf16_dp<const BITS: u32, const MB: usize, const R: 
     let mut w0 = 0usize;
     while w0 < wpr {
         let nw = (wpr - w0).min(16);
-        load_blocks(base, offsets, w0, nw, &mut words, false);
+        load_blocks(base, offsets, w0, nw, &mut words);
         for j in 0..nw {
-            // The next chunk's prefetches, a sixteenth of the rows per word, rather
-            // than all 128 lines of four blocks at once before the chunk's loads
-            // (which profiles showed stalled): the lm_head and expert benches ran
-            // ~10% faster this way (notebook.md, 2026-11-26 17:56).
-            let part = offsets.len().div_ceil(16);
-            let rows = &offsets[(j * part).min(offsets.len())..((j + 1) * part).min(offsets.len())];
-            prefetch_rows(base, rows, w0 + 16);
+            prefetch_part(base, offsets, w0 + 16, j);
             let wi = w0 + j;
             if wi.is_multiple_of(wpg) {
                 let g = wi / wpg;
