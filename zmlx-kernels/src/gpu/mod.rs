@@ -70,8 +70,15 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
     }
     // The worst case of both kernels: down + combine's eight rings of two stages, in
     // the narrow tiles they fall back to.
-    let (bits, group, rings) = (q.spec.bits, q.spec.group_size, COMBINE_MAX_WARPS);
-    if !pipe_fits(bits, group, k, 8, rings, combine_smem(8), 2, PIPE_CHUNKS) {
+    let worst = Rings {
+        bits: q.spec.bits,
+        group: q.spec.group_size,
+        kin: k,
+        rows: 8,
+        warps: COMBINE_MAX_WARPS,
+        other: combine_smem(8),
+    };
+    if !worst.fit(2, PIPE_CHUNKS) {
         return Support::No(format!(
             "{k} input features in groups of {} (the tile's scales and biases need more \
              shared memory than a CUDA block declares)",
@@ -150,15 +157,51 @@ fn cuda_swiglu_stage_chunks(fits: impl Fn(i32) -> bool) -> i32 {
     }
 }
 
-/// Bytes of one warp's `PipeRing` (shaders/cuda/mma.cuh) with `stages` stages of
-/// `cps` chunks and `rows`-row tiles, for 16-bit activations: weights and
-/// activations of each stage, plus the tile's scales and biases.
-fn pipe_ring_bytes(bits: i32, group: i32, kin: i32, rows: i32, stages: i32, cps: i32) -> i64 {
-    let vals = 128 / bits;
-    let per_stage = cps * rows * 16 + cps * vals * 2;
-    let scales = 2 * rows * (kin / group) * 2;
-    let raw = i64::from(stages) * i64::from(per_stage) + i64::from(scales);
-    (raw + 15) / 16 * 16
+/// The rings of one CUDA expert-kernel block (`PipeRing` in shaders/cuda/mma.cuh, one
+/// a warp): the weights' bits and group size, the K they stream, rows a tile, rings a
+/// block, and the block's other static shared memory in bytes.
+#[derive(Clone, Copy)]
+struct Rings {
+    bits: i32,
+    group: i32,
+    kin: i32,
+    rows: i32,
+    warps: i32,
+    other: i64,
+}
+
+impl Rings {
+    /// Bytes of one ring with `stages` stages of `cps` chunks, for 16-bit activations:
+    /// weights and activations of each stage, plus the tile's scales and biases.
+    fn ring_bytes(&self, stages: i32, cps: i32) -> i64 {
+        let vals = 128 / self.bits;
+        let per_stage = cps * self.rows * 16 + cps * vals * 2;
+        let scales = 2 * self.rows * (self.kin / self.group) * 2;
+        let raw = i64::from(stages) * i64::from(per_stage) + i64::from(scales);
+        (raw + 15) / 16 * 16
+    }
+
+    /// Whether the block's rings of `stages` stages of `cps` chunks, and its other
+    /// bytes, fit a block's static shared memory.
+    fn fit(&self, stages: i32, cps: i32) -> bool {
+        i64::from(self.warps) * self.ring_bytes(stages, cps) + self.other <= CUDA_STATIC_SMEM
+    }
+
+    /// Stages of each ring (`PIPE` in the expert kernels) for `cps` chunks a stage:
+    /// enough to keep all of K in flight, at most 8, and as many as fit (at least 2:
+    /// [`cuda_shape_support`] refuses weights for which two do not fit).
+    /// `ZMLX_CUDA_PIPE=n` caps the stages at n (for A/B runs on a device; any count
+    /// gives the same bits).
+    fn stages(&self, cps: i32) -> i32 {
+        let cap = env_i32("ZMLX_CUDA_PIPE").map_or(8, |n| n.clamp(2, 8));
+        let chunks = self.kin / (128 / self.bits);
+        let all_in_flight = (chunks + cps - 1) / cps + 1;
+        let mut stages = cap.min(all_in_flight).max(2);
+        while stages > 2 && !self.fit(stages, cps) {
+            stages -= 1;
+        }
+        stages
+    }
 }
 
 /// The most warps a CUDA down + combine block has, each with its own ring
@@ -176,47 +219,6 @@ pub(crate) fn down_combine_block_threads(k: i32) -> i32 {
 /// outputs by up to 32 experts).
 fn combine_smem(rows: i32) -> i64 {
     i64::from(rows) * 32 * 2
-}
-
-/// Whether `warps` rings of `stages` stages of `cps` chunks (`rows`-row tiles) plus
-/// `other` bytes fit a block's static shared memory.
-#[allow(clippy::too_many_arguments)]
-fn pipe_fits(
-    bits: i32,
-    group: i32,
-    kin: i32,
-    rows: i32,
-    warps: i32,
-    other: i64,
-    stages: i32,
-    cps: i32,
-) -> bool {
-    i64::from(warps) * pipe_ring_bytes(bits, group, kin, rows, stages, cps) + other
-        <= CUDA_STATIC_SMEM
-}
-
-/// Stages of each warp's ring (`PIPE` in the expert kernels): enough to keep all of
-/// K in flight, at most 8, and as many as fit `warps` rings plus `other` bytes into
-/// static shared memory (at least 2: [`cuda_shape_support`] refuses weights for
-/// which two do not fit). `ZMLX_CUDA_PIPE=n` caps the stages at n (for A/B runs on a
-/// device; any count gives the same bits).
-fn cuda_pipe_stages(
-    bits: i32,
-    group: i32,
-    kin: i32,
-    rows: i32,
-    warps: i32,
-    other: i64,
-    cps: i32,
-) -> i32 {
-    let cap = env_i32("ZMLX_CUDA_PIPE").map_or(8, |n| n.clamp(2, 8));
-    let chunks = kin / (128 / bits);
-    let all_in_flight = (chunks + cps - 1) / cps + 1;
-    let mut stages = cap.min(all_in_flight).max(2);
-    while stages > 2 && !pipe_fits(bits, group, kin, rows, warps, other, stages, cps) {
-        stages -= 1;
-    }
-    stages
 }
 
 /// Tiles per block of the CUDA SwiGLU kernel (`TPB`): 2 (measured fastest of 1, 2
@@ -807,19 +809,15 @@ fn swiglu_call(
     let tpb = cuda_swiglu_tiles_per_block();
     let group = g.spec.group_size;
     // Two rings (gate, up) and the up tile (`rows` values) per tile of a block.
-    let swiglu_smem = |rows: i32| 2 * i64::from(rows) * i64::from(tpb);
-    let rows = cuda_tile_rows(|r| {
-        pipe_fits(
-            bits,
-            group,
-            hidden,
-            r,
-            2 * tpb,
-            swiglu_smem(r),
-            2,
-            PIPE_CHUNKS,
-        )
-    });
+    let rings = |rows: i32| Rings {
+        bits,
+        group,
+        kin: hidden,
+        rows,
+        warps: 2 * tpb,
+        other: 2 * i64::from(rows) * i64::from(tpb),
+    };
+    let rows = cuda_tile_rows(|r| rings(r).fit(2, PIPE_CHUNKS));
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, gate, pairs)?;
@@ -841,10 +839,8 @@ fn swiglu_call(
         layout_arg(backend, lpr),
     ];
     if backend == KernelBackend::Cuda {
-        let cps = cuda_swiglu_stage_chunks(|c| {
-            pipe_fits(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows), 2, c)
-        });
-        let pipe = cuda_pipe_stages(bits, group, hidden, rows, 2 * tpb, swiglu_smem(rows), cps);
+        let cps = cuda_swiglu_stage_chunks(|c| rings(rows).fit(2, c));
+        let pipe = rings(rows).stages(cps);
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("TPB", TemplateArg::Int(tpb)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
@@ -1030,19 +1026,16 @@ fn down_combine_call(
     // (token, output).
     let lpr = lanes_per_row(inter * bits / 128);
     let group = d.spec.group_size;
-    let rings = COMBINE_MAX_WARPS;
-    let rows = cuda_tile_rows(|r| {
-        pipe_fits(
-            bits,
-            group,
-            inter,
-            r,
-            rings,
-            combine_smem(r),
-            2,
-            PIPE_CHUNKS,
-        )
-    });
+    // A ring for each warp a block may have, and the products' tile.
+    let rings = |rows: i32| Rings {
+        bits,
+        group,
+        kin: inter,
+        rows,
+        warps: COMBINE_MAX_WARPS,
+        other: combine_smem(rows),
+    };
+    let rows = cuda_tile_rows(|r| rings(r).fit(2, PIPE_CHUNKS));
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, down, pairs)?;
@@ -1073,16 +1066,7 @@ fn down_combine_call(
     ];
     if backend == KernelBackend::Cuda {
         targs.push(("SUMV", TemplateArg::Int(cuda_sum_variant())));
-        // A ring for each warp a block may have, and the products' tile.
-        let pipe = cuda_pipe_stages(
-            bits,
-            group,
-            inter,
-            rows,
-            rings,
-            combine_smem(rows),
-            PIPE_CHUNKS,
-        );
+        let pipe = rings(rows).stages(PIPE_CHUNKS);
         targs.push(("PIPE", TemplateArg::Int(pipe)));
         targs.push(("ROWS", TemplateArg::Int(rows)));
         targs.push(("CPS", TemplateArg::Int(PIPE_CHUNKS)));
@@ -1329,8 +1313,8 @@ pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
 #[cfg(test)]
 mod tests {
     use super::{
-        combine_smem, cuda_pipe_stages, cuda_shape_support, cuda_tile_rows, env_choice,
-        lanes_per_row, minify, pipe_fits, DOWN_INPUTS, DOWN_NORM_INPUTS, PIPE_CHUNKS,
+        combine_smem, cuda_shape_support, cuda_tile_rows, env_choice, lanes_per_row, minify, Rings,
+        DOWN_INPUTS, DOWN_NORM_INPUTS, PIPE_CHUNKS,
     };
     use crate::contract::Support;
     use crate::weight::Weight;
@@ -1387,26 +1371,28 @@ mod tests {
 
     #[test]
     fn pipe_stages_fit_static_shared_memory() {
+        let rings = |kin, rows, warps, other| Rings {
+            bits: 4,
+            group: 64,
+            kin,
+            rows,
+            warps,
+            other,
+        };
         // Qwen3-30B-A3B, 8-row tiles: SwiGLU (K 2048, 64 chunks) takes the cap; down
         // (K 768, 24 chunks = 6 stages) keeps all of K in flight with 7.
-        assert_eq!(cuda_pipe_stages(4, 64, 2048, 8, 2, 16, PIPE_CHUNKS), 8);
-        assert_eq!(
-            cuda_pipe_stages(4, 64, 768, 8, 8, combine_smem(8), PIPE_CHUNKS),
-            7
-        );
+        assert_eq!(rings(2048, 8, 2, 16).stages(PIPE_CHUNKS), 8);
+        assert_eq!(rings(768, 8, 8, combine_smem(8)).stages(PIPE_CHUNKS), 7);
         // 16-row tiles: SwiGLU's four rings (two tiles a block) hold seven stages;
         // down's eight rings hold four of its six.
-        assert_eq!(cuda_pipe_stages(4, 64, 2048, 16, 4, 64, PIPE_CHUNKS), 7);
-        assert_eq!(
-            cuda_pipe_stages(4, 64, 768, 16, 8, combine_smem(16), PIPE_CHUNKS),
-            4
-        );
+        assert_eq!(rings(2048, 16, 4, 64).stages(PIPE_CHUNKS), 7);
+        assert_eq!(rings(768, 16, 8, combine_smem(16)).stages(PIPE_CHUNKS), 4);
         // SwiGLU with 8-chunk stages (its default): three of them in 48 KB, all
         // of K (eight stages) would need more.
-        assert_eq!(cuda_pipe_stages(4, 64, 2048, 16, 4, 64, 8), 3);
-        assert!(pipe_fits(4, 64, 2048, 16, 4, 64, 2, 8));
+        assert_eq!(rings(2048, 16, 4, 64).stages(8), 3);
+        assert!(rings(2048, 16, 4, 64).fit(2, 8));
         assert_eq!(
-            cuda_tile_rows(|r| pipe_fits(4, 64, 768, r, 8, combine_smem(r), 2, PIPE_CHUNKS)),
+            cuda_tile_rows(|r| rings(768, r, 8, combine_smem(r)).fit(2, PIPE_CHUNKS)),
             16
         );
         for rows in [8, 16] {
@@ -1418,31 +1404,37 @@ mod tests {
                 (8, 64, 768, 2),
                 (4, 64, 64, 8),
             ] {
-                if rows == 8 {
-                    // What cuda_shape_support promises.
-                    assert!(pipe_fits(bits, group, kin, rows, 8, other, 2, PIPE_CHUNKS));
-                } else if !pipe_fits(bits, group, kin, rows, warps, other, 2, PIPE_CHUNKS) {
-                    // The kernels take 8-row tiles there.
-                    let fits =
-                        |r| pipe_fits(bits, group, kin, r, warps, combine_smem(r), 2, PIPE_CHUNKS);
-                    assert_eq!(cuda_tile_rows(fits), 8);
-                    continue;
-                }
-                let st = cuda_pipe_stages(bits, group, kin, rows, warps, other, PIPE_CHUNKS);
-                assert!((2..=8).contains(&st), "{st}");
-                assert!(pipe_fits(
+                let at = |rows, warps, other| Rings {
                     bits,
                     group,
                     kin,
                     rows,
                     warps,
                     other,
-                    st,
-                    PIPE_CHUNKS
-                ));
+                };
+                if rows == 8 {
+                    // What cuda_shape_support promises.
+                    assert!(at(rows, 8, other).fit(2, PIPE_CHUNKS));
+                } else if !at(rows, warps, other).fit(2, PIPE_CHUNKS) {
+                    // The kernels take 8-row tiles there.
+                    let fits = |r| at(r, warps, combine_smem(r)).fit(2, PIPE_CHUNKS);
+                    assert_eq!(cuda_tile_rows(fits), 8);
+                    continue;
+                }
+                let st = at(rows, warps, other).stages(PIPE_CHUNKS);
+                assert!((2..=8).contains(&st), "{st}");
+                assert!(at(rows, warps, other).fit(st, PIPE_CHUNKS));
             }
             // Scales alone too large for eight rings.
-            assert!(!pipe_fits(4, 32, 32768, rows, 8, other, 2, PIPE_CHUNKS));
+            let wide = Rings {
+                bits: 4,
+                group: 32,
+                kin: 32768,
+                rows,
+                warps: 8,
+                other,
+            };
+            assert!(!wide.fit(2, PIPE_CHUNKS));
         }
     }
 
