@@ -149,10 +149,14 @@ fn selections(rng: &mut Rng, count: usize) -> Vec<Vec<u32>> {
 
 fn main() {
     let mut rng = Rng(0x1234_5678_9abc_def1);
+    let t = std::time::Instant::now();
+    let form = simd::current_bf16_decode();
     println!(
-        "threads {}, SIMD level {:?}",
+        "threads {}, SIMD level {:?}, bf16 decode form {} (picked in {:.2} ms)",
         rayon::current_num_threads(),
-        simd::current_level()
+        simd::current_level(),
+        form.name(),
+        t.elapsed().as_secs_f64() * 1e3
     );
     let hot_only = std::env::var("ZMLX_BENCH_HOT_ONLY").is_ok_and(|v| v == "1");
     let bw1 = if hot_only {

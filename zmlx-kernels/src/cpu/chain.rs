@@ -26,18 +26,21 @@
 use super::dtype::Dtype;
 use super::dtype::Element;
 use super::mlx_math::round_to;
-use super::simd::SimdLevel;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{chain_x86, SimdLevel::*};
+use super::simd::{Bf16Decode, SimdLevel};
 use super::weights::QuantView;
 
 /// Runs MLX's chain for weight rows `n0..n0 + nrows` of expert `e` against every
 /// activation row in `xs` (each `K` values, widened exactly from `T`), and reports
 /// `sink(activation index, row offset, value)`; `value` is representable in `T`.
+/// `bf16` picks the AVX-512 bf16 decode kernel (same bits either way).
 ///
 /// Callers keep `e < E`, `n0 + nrows <= N` and every `xs[i].len() == K` (asserted).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn chain_rows<T: Element>(
     level: SimdLevel,
+    bf16: Bf16Decode,
     w: &QuantView<'_, T>,
     e: usize,
     n0: usize,
@@ -55,10 +58,14 @@ pub(crate) fn chain_rows<T: Element>(
     }
     match level {
         #[cfg(target_arch = "x86_64")]
-        Avx512 => blocks::<T, 16>(level, w, e * w.shape.rows + n0, nrows, xs, sink),
+        Avx512 => blocks::<T, 16>(level, bf16, w, e * w.shape.rows + n0, nrows, xs, sink),
         #[cfg(target_arch = "x86_64")]
-        Avx2 => blocks::<T, 8>(level, w, e * w.shape.rows + n0, nrows, xs, sink),
-        _ => scalar_rows(w, e * w.shape.rows + n0, nrows, xs, sink),
+        Avx2 => blocks::<T, 8>(level, bf16, w, e * w.shape.rows + n0, nrows, xs, sink),
+        _ => {
+            // The bf16 form selects between AVX-512 kernels only.
+            let _ = bf16;
+            scalar_rows(w, e * w.shape.rows + n0, nrows, xs, sink)
+        }
     }
 }
 
@@ -111,16 +118,85 @@ fn bf16_hw_available() -> bool {
     })
 }
 
-/// Whether the multi-block bf16 kernels may take `chain_x86::chain16_bf16_dp`
-/// (packed bf16 values consumed by `vdpbf16ps`, fewer widenings): the hardware
-/// rounding is available and `ZMLX_CPU_BF16_DP` is not `0` (for A/B measurements;
-/// the results are the same either way).
+/// Which [`Bf16Decode`] form runs the decode-shaped bf16 chain faster on this core:
+/// times `chain16_bf16_dp` (packed) and `chain16_bf16` (widened) on the same 64
+/// rows x 1024 4-bit values (hot in cache, one activation row), five rounds each after
+/// a warm-up, and keeps the form with the smaller best time. Both give the same bits,
+/// so a wrong pick on a noisy machine costs speed only. Takes about a millisecond.
 #[cfg(target_arch = "x86_64")]
-fn bf16_dp_enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        bf16_hw_available() && std::env::var("ZMLX_CPU_BF16_DP").map_or(true, |v| v != "0")
-    })
+pub(crate) fn faster_bf16_decode() -> Bf16Decode {
+    if !bf16_hw_available() {
+        return Bf16Decode::Widened;
+    }
+    const K: usize = 1024;
+    const GS: usize = 64;
+    let (groups, wpr, rows) = (K / GS, K / 8, 16 * MULTI);
+    let packed: Vec<u32> = (0..rows * wpr)
+        .map(|i| (i as u32).wrapping_mul(0x9E37_79B9) ^ 0x5BD1_E995)
+        .collect();
+    let offsets: [i32; 16 * MULTI] = core::array::from_fn(|l| (l * wpr) as i32);
+    // Per block, lane-major: the scales of every group, then the biases. Powers of two
+    // and small multiples: bf16 values far from the denormal guard.
+    let mut sb = vec![0.0f32; MULTI * 2 * groups * 16];
+    for (i, v) in sb.iter_mut().enumerate() {
+        let (bias, lane) = ((i / (groups * 16)) % 2 == 1, i % 16);
+        *v = if bias {
+            -0.0625 * (lane % 5) as f32
+        } else {
+            0.0078125 * (1 + lane % 3) as f32
+        };
+    }
+    let x: Vec<f32> = (0..K).map(|i| ((i % 13) as f32 - 6.0) * 0.125).collect();
+    let xs = [&x[..]];
+    let mut out = [0.0f32; 16 * MULTI];
+    let mut run = |packed_form: bool| {
+        let t = std::time::Instant::now();
+        for _ in 0..4 {
+            // SAFETY: the CPU has AVX512F/BW/BF16 (checked above); 16 * MULTI offsets,
+            // each row `wpr` words inside `packed`; `sb` holds MULTI * 2 * groups * 16
+            // values; `x` holds groups * GS values; `out` 16 * MULTI.
+            unsafe {
+                if packed_form {
+                    chain_x86::chain16_bf16_dp::<4, 1, MULTI>(
+                        packed.as_ptr(),
+                        &offsets,
+                        &sb,
+                        groups,
+                        GS,
+                        &xs,
+                        &mut out,
+                    );
+                } else {
+                    chain_x86::chain16_bf16::<4, 1, MULTI>(
+                        packed.as_ptr(),
+                        &offsets,
+                        &sb,
+                        groups,
+                        GS,
+                        &xs,
+                        &mut out,
+                    );
+                }
+            }
+        }
+        t.elapsed()
+    };
+    let (mut best_packed, mut best_widened) = (run(true), run(false));
+    for _ in 0..5 {
+        best_packed = best_packed.min(run(true));
+        best_widened = best_widened.min(run(false));
+    }
+    if best_packed <= best_widened {
+        Bf16Decode::Packed
+    } else {
+        Bf16Decode::Widened
+    }
+}
+
+/// No AVX-512 bf16 kernels off x86_64: the form is never used.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn faster_bf16_decode() -> Bf16Decode {
+    Bf16Decode::Widened
 }
 
 /// bf16 bit pattern of 2^-50, the smallest nonzero magnitude the hardware-rounding
@@ -229,6 +305,7 @@ fn widen_scales<T: Element, const L: usize>(
 #[cfg(target_arch = "x86_64")]
 fn blocks<T: Element, const L: usize>(
     level: SimdLevel,
+    bf16: Bf16Decode,
     w: &QuantView<'_, T>,
     row0: usize,
     nrows: usize,
@@ -288,7 +365,7 @@ fn blocks<T: Element, const L: usize>(
             unsafe {
                 call::<T, L>(
                     level,
-                    (w.spec.bits(), mb, rblocks, fast),
+                    (w.spec.bits(), mb, rblocks, fast, bf16 == Bf16Decode::Packed),
                     base,
                     &offsets[..span],
                     &sb,
@@ -311,7 +388,9 @@ fn blocks<T: Element, const L: usize>(
 /// Dispatches to the kernel instantiated for (level, bits, activation rows, blocks).
 ///
 /// `fast`: take `chain16_bf16` (bf16 with AVX-512 only), which the caller allows only
-/// when the CPU has the instructions and the denormal guard passed.
+/// when the CPU has the instructions and the denormal guard passed; `packed`: with
+/// `fast`, take `chain16_bf16_dp` for one or two activation rows over several blocks
+/// ([`Bf16Decode::Packed`]).
 ///
 /// # Safety
 /// As `chain_x86::chain16` / `chain8`; `offsets` has `L * rblocks` entries; `fast`
@@ -320,7 +399,7 @@ fn blocks<T: Element, const L: usize>(
 #[allow(clippy::too_many_arguments)]
 unsafe fn call<T: Element, const L: usize>(
     level: SimdLevel,
-    (bits, mb, rblocks, fast): (u32, usize, usize, bool),
+    (bits, mb, rblocks, fast, packed): (u32, usize, usize, bool, bool),
     base: *const u32,
     offsets: &[i32],
     sb: &[f32],
@@ -335,7 +414,7 @@ unsafe fn call<T: Element, const L: usize>(
                     (1, 1) => {
                         chain_x86::chain16_bf16::<$b, 1, 1>(base, offsets, sb, groups, gs, xs, out)
                     }
-                    (1, _) if bf16_dp_enabled() => {
+                    (1, _) if packed => {
                         chain_x86::chain16_bf16_dp::<$b, 1, MULTI>(
                             base, offsets, sb, groups, gs, xs, out,
                         );
@@ -352,7 +431,7 @@ unsafe fn call<T: Element, const L: usize>(
                     (2, 1) => {
                         chain_x86::chain16_bf16::<$b, 2, 1>(base, offsets, sb, groups, gs, xs, out)
                     }
-                    (2, _) if bf16_dp_enabled() => {
+                    (2, _) if packed => {
                         chain_x86::chain16_bf16_dp::<$b, 2, MULTI>(
                             base, offsets, sb, groups, gs, xs, out,
                         );

@@ -23,7 +23,7 @@ use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
 use super::par::{task_size, SharedOut};
 use super::prep::Prepared;
 use super::simd::SimdLevel;
-use super::simd::{current_level, Kernel};
+use super::simd::{current_bf16_decode, current_level, Bf16Decode, Kernel};
 use super::weights::{QuantView, Typed, WeightShape, Weights};
 
 const OP: &str = "expert_down_combine";
@@ -164,8 +164,9 @@ fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
         return Ok(());
     }
     let level = current_level();
+    let bf16 = current_bf16_decode();
     if let Typed::Quant(qd) = &td {
-        exact(level, h, c, qd, &scores, round_products, &disp, y);
+        exact((level, bf16), h, c, qd, &scores, round_products, &disp, y);
         return Ok(());
     }
     let prep = Prepared::new(h, pairs_n, inter);
@@ -234,7 +235,7 @@ const SCRATCH_FLOATS: usize = 64 * 1024;
 /// each token's k products in `j` order.
 #[allow(clippy::too_many_arguments)]
 fn exact<T: Kernel>(
-    level: SimdLevel,
+    (level, bf16): (SimdLevel, Bf16Decode),
     h: &[T],
     c: &Call<'_>,
     qd: &QuantView<'_, T>,
@@ -264,7 +265,7 @@ fn exact<T: Kernel>(
                     let pairs = disp.pairs(e);
                     xs.clear();
                     xs.extend(pairs.iter().map(|&p| prep.row(p as usize).xf));
-                    chain_rows(level, qd, e, n0, nr, &xs, |i, r, d| {
+                    chain_rows(level, bf16, qd, e, n0, nr, &xs, |i, r, d| {
                         let p = pairs[i] as usize;
                         let v = d * scores[p];
                         prod[p * tr + r] = if round_products { T::round(v) } else { v };

@@ -8,7 +8,7 @@ use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
 use super::par::{task_size, SharedOut};
 use super::prep::Prepared;
-use super::simd::{current_level, Kernel};
+use super::simd::{current_bf16_decode, current_level, Kernel};
 use super::weights::{Typed, WeightShape, Weights};
 
 const OP: &str = "qmm";
@@ -62,6 +62,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
         return Ok(());
     }
     let level = current_level();
+    let bf16 = current_bf16_decode();
     let out = SharedOut::new(y);
     if let Typed::Quant(qv) = &tw {
         let prep = Prepared::new(x, m, k);
@@ -69,7 +70,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
         let chunk = task_size(n, 16, 16);
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
             let n0 = c * chunk;
-            chain_rows(level, qv, 0, n0, chunk.min(n - n0), &xs, |i, r, v| {
+            chain_rows(level, bf16, qv, 0, n0, chunk.min(n - n0), &xs, |i, r, v| {
                 // SAFETY: task `c` alone owns columns `n0..n0 + chunk`.
                 unsafe { out.write(i * n + n0 + r, T::from_f32(v)) };
             });

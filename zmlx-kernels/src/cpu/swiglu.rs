@@ -22,7 +22,7 @@ use super::mlx_math;
 use super::par::{task_size, SharedOut};
 use super::prep::Prepared;
 use super::simd::SimdLevel;
-use super::simd::{current_level, Kernel};
+use super::simd::{current_bf16_decode, current_level, Bf16Decode, Kernel};
 use super::weights::{QuantView, Typed, WeightShape, Weights};
 
 const OP: &str = "expert_swiglu";
@@ -118,9 +118,20 @@ fn typed<T: Kernel>(
         return Ok(());
     }
     let level = current_level();
+    let bf16 = current_bf16_decode();
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
     if let (Typed::Quant(qg), Typed::Quant(qu)) = (&tg, &tu) {
-        exact::<T>(level, x, tokens, k, top_k, &disp, &active, (qg, qu), h);
+        exact::<T>(
+            (level, bf16),
+            x,
+            tokens,
+            k,
+            top_k,
+            &disp,
+            &active,
+            (qg, qu),
+            h,
+        );
         return Ok(());
     }
     let prep = Prepared::new(x, tokens, k);
@@ -181,7 +192,7 @@ const SUB_ROWS: usize = 64;
 /// pairs (weights read once, activations reused from cache), then the tail.
 #[allow(clippy::too_many_arguments)]
 fn exact<T: Kernel>(
-    level: SimdLevel,
+    (level, bf16): (SimdLevel, Bf16Decode),
     x: &[T],
     tokens: usize,
     k: usize,
@@ -209,10 +220,10 @@ fn exact<T: Kernel>(
         let mut gvals = vec![0.0f32; pairs.len() * SUB_ROWS];
         for n0 in (r0..r1).step_by(SUB_ROWS) {
             let nr = SUB_ROWS.min(r1 - n0);
-            chain_rows(level, qg, e, n0, nr, &xs, |i, r, v| {
+            chain_rows(level, bf16, qg, e, n0, nr, &xs, |i, r, v| {
                 gvals[i * SUB_ROWS + r] = v
             });
-            chain_rows(level, qu, e, n0, nr, &xs, |i, r, u| {
+            chain_rows(level, bf16, qu, e, n0, nr, &xs, |i, r, u| {
                 let v = mlx_math::swiglu::<T>(gvals[i * SUB_ROWS + r], u);
                 // SAFETY: pair `pairs[i]` belongs to expert `e` only, and rows
                 // `r0..r1` of expert `e` to this job only: one writer per element.

@@ -1,7 +1,7 @@
 //! Deterministic test data and dtype-tagged buffers.
 
 use half::{bf16, f16};
-use zmlx_kernels::cpu::{Dtype, Floats, FloatsMut};
+use zmlx_kernels::cpu::{simd, Dtype, Floats, FloatsMut};
 
 /// Small xorshift generator: test data derives from a proptest-chosen seed, so that
 /// proptest shrinks shapes and seeds rather than megabytes of vectors.
@@ -128,4 +128,26 @@ pub fn distinct_indices(rng: &mut Rng, tokens: usize, top_k: usize, experts: usi
         }
     }
     out
+}
+
+/// Every way this CPU can run the kernels: each available SIMD level, and with AVX-512
+/// both bf16 decode forms (`simd::Bf16Decode`: they must give the same bits, and the
+/// process picks one by timing, so a test must run both itself).
+pub fn kernel_settings() -> Vec<(simd::SimdLevel, simd::Bf16Decode)> {
+    let mut out = Vec::new();
+    for level in simd::available_levels() {
+        out.push((level, simd::Bf16Decode::Widened));
+        if level == simd::SimdLevel::Avx512 {
+            out.push((level, simd::Bf16Decode::Packed));
+        }
+    }
+    out
+}
+
+/// Runs `f` under a setting of [`kernel_settings`] (as `simd::with_level`).
+pub fn with_setting<R>(
+    (level, form): (simd::SimdLevel, simd::Bf16Decode),
+    f: impl FnOnce() -> R,
+) -> zmlx_kernels::cpu::Result<R> {
+    simd::with_bf16_decode(form, || simd::with_level(level, f))
 }

@@ -5,7 +5,9 @@
 use proptest::prelude::*;
 use zmlx_kernels::cpu::{expert_down_combine, simd, Dtype, QuantSpec, WeightShape, Weights};
 
-use crate::data::{distinct_indices, quant_data, round, values, Buf, Rng, DTYPES};
+use crate::data::{
+    distinct_indices, kernel_settings, quant_data, round, values, with_setting, Buf, Rng, DTYPES,
+};
 use crate::naive;
 use crate::tol;
 
@@ -162,9 +164,9 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
                     spec,
                 )
                 .unwrap();
-                for level in simd::available_levels() {
+                for level in kernel_settings() {
                     let mut y = Buf::zeros(dtype, tokens * hidden);
-                    simd::with_level(level, || {
+                    with_setting(level, || {
                         expert_down_combine(
                             hb.floats(),
                             tokens,

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use zmlx_kernels::cpu::{qmm, simd, Dtype, QuantSpec, WeightShape, Weights};
 
-use crate::data::{quant_data, values, Buf, Rng, DTYPES};
+use crate::data::{kernel_settings, quant_data, values, with_setting, Buf, Rng, DTYPES};
 use crate::naive;
 use crate::tol;
 
@@ -62,9 +62,9 @@ fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
                     spec,
                 )
                 .unwrap();
-                for level in simd::available_levels() {
+                for level in kernel_settings() {
                     let mut y = Buf::zeros(dtype, m * n);
-                    simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
+                    with_setting(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
                         .unwrap()
                         .unwrap();
                     check_exact(dtype, &x, &w, m, n, k, &y.to_f32());
@@ -192,9 +192,9 @@ fn guard_edges() {
         .unwrap();
         for m in [1, 2] {
             let xb = Buf::from_f32(dtype, &x[..m * k]);
-            for level in simd::available_levels() {
+            for level in kernel_settings() {
                 let mut y = Buf::zeros(dtype, m * n);
-                simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
+                with_setting(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
                     .unwrap()
                     .unwrap();
                 check_exact(dtype, &x[..m * k], &w, m, n, k, &y.to_f32());

@@ -5,7 +5,9 @@
 use proptest::prelude::*;
 use zmlx_kernels::cpu::{expert_swiglu, simd, Dtype, QuantSpec, WeightShape, Weights};
 
-use crate::data::{distinct_indices, quant_data, values, Buf, Rng, DTYPES};
+use crate::data::{
+    distinct_indices, kernel_settings, quant_data, values, with_setting, Buf, Rng, DTYPES,
+};
 use crate::naive;
 use crate::tol;
 
@@ -196,9 +198,9 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, inter: usize, gro
             )
             .unwrap();
             let xb = Buf::from_f32(dtype, &x);
-            for level in simd::available_levels() {
+            for level in kernel_settings() {
                 let mut h = Buf::zeros(dtype, tokens * top_k * inter);
-                simd::with_level(level, || {
+                with_setting(level, || {
                     expert_swiglu(xb.floats(), tokens, &idx, top_k, &wg, &wu, h.floats_mut())
                 })
                 .unwrap()

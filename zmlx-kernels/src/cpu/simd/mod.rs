@@ -135,6 +135,67 @@ pub fn with_level<R>(level: SimdLevel, f: impl FnOnce() -> R) -> Result<R> {
     Ok(f())
 }
 
+/// How the AVX-512 bf16 kernels of decode-shaped quantized matmuls (one or two
+/// activation rows, four 16-row blocks side by side) round and add. Both forms give
+/// MLX's bits; which one is faster depends on the core (AMD Zen 4 runs `vdpbf16ps` at
+/// one a cycle, the Intel Xeon of 2026-11-26 at one per ~2.3 cycles), so the process
+/// measures them once ([`detected_bf16_decode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Decode {
+    /// Rounded values stay packed as bf16 and `vdpbf16ps` consumes them.
+    Packed,
+    /// Rounded values are widened back to f32 and added and multiplied as f32.
+    Widened,
+}
+
+impl Bf16Decode {
+    /// The name in reports (`packed`, `widened`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Decode::Packed => "packed",
+            Bf16Decode::Widened => "widened",
+        }
+    }
+}
+
+/// The process-wide [`Bf16Decode`]: `ZMLX_CPU_BF16_DP=1` forces `Packed`, `0`
+/// `Widened`; otherwise the first call times both on a small hot-cache problem
+/// (about a millisecond) and keeps the faster. Without AVX512_BF16 it is `Widened`
+/// (and unused: those CPUs round with integer operations).
+pub fn detected_bf16_decode() -> Bf16Decode {
+    static FORM: OnceLock<Bf16Decode> = OnceLock::new();
+    *FORM.get_or_init(|| match std::env::var("ZMLX_CPU_BF16_DP").as_deref() {
+        Ok("1") => Bf16Decode::Packed,
+        Ok("0") => Bf16Decode::Widened,
+        _ => super::chain::faster_bf16_decode(),
+    })
+}
+
+thread_local! {
+    static BF16_OVERRIDE: Cell<Option<Bf16Decode>> = const { Cell::new(None) };
+}
+
+/// The [`Bf16Decode`] form kernels called from this thread use now.
+pub fn current_bf16_decode() -> Bf16Decode {
+    BF16_OVERRIDE
+        .with(Cell::get)
+        .unwrap_or_else(detected_bf16_decode)
+}
+
+/// Runs `f` with kernels called from this thread using `form`, then restores the
+/// previous form (also if `f` panics). Results are the same either way; tests use it
+/// to run both kernels, benchmarks to compare them.
+pub fn with_bf16_decode<R>(form: Bf16Decode, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Bf16Decode>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BF16_OVERRIDE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(BF16_OVERRIDE.with(|c| c.replace(Some(form))));
+    f()
+}
+
 /// Two activation rows against four f32 weight rows (all the same length).
 #[inline]
 pub(crate) fn dot_2x4(level: SimdLevel, x: [&[f32]; 2], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
