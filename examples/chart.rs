@@ -1,6 +1,6 @@
-//! Draws baseline vs patched decode tokens/s per model and backend from
+//! Draws baseline vs patched decode tokens/s per model, backend and machine from
 //! `benchmarks/matrix.jsonl` into `benchmarks/chart.svg` (the latest row of each
-//! model/backend pair; log scale; each bar pair labelled with its fidelity verdict).
+//! model/backend/machine triple; log scale; each bar pair labelled with its fidelity verdict).
 //!
 //! ```text
 //! cargo run --example chart [-- MATRIX.jsonl OUT.svg]
@@ -27,8 +27,15 @@ fn read_rows(path: &str) -> Result<Vec<Row>, String> {
     {
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| format!("{path}:{}: {e}", i + 1))?;
+        // Machines differ between records (the dev box has been an AMD EPYC and an
+        // Intel Xeon; GPUs an H100 and an H200): one bar pair per machine too.
+        let hardware = v["hardware"]
+            .as_str()
+            .unwrap_or("?")
+            .replace("(R)", "")
+            .replace(" Processor", "");
         let key = format!(
-            "{} / {}",
+            "{} / {}, {hardware}",
             v["model_id"].as_str().unwrap_or("?"),
             v["backend"].as_str().unwrap_or("?")
         );
@@ -48,7 +55,7 @@ fn read_rows(path: &str) -> Result<Vec<Row>, String> {
 }
 
 fn svg(rows: &[Row]) -> String {
-    let (w, bar_h, gap, left) = (1000.0, 18.0, 22.0, 430.0);
+    let (w, bar_h, gap, left) = (1050.0, 18.0, 22.0, 480.0);
     let h = 70.0 + rows.len() as f64 * (2.0 * bar_h + gap);
     let max = rows
         .iter()
@@ -129,7 +136,7 @@ fn main() -> ExitCode {
         }
         Ok(rows) => match std::fs::write(output, svg(&rows)) {
             Ok(()) => {
-                println!("wrote {output} ({} model/backend pairs)", rows.len());
+                println!("wrote {output} ({} model/backend/machine bar pairs)", rows.len());
                 ExitCode::SUCCESS
             }
             Err(e) => {

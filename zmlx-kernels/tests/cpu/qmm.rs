@@ -142,12 +142,13 @@ fn empty_shapes() {
 /// kernel rounds with `vcvtne2ps2bf16` only if no activation, scale or bias is nonzero
 /// below 2^-50), bit for bit at every level, with N large enough for the four-block
 /// decode kernel: x and the scales/biases multiplied by `2^ex` / `2^es` (tiny values
-/// make denormal products and sums, which must take the integer-rounding fallback),
-/// some rows only, and an infinite activation (inf and NaN go through either path).
+/// make denormal products and sums, which must take the integer-rounding fallback;
+/// large ones stay just inside the range), some rows only, and an infinite activation
+/// (inf and NaN go through either path).
 #[test]
 fn guard_edges() {
     let (n, k, bits, gs) = (1040usize, 128usize, 4u32, 64usize);
-    let cases: [(i32, i32, Option<std::ops::Range<usize>>, bool); 7] = [
+    let cases: [(i32, i32, Option<std::ops::Range<usize>>, bool); 10] = [
         (0, 0, None, false),
         (-45, -40, None, false),
         (-49, -42, None, false),
@@ -155,6 +156,11 @@ fn guard_edges() {
         (-20, -100, None, false),
         (-20, -100, Some(300..340), false),
         (0, 0, None, true),
+        // Large scales and biases (2^83 to 2^125 here), all rows or some: the
+        // products stay finite, and any kernel that rescales `scale` could overflow.
+        (-40, 90, None, false),
+        (-40, 125, None, false),
+        (-40, 125, Some(300..340), false),
     ];
     let mut rng = Rng::new(77);
     for (ex, es, rows, inf) in cases {
