@@ -136,7 +136,10 @@ fn main() -> ExitCode {
         }
         Ok(rows) => match std::fs::write(output, svg(&rows)) {
             Ok(()) => {
-                println!("wrote {output} ({} model/backend/machine bar pairs)", rows.len());
+                println!(
+                    "wrote {output} ({} model/backend/machine bar pairs)",
+                    rows.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
