@@ -149,42 +149,23 @@ pub(crate) fn faster_bf16_decode() -> Bf16Decode {
     let x: Vec<f32> = (0..K).map(|i| ((i % 13) as f32 - 6.0) * 0.125).collect();
     let xs = [&x[..]];
     let mut out = [0.0f32; 16 * MULTI];
-    let mut run = |packed_form: bool| {
+    type Kernel = unsafe fn(*const u32, &[i32], &[f32], usize, usize, &[&[f32]], &mut [f32]);
+    let mut run = |kernel: Kernel| {
         let t = std::time::Instant::now();
         for _ in 0..4 {
             // SAFETY: the CPU has AVX512F/BW/BF16 (checked above); 16 * MULTI offsets,
             // each row `wpr` words inside `packed`; `sb` holds MULTI * 2 * groups * 16
             // values; `x` holds groups * GS values; `out` 16 * MULTI.
-            unsafe {
-                if packed_form {
-                    chain_x86::chain16_bf16_dp::<4, 1, MULTI>(
-                        packed.as_ptr(),
-                        &offsets,
-                        &sb,
-                        groups,
-                        GS,
-                        &xs,
-                        &mut out,
-                    );
-                } else {
-                    chain_x86::chain16_bf16::<4, 1, MULTI>(
-                        packed.as_ptr(),
-                        &offsets,
-                        &sb,
-                        groups,
-                        GS,
-                        &xs,
-                        &mut out,
-                    );
-                }
-            }
+            unsafe { kernel(packed.as_ptr(), &offsets, &sb, groups, GS, &xs, &mut out) };
         }
         t.elapsed()
     };
-    let (mut best_packed, mut best_widened) = (run(true), run(false));
+    let packed_kernel: Kernel = chain_x86::chain16_bf16_dp::<4, 1, MULTI>;
+    let widened_kernel: Kernel = chain_x86::chain16_bf16::<4, 1, MULTI>;
+    let (mut best_packed, mut best_widened) = (run(packed_kernel), run(widened_kernel));
     for _ in 0..5 {
-        best_packed = best_packed.min(run(true));
-        best_widened = best_widened.min(run(false));
+        best_packed = best_packed.min(run(packed_kernel));
+        best_widened = best_widened.min(run(widened_kernel));
     }
     if best_packed <= best_widened {
         Bf16Decode::Packed
