@@ -20,7 +20,7 @@ use super::dispatch::ExpertDispatch;
 use super::dtype::{Dtype, Element, Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
-use super::par::{task_size, SharedOut};
+use super::par::{for_each_task, task_size, SharedOut};
 use super::prep::Prepared;
 use super::simd::SimdLevel;
 use super::simd::{current_bf16_decode, current_level, Bf16Decode, Kernel};
@@ -182,47 +182,45 @@ fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
         }
     };
     let out = SharedOut::new(y);
-    (0..hidden.div_ceil(chunk))
-        .into_par_iter()
-        .with_max_len(1)
-        .for_each(|ci| {
-            let end = hidden.min((ci + 1) * chunk);
-            let mut acc = Vec::new();
-            let mut tile = Vec::new();
-            let mut xs: Vec<&[f32]> = Vec::new();
-            for n0 in (ci * chunk..end).step_by(tr) {
-                let nr = tr.min(end - n0);
-                acc.clear();
-                acc.resize(tokens * nr, 0.0f32);
-                for &e in &active {
-                    let pairs = disp.pairs(e);
-                    if pairs.len() < TILE_MIN_ROWS {
-                        for r in 0..nr {
-                            let wr = td.row(e, n0 + r);
-                            for &p in pairs {
-                                let p = p as usize;
-                                let d = dot_row(level, wr, prep.row(p));
-                                acc[(p / top_k) * nr + r] += combine(d, p);
-                            }
-                        }
-                    } else {
-                        load_tile(&td, e, n0, nr, &mut tile);
-                        xs.clear();
-                        xs.extend(pairs.iter().map(|&p| prep.row(p as usize).xf));
-                        tile_dots(level, &tile, nr, inter, &xs, |i, r, d| {
-                            let p = pairs[i] as usize;
-                            acc[(p / top_k) * nr + r] += combine(d, p);
-                        });
-                    }
-                }
-                for t in 0..tokens {
+    let work = pairs_n.saturating_mul(hidden).saturating_mul(inter);
+    for_each_task(hidden.div_ceil(chunk), work, |ci| {
+        let end = hidden.min((ci + 1) * chunk);
+        let mut acc = Vec::new();
+        let mut tile = Vec::new();
+        let mut xs: Vec<&[f32]> = Vec::new();
+        for n0 in (ci * chunk..end).step_by(tr) {
+            let nr = tr.min(end - n0);
+            acc.clear();
+            acc.resize(tokens * nr, 0.0f32);
+            for &e in &active {
+                let pairs = disp.pairs(e);
+                if pairs.len() < TILE_MIN_ROWS {
                     for r in 0..nr {
-                        // SAFETY: rows `ci*chunk..end` of every token belong to task `ci`.
-                        unsafe { out.write(t * hidden + n0 + r, T::from_f32(acc[t * nr + r])) };
+                        let wr = td.row(e, n0 + r);
+                        for &p in pairs {
+                            let p = p as usize;
+                            let d = dot_row(level, wr, prep.row(p));
+                            acc[(p / top_k) * nr + r] += combine(d, p);
+                        }
                     }
+                } else {
+                    load_tile(&td, e, n0, nr, &mut tile);
+                    xs.clear();
+                    xs.extend(pairs.iter().map(|&p| prep.row(p as usize).xf));
+                    tile_dots(level, &tile, nr, inter, &xs, |i, r, d| {
+                        let p = pairs[i] as usize;
+                        acc[(p / top_k) * nr + r] += combine(d, p);
+                    });
                 }
             }
-        });
+            for t in 0..tokens {
+                for r in 0..nr {
+                    // SAFETY: rows `ci*chunk..end` of every token belong to task `ci`.
+                    unsafe { out.write(t * hidden + n0 + r, T::from_f32(acc[t * nr + r])) };
+                }
+            }
+        }
+    });
     Ok(())
 }
 
@@ -252,35 +250,33 @@ fn exact<T: Kernel>(
     let tr = (SCRATCH_FLOATS / pairs_n.max(1) / 16 * 16).clamp(16, 256);
     let chunk = task_size(hidden, 16, 16);
     let out = SharedOut::new(y);
-    (0..hidden.div_ceil(chunk))
-        .into_par_iter()
-        .with_max_len(1)
-        .for_each(|ci| {
-            let end = hidden.min((ci + 1) * chunk);
-            let mut prod = vec![0.0f32; pairs_n * tr];
-            let mut xs: Vec<&[f32]> = Vec::new();
-            for n0 in (ci * chunk..end).step_by(tr) {
-                let nr = tr.min(end - n0);
-                for &e in &active {
-                    let pairs = disp.pairs(e);
-                    xs.clear();
-                    xs.extend(pairs.iter().map(|&p| prep.row(p as usize).xf));
-                    chain_rows(level, bf16, qd, e, n0, nr, &xs, |i, r, d| {
-                        let p = pairs[i] as usize;
-                        let v = d * scores[p];
-                        prod[p * tr + r] = if round_products { T::round(v) } else { v };
-                    });
-                }
-                for t in 0..tokens {
-                    for r in 0..nr {
-                        let mut acc = 0.0f32;
-                        for j in 0..top_k {
-                            acc += prod[(t * top_k + j) * tr + r];
-                        }
-                        // SAFETY: rows `ci*chunk..end` of every token belong to task `ci`.
-                        unsafe { out.write(t * hidden + n0 + r, T::from_f32(acc)) };
+    let work = pairs_n.saturating_mul(hidden).saturating_mul(inter);
+    for_each_task(hidden.div_ceil(chunk), work, |ci| {
+        let end = hidden.min((ci + 1) * chunk);
+        let mut prod = vec![0.0f32; pairs_n * tr];
+        let mut xs: Vec<&[f32]> = Vec::new();
+        for n0 in (ci * chunk..end).step_by(tr) {
+            let nr = tr.min(end - n0);
+            for &e in &active {
+                let pairs = disp.pairs(e);
+                xs.clear();
+                xs.extend(pairs.iter().map(|&p| prep.row(p as usize).xf));
+                chain_rows(level, bf16, qd, e, n0, nr, &xs, |i, r, d| {
+                    let p = pairs[i] as usize;
+                    let v = d * scores[p];
+                    prod[p * tr + r] = if round_products { T::round(v) } else { v };
+                });
+            }
+            for t in 0..tokens {
+                for r in 0..nr {
+                    let mut acc = 0.0f32;
+                    for j in 0..top_k {
+                        acc += prod[(t * top_k + j) * tr + r];
                     }
+                    // SAFETY: rows `ci*chunk..end` of every token belong to task `ci`.
+                    unsafe { out.write(t * hidden + n0 + r, T::from_f32(acc)) };
                 }
             }
-        });
+        }
+    });
 }

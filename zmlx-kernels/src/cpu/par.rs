@@ -3,6 +3,8 @@
 
 use std::marker::PhantomData;
 
+use rayon::prelude::*;
+
 /// An output buffer shared by tasks that each write a disjoint set of elements.
 ///
 /// The kernels partition their outputs by (row range x token set), which is not a set
@@ -49,4 +51,24 @@ pub(crate) fn task_size(total: usize, min: usize, align: usize) -> usize {
     let target = total.div_ceil(threads * 4);
     let size = target.max(min).max(1);
     size.div_ceil(align) * align
+}
+
+/// Below this many multiply-adds a call runs its tasks in order on the calling thread.
+/// Handing tasks to rayon's threads costs a wake-up, and afterwards the idle workers
+/// spin with `sched_yield` before they sleep: on a 2-core machine they then take the
+/// CPU from MLX's own stream thread. A profile of the tiny preset's patched decode
+/// (every call under ~40k multiply-adds) had ~38% of its samples in the kernel's
+/// scheduler, a third of them in those yields (notebook.md, 2026-11-26 20:40). The
+/// Qwen3-30B-A3B decode calls are millions, far above it.
+pub(crate) const PAR_MIN_WORK: usize = 1 << 18;
+
+/// Calls `f(i)` for each task `i < tasks`: on rayon's threads, one task at a time
+/// each, when the call's `work` (multiply-adds) is at least [`PAR_MIN_WORK`]; in order
+/// on the calling thread otherwise.
+pub(crate) fn for_each_task(tasks: usize, work: usize, f: impl Fn(usize) + Sync + Send) {
+    if work < PAR_MIN_WORK {
+        (0..tasks).for_each(f);
+    } else {
+        (0..tasks).into_par_iter().with_max_len(1).for_each(f);
+    }
 }

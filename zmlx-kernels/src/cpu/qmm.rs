@@ -1,12 +1,10 @@
 //! Linear layer: `y[M, N] = x[M, K] @ W.T` for quantized or float `W`.
 
-use rayon::prelude::*;
-
 use super::chain::chain_rows;
 use super::dtype::{Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
-use super::par::{task_size, SharedOut};
+use super::par::{for_each_task, task_size, SharedOut};
 use super::prep::Prepared;
 use super::simd::{current_bf16_decode, current_level, Kernel};
 use super::weights::{Typed, WeightShape, Weights};
@@ -64,11 +62,12 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
     let level = current_level();
     let bf16 = current_bf16_decode();
     let out = SharedOut::new(y);
+    let work = m.saturating_mul(n).saturating_mul(k);
     if let Typed::Quant(qv) = &tw {
         let prep = Prepared::new(x, m, k);
         let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
         let chunk = task_size(n, 16, 16);
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        for_each_task(n.div_ceil(chunk), work, |c| {
             let n0 = c * chunk;
             chain_rows(level, bf16, qv, 0, n0, chunk.min(n - n0), &xs, |i, r, v| {
                 // SAFETY: task `c` alone owns columns `n0..n0 + chunk`.
@@ -80,7 +79,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
     if m < TILE_MIN_ROWS {
         let prep = Prepared::new(x, m, k);
         let chunk = task_size(n, 16, 1);
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        for_each_task(n.div_ceil(chunk), work, |c| {
             for row in c * chunk..n.min((c + 1) * chunk) {
                 let wr = tw.row(0, row);
                 for i in 0..m {
@@ -95,7 +94,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
         let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
         let tr = tile_rows(k);
         let chunk = task_size(n, tr, tr);
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        for_each_task(n.div_ceil(chunk), work, |c| {
             let mut tile = Vec::new();
             let end = n.min((c + 1) * chunk);
             for n0 in (c * chunk..end).step_by(tr) {

@@ -11,15 +11,13 @@
 //!
 //! Float weights take the f32-accumulating path (not bit-exact, see `cpu/mod.rs`).
 
-use rayon::prelude::*;
-
 use super::chain::chain_rows;
 use super::dispatch::ExpertDispatch;
 use super::dtype::{Element, Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
 use super::mlx_math;
-use super::par::{task_size, SharedOut};
+use super::par::{for_each_task, task_size, SharedOut};
 use super::prep::Prepared;
 use super::simd::SimdLevel;
 use super::simd::{current_bf16_decode, current_level, Bf16Decode, Kernel};
@@ -141,7 +139,9 @@ fn typed<T: Kernel>(
         .flat_map(|&e| (0..inter).step_by(chunk).map(move |r0| (e, r0)))
         .collect();
     let out = SharedOut::new(h);
-    jobs.par_iter().with_max_len(1).for_each(|&(e, r0)| {
+    let work = (tokens * top_k).saturating_mul(2 * inter).saturating_mul(k);
+    for_each_task(jobs.len(), work, |j| {
+        let (e, r0) = jobs[j];
         let r1 = inter.min(r0 + chunk);
         let pairs = disp.pairs(e);
         // SAFETY (both writes below): pair `p` belongs to expert `e` only, and rows
@@ -210,7 +210,9 @@ fn exact<T: Kernel>(
         .flat_map(|&e| (0..inter).step_by(chunk).map(move |r0| (e, r0)))
         .collect();
     let out = SharedOut::new(h);
-    jobs.par_iter().with_max_len(1).for_each(|&(e, r0)| {
+    let work = (tokens * top_k).saturating_mul(2 * inter).saturating_mul(k);
+    for_each_task(jobs.len(), work, |j| {
+        let (e, r0) = jobs[j];
         let r1 = inter.min(r0 + chunk);
         let pairs = disp.pairs(e);
         let xs: Vec<&[f32]> = pairs
