@@ -29,6 +29,18 @@ use zmlx_kernels::gpu;
 use zmlx_kernels::moe_gate::{ReferenceRouter, RouterSpec, Routing};
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
 
+/// Held by every test for its whole run: several tests set the process-wide
+/// `ZMLX_CUDA_*` variables that pick a kernel variant (dequantization, k-sum order,
+/// stages, tile rows), which the kernels read at each call, so tests running side by
+/// side (cargo's default) would run each other's variants and report differences that
+/// are not there (device run 94: 5 of 12 tests failed in parallel; the two rerun alone passed).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static GPU_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding it leaves nothing to repair: the variables
+    // are set anew by whichever test needs them.
+    GPU_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn host(a: &Array) -> Vec<f32> {
     let s = gpu_stream();
     ok(
@@ -361,17 +373,20 @@ fn dtype_classes(dt: Dtype, combos: &[(i32, i32)], probe: usize) {
 
 #[test]
 fn expert_kernels_bf16() {
+    let _serial = serial();
     dtype_classes(Dtype::Bfloat16, &[(4, 64), (8, 32), (4, 128)], 1);
 }
 
 #[test]
 fn expert_kernels_f16() {
+    let _serial = serial();
     dtype_classes(Dtype::Float16, &[(4, 64)], 0);
 }
 
 /// Qwen3-30B-A3B's shapes: hidden 2048, moe_intermediate 768, 128 experts.
 #[test]
 fn expert_kernels_qwen3_30b_a3b() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
@@ -385,6 +400,7 @@ fn expert_kernels_qwen3_30b_a3b() {
 /// same call without a residual still matches, and a mis-sized residual is refused.
 #[test]
 fn down_combine_residual_qwen3_30b_a3b() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
@@ -563,6 +579,7 @@ fn one_token_diffs(
 /// each DEQ against the reference; the default must match bit for bit.
 #[test]
 fn dequant_rounding_matches_mlx() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
@@ -635,6 +652,7 @@ fn aligned_copy(a: &Array) -> Array {
 /// combine): the kernels' slow copy path, bit-identical to the reference.
 #[test]
 fn expert_kernels_unaligned_activations() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
@@ -681,6 +699,7 @@ fn expert_kernels_unaligned_activations() {
 /// multiple of 128.
 #[test]
 fn expert_kernels_refuse_inexact_shapes() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
@@ -786,6 +805,7 @@ fn router_compare(
 /// `gpu::route` uses (default 1, `ZMLX_ROUTER_VARIANT=0` for 0) must be exact.
 #[test]
 fn router_kernel_matches_reference_on_cuda() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
@@ -894,6 +914,7 @@ fn router_kernel_matches_reference_on_cuda() {
 /// asserts the default at hidden 2048, the shape it is established on.
 #[test]
 fn down_combine_sum_order_by_hidden_size() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
@@ -969,6 +990,7 @@ struct RoutedClass {
 /// warps, the last half empty).
 #[test]
 fn routed_swiglu_matches_router_then_swiglu() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
@@ -1123,6 +1145,7 @@ fn routed_swiglu_matches_router_then_swiglu() {
 /// through `gpu::down_combine_normed` and `FusedDownCombine::forward_normed`.
 #[test]
 fn down_combine_normed_qwen3_30b_a3b() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
@@ -1242,6 +1265,7 @@ fn down_combine_normed_qwen3_30b_a3b() {
 /// 512 experts; top-1 and top-8.
 #[test]
 fn router_kernel_on_nonfinite_logits() {
+    let _serial = serial();
     if !cuda() {
         return;
     }
