@@ -189,21 +189,6 @@ pub(crate) unsafe fn widen_bf16_block(
     tiny != 0
 }
 
-/// Prefetches, for each row offset in `offs`, both cache lines that the 64 bytes from
-/// word `w` may span (rows need not start on a line: a large malloc'd buffer starts 16
-/// bytes into a page). A chunk takes thousands of cycles, enough to hide a DRAM miss,
-/// and the rows are too many streams for the hardware prefetcher. Prefetches past the
-/// buffer are harmless.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn prefetch_rows(base: *const u32, offs: &[i32], w: usize) {
-    for &o in offs {
-        let next = base.wrapping_add(o as usize + w);
-        _mm_prefetch::<_MM_HINT_T0>(next.cast());
-        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(15).cast());
-    }
-}
-
 /// Words `w0..w0 + nw` of every block's 16 rows, transposed (`words[b][j]` = word
 /// `w0 + j` of block `b`'s rows, see [`load_transposed`]). The next chunk's
 /// prefetches are the caller's, spread over the chunk ([`prefetch_part`]).
@@ -224,17 +209,25 @@ unsafe fn load_blocks(
     }
 }
 
-/// Part `j` of 16 of the next chunk's prefetches (the rows' words from `w`), issued
-/// at word `j` of the current chunk: all 128 lines of four blocks at once, before the
-/// chunk's loads, stalled those loads (profile), and spread this way the lm_head and
-/// expert benches ran ~10% faster (notebook.md, 2026-11-26 17:55).
+/// Part `j` of 16 of the next chunk's prefetches, issued at word `j` of the current
+/// chunk: for a sixteenth of the rows, both cache lines that the 64 bytes from word
+/// `w` may span (rows need not start on a line: a large malloc'd buffer starts 16
+/// bytes into a page). A chunk takes thousands of cycles, enough to hide a DRAM miss,
+/// and the rows are too many streams for the hardware prefetcher. All 128 lines of
+/// four blocks at once, before the chunk's loads, stalled those loads (profile);
+/// spread this way the lm_head and expert benches ran ~10% faster (notebook.md,
+/// 2026-11-26 17:55). Prefetches past the buffer are harmless.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn prefetch_part(base: *const u32, offsets: &[i32], w: usize, j: usize) {
     let part = offsets.len().div_ceil(16);
     let lo = (j * part).min(offsets.len());
     let hi = ((j + 1) * part).min(offsets.len());
-    prefetch_rows(base, &offsets[lo..hi], w);
+    for &o in &offsets[lo..hi] {
+        let next = base.wrapping_add(o as usize + w);
+        _mm_prefetch::<_MM_HINT_T0>(next.cast());
+        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(15).cast());
+    }
 }
 
 /// The body of [`chain16`] and [`chain16_bf16`], which differ only in how they round
