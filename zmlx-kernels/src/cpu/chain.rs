@@ -118,15 +118,17 @@ fn bf16_hw_available() -> bool {
     })
 }
 
-/// Which [`Bf16Decode`] form runs the decode-shaped bf16 chain faster on this core:
-/// times `chain16_bf16_dp` (packed) and `chain16_bf16` (widened) on the same 64
-/// rows x 1024 4-bit values (hot in cache, one activation row), five rounds each after
-/// a warm-up, and keeps the form with the smaller best time. Both give the same bits,
-/// so a wrong pick on a noisy machine costs speed only. Takes about a millisecond.
+/// Which [`Bf16Decode`] form runs the decode-shaped bf16 chain fastest on this core:
+/// times `chain16_bf16_split` and, where the CPU has the bf16 instructions,
+/// `chain16_bf16_dp` (packed) and `chain16_bf16` (widened), on the same 64 rows x 1024
+/// 4-bit values (hot in cache, one activation row), five rounds each after a warm-up,
+/// and keeps the form with the smallest best time. All give the same bits, so a wrong
+/// pick on a noisy machine costs speed only. Takes about a millisecond.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn faster_bf16_decode() -> Bf16Decode {
-    if !bf16_hw_available() {
-        return Bf16Decode::Widened;
+pub(crate) fn fastest_bf16_decode() -> Bf16Decode {
+    if !is_x86_feature_detected!("avx512f") {
+        // No AVX-512 kernels run: the form is never used.
+        return Bf16Decode::Split;
     }
     const K: usize = 1024;
     const GS: usize = 64;
@@ -153,31 +155,41 @@ pub(crate) fn faster_bf16_decode() -> Bf16Decode {
     let mut run = |kernel: Kernel| {
         let t = std::time::Instant::now();
         for _ in 0..4 {
-            // SAFETY: the CPU has AVX512F/BW/BF16 (checked above); 16 * MULTI offsets,
-            // each row `wpr` words inside `packed`; `sb` holds MULTI * 2 * groups * 16
-            // values; `x` holds groups * GS values; `out` 16 * MULTI.
+            // SAFETY: the CPU has AVX512F, and AVX512BW/BF16 for the kernels that need
+            // them (checked below); 16 * MULTI offsets, each row `wpr` words inside
+            // `packed`; `sb` holds MULTI * 2 * groups * 16 values; `x` holds
+            // groups * GS values; `out` 16 * MULTI.
             unsafe { kernel(packed.as_ptr(), &offsets, &sb, groups, GS, &xs, &mut out) };
         }
         t.elapsed()
     };
-    let packed_kernel: Kernel = chain_x86::chain16_bf16_dp::<4, 1, MULTI>;
-    let widened_kernel: Kernel = chain_x86::chain16_bf16::<4, 1, MULTI>;
-    let (mut best_packed, mut best_widened) = (run(packed_kernel), run(widened_kernel));
+    let mut candidates: Vec<(Bf16Decode, Kernel)> = vec![(
+        Bf16Decode::Split,
+        chain_x86::chain16_bf16_split::<4, 1, MULTI>,
+    )];
+    if bf16_hw_available() {
+        candidates.push((
+            Bf16Decode::Packed,
+            chain_x86::chain16_bf16_dp::<4, 1, MULTI>,
+        ));
+        candidates.push((Bf16Decode::Widened, chain_x86::chain16_bf16::<4, 1, MULTI>));
+    }
+    let mut best: Vec<_> = candidates.iter().map(|&(_, k)| run(k)).collect();
     for _ in 0..5 {
-        best_packed = best_packed.min(run(packed_kernel));
-        best_widened = best_widened.min(run(widened_kernel));
+        for (b, &(_, k)) in best.iter_mut().zip(&candidates) {
+            *b = (*b).min(run(k));
+        }
     }
-    if best_packed <= best_widened {
-        Bf16Decode::Packed
-    } else {
-        Bf16Decode::Widened
-    }
+    let fastest = (0..candidates.len())
+        .min_by_key(|&i| best[i])
+        .expect("at least one candidate");
+    candidates[fastest].0
 }
 
 /// No AVX-512 bf16 kernels off x86_64: the form is never used.
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn faster_bf16_decode() -> Bf16Decode {
-    Bf16Decode::Widened
+pub(crate) fn fastest_bf16_decode() -> Bf16Decode {
+    Bf16Decode::Split
 }
 
 /// bf16 bit pattern of 2^-50, the smallest nonzero magnitude the hardware-rounding
@@ -299,10 +311,14 @@ fn blocks<T: Element, const L: usize>(
     let mut offsets = [0i32; 16 * MULTI];
     let mut out = [0.0f32; 8 * 16 * MULTI];
     let multi_ok = L == 16 && xs.len() <= 2;
-    // The hardware-rounding guard (see `tiny`): x once here, scales and biases per block.
-    let hw = L == 16
+    // The bf16 kernels' denormal guard (see `tiny`): x once here, scales and biases per
+    // block. Without the bf16 instructions every form runs as `Split`.
+    let form = match bf16 {
+        Bf16Decode::Packed | Bf16Decode::Widened if !bf16_hw_available() => Bf16Decode::Split,
+        form => form,
+    };
+    let guarded = L == 16
         && T::DTYPE == Dtype::Bf16
-        && bf16_hw_available()
         // A fold without early exit, so that it vectorises (this runs once per call,
         // and SwiGLU makes a call per 64-row slice).
         && !xs
@@ -326,7 +342,7 @@ fn blocks<T: Element, const L: usize>(
             *o = i32::try_from((row_of(l) - first) * w.wpr).expect("row offset fits i32");
         }
         let block_tiny = widen_scales::<T, L>(level, w, rblocks, &row_of, &mut sb);
-        let fast = hw && !block_tiny;
+        let fast = (guarded && !block_tiny).then_some(form);
         // The last lane's row ends inside the buffer: every word read is in bounds.
         let last = (first + nb) * w.wpr;
         assert!(last <= w.packed.len(), "chain: block outside the weights");
@@ -346,7 +362,7 @@ fn blocks<T: Element, const L: usize>(
             unsafe {
                 call::<T, L>(
                     level,
-                    (w.spec.bits(), mb, rblocks, fast, bf16 == Bf16Decode::Packed),
+                    (w.spec.bits(), mb, rblocks, fast),
                     base,
                     &offsets[..span],
                     &sb,
@@ -368,19 +384,21 @@ fn blocks<T: Element, const L: usize>(
 
 /// Dispatches to the kernel instantiated for (level, bits, activation rows, blocks).
 ///
-/// `fast`: take `chain16_bf16` (bf16 with AVX-512 only), which the caller allows only
-/// when the CPU has the instructions and the denormal guard passed; `packed`: with
-/// `fast`, take `chain16_bf16_dp` for one or two activation rows over several blocks
-/// ([`Bf16Decode::Packed`]).
+/// `fast`: the bf16 kernel form to run (bf16 with AVX-512 only), which the caller passes
+/// only when the denormal guard passed and, for `Packed` and `Widened`, the CPU has the
+/// bf16 instructions; `None` runs the general kernel of the level. `Packed` runs
+/// `chain16_bf16_dp` for one or two activation rows over several blocks and
+/// `chain16_bf16` elsewhere. A kernel that turns infinities or overflow into NaN
+/// (`Packed`, `Split`) is followed, when its output holds a NaN, by an exact one.
 ///
 /// # Safety
-/// As `chain_x86::chain16` / `chain8`; `offsets` has `L * rblocks` entries; `fast`
-/// only when AVX512BW and AVX512_BF16 are available.
+/// As `chain_x86::chain16` / `chain8`; `offsets` has `L * rblocks` entries; `fast` as
+/// above.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn call<T: Element, const L: usize>(
     level: SimdLevel,
-    (bits, mb, rblocks, fast, packed): (u32, usize, usize, bool, bool),
+    (bits, mb, rblocks, fast): (u32, usize, usize, Option<Bf16Decode>),
     base: *const u32,
     offsets: &[i32],
     sb: &[f32],
@@ -388,75 +406,53 @@ unsafe fn call<T: Element, const L: usize>(
     xs: &[&[f32]],
     out: &mut [f32],
 ) {
+    // One kernel at the instantiation for this call's activation rows and blocks.
+    macro_rules! by_shape {
+        ($kernel:ident, $b:literal $(, $t:ty)?) => {
+            match (mb, rblocks) {
+                (1, 1) => chain_x86::$kernel::<$($t,)? $b, 1, 1>(base, offsets, sb, groups, gs, xs, out),
+                (1, _) => chain_x86::$kernel::<$($t,)? $b, 1, MULTI>(base, offsets, sb, groups, gs, xs, out),
+                (2, 1) => chain_x86::$kernel::<$($t,)? $b, 2, 1>(base, offsets, sb, groups, gs, xs, out),
+                (2, _) => chain_x86::$kernel::<$($t,)? $b, 2, MULTI>(base, offsets, sb, groups, gs, xs, out),
+                (4, _) => chain_x86::$kernel::<$($t,)? $b, 4, 1>(base, offsets, sb, groups, gs, xs, out),
+                _ => chain_x86::$kernel::<$($t,)? $b, 8, 1>(base, offsets, sb, groups, gs, xs, out),
+            }
+        };
+    }
+    let used = mb * rblocks * 16;
     macro_rules! per_bits {
         ($b:literal) => {
-            if fast {
-                match (mb, rblocks) {
-                    (1, 1) => {
-                        chain_x86::chain16_bf16::<$b, 1, 1>(base, offsets, sb, groups, gs, xs, out)
+            match fast {
+                Some(Bf16Decode::Split) => {
+                    by_shape!(chain16_bf16_split, $b);
+                    if out[..used].iter().any(|v| v.is_nan()) {
+                        by_shape!(chain16, $b, T);
                     }
-                    (1, _) if packed => {
+                }
+                Some(Bf16Decode::Packed) if mb <= 2 && rblocks > 1 => {
+                    if mb == 1 {
                         chain_x86::chain16_bf16_dp::<$b, 1, MULTI>(
                             base, offsets, sb, groups, gs, xs, out,
                         );
-                        // An infinity can leak a NaN into a neighbouring row there.
-                        if out[..16 * MULTI].iter().any(|v| v.is_nan()) {
-                            chain_x86::chain16_bf16::<$b, 1, MULTI>(
-                                base, offsets, sb, groups, gs, xs, out,
-                            )
-                        }
-                    }
-                    (1, _) => chain_x86::chain16_bf16::<$b, 1, MULTI>(
-                        base, offsets, sb, groups, gs, xs, out,
-                    ),
-                    (2, 1) => {
-                        chain_x86::chain16_bf16::<$b, 2, 1>(base, offsets, sb, groups, gs, xs, out)
-                    }
-                    (2, _) if packed => {
+                    } else {
                         chain_x86::chain16_bf16_dp::<$b, 2, MULTI>(
                             base, offsets, sb, groups, gs, xs, out,
                         );
-                        if out[..32 * MULTI].iter().any(|v| v.is_nan()) {
-                            chain_x86::chain16_bf16::<$b, 2, MULTI>(
-                                base, offsets, sb, groups, gs, xs, out,
-                            )
-                        }
                     }
-                    (2, _) => chain_x86::chain16_bf16::<$b, 2, MULTI>(
-                        base, offsets, sb, groups, gs, xs, out,
-                    ),
-                    (4, _) => {
-                        chain_x86::chain16_bf16::<$b, 4, 1>(base, offsets, sb, groups, gs, xs, out)
-                    }
-                    _ => {
-                        chain_x86::chain16_bf16::<$b, 8, 1>(base, offsets, sb, groups, gs, xs, out)
+                    // An infinity can leak a NaN into a neighbouring row there.
+                    if out[..used].iter().any(|v| v.is_nan()) {
+                        by_shape!(chain16_bf16, $b);
                     }
                 }
-            } else if level == Avx512 {
-                match (mb, rblocks) {
-                    (1, 1) => {
-                        chain_x86::chain16::<T, $b, 1, 1>(base, offsets, sb, groups, gs, xs, out)
+                Some(_) => by_shape!(chain16_bf16, $b),
+                None if level == Avx512 => by_shape!(chain16, $b, T),
+                None => {
+                    let off: &[i32; 8] = offsets.try_into().expect("8 lanes");
+                    match mb {
+                        1 => chain_x86::chain8::<T, $b, 1>(base, off, sb, groups, gs, xs, out),
+                        2 => chain_x86::chain8::<T, $b, 2>(base, off, sb, groups, gs, xs, out),
+                        _ => chain_x86::chain8::<T, $b, 4>(base, off, sb, groups, gs, xs, out),
                     }
-                    (1, _) => chain_x86::chain16::<T, $b, 1, MULTI>(
-                        base, offsets, sb, groups, gs, xs, out,
-                    ),
-                    (2, 1) => {
-                        chain_x86::chain16::<T, $b, 2, 1>(base, offsets, sb, groups, gs, xs, out)
-                    }
-                    (2, _) => chain_x86::chain16::<T, $b, 2, MULTI>(
-                        base, offsets, sb, groups, gs, xs, out,
-                    ),
-                    (4, _) => {
-                        chain_x86::chain16::<T, $b, 4, 1>(base, offsets, sb, groups, gs, xs, out)
-                    }
-                    _ => chain_x86::chain16::<T, $b, 8, 1>(base, offsets, sb, groups, gs, xs, out),
-                }
-            } else {
-                let off: &[i32; 8] = offsets.try_into().expect("8 lanes");
-                match mb {
-                    1 => chain_x86::chain8::<T, $b, 1>(base, off, sb, groups, gs, xs, out),
-                    2 => chain_x86::chain8::<T, $b, 2>(base, off, sb, groups, gs, xs, out),
-                    _ => chain_x86::chain8::<T, $b, 4>(base, off, sb, groups, gs, xs, out),
                 }
             }
         };

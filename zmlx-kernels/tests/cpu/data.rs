@@ -131,14 +131,16 @@ pub fn distinct_indices(rng: &mut Rng, tokens: usize, top_k: usize, experts: usi
 }
 
 /// Every way this CPU can run the kernels: each available SIMD level, and with AVX-512
-/// both bf16 decode forms (`simd::Bf16Decode`: they must give the same bits, and the
-/// process picks one by timing, so a test must run both itself).
+/// every bf16 kernel form (`simd::Bf16Decode`: they must give the same bits, and the
+/// process picks one by timing, so a test must run each itself; on a CPU without
+/// AVX512_BF16 `Packed` and `Widened` run as `Split`).
 pub fn kernel_settings() -> Vec<(simd::SimdLevel, simd::Bf16Decode)> {
     let mut out = Vec::new();
     for level in simd::available_levels() {
         out.push((level, simd::Bf16Decode::Widened));
         if level == simd::SimdLevel::Avx512 {
             out.push((level, simd::Bf16Decode::Packed));
+            out.push((level, simd::Bf16Decode::Split));
         }
     }
     out

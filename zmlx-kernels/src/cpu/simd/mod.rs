@@ -135,39 +135,58 @@ pub fn with_level<R>(level: SimdLevel, f: impl FnOnce() -> R) -> Result<R> {
     Ok(f())
 }
 
-/// How the AVX-512 bf16 kernels of decode-shaped quantized matmuls (one or two
-/// activation rows, four 16-row blocks side by side) round and add. Both forms give
-/// MLX's bits; which one is faster depends on the core (AMD Zen 4 runs `vdpbf16ps` at
-/// one a cycle, the Intel Xeon of 2026-11-26 at one per ~2.3 cycles), so the process
-/// measures them once ([`detected_bf16_decode`]).
+/// How the AVX-512 bf16 kernels of quantized matmuls round and add. Every form gives
+/// MLX's bits; which one is fastest depends on the core (AMD Zen 4 runs `vdpbf16ps` at
+/// one a cycle, the Intel Xeon of 2026-11-26 at one per ~2.3 cycles, where `Split` beat
+/// both others), so the process measures them once ([`detected_bf16_decode`]).
+/// `Packed` differs from `Widened` only in decode-shaped calls (one or two activation
+/// rows, four 16-row blocks side by side); `Split` applies to every call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bf16Decode {
-    /// Rounded values stay packed as bf16 and `vdpbf16ps` consumes them.
+    /// Rounded values stay packed as bf16 and `vdpbf16ps` consumes them (needs
+    /// AVX512_BF16).
     Packed,
-    /// Rounded values are widened back to f32 and added and multiplied as f32.
+    /// Values are rounded by `vcvtne2ps2bf16`, widened back to f32 and added and
+    /// multiplied as f32 (needs AVX512_BF16).
     Widened,
+    /// Values are rounded by Veltkamp splitting in f32 arithmetic (three operations, no
+    /// shuffle; AVX-512F only). Without AVX512_BF16 every form runs as this one.
+    Split,
 }
 
 impl Bf16Decode {
-    /// The name in reports (`packed`, `widened`).
+    /// The name in reports and in `ZMLX_CPU_BF16_FORM` (`packed`, `widened`, `split`).
     pub fn name(self) -> &'static str {
         match self {
             Bf16Decode::Packed => "packed",
             Bf16Decode::Widened => "widened",
+            Bf16Decode::Split => "split",
         }
     }
 }
 
-/// The process-wide [`Bf16Decode`]: `ZMLX_CPU_BF16_DP=1` forces `Packed`, `0`
-/// `Widened`; otherwise the first call times both on a small hot-cache problem
-/// (about a millisecond) and keeps the faster. Without AVX512_BF16 it is `Widened`
-/// (and unused: those CPUs round with integer operations).
+/// The process-wide [`Bf16Decode`]: `ZMLX_CPU_BF16_FORM=packed`, `widened` or `split`
+/// forces one; otherwise the first call times the forms this CPU has on a small
+/// hot-cache problem (about a millisecond) and keeps the fastest. An unknown value of
+/// the variable is reported once on stderr and ignored.
 pub fn detected_bf16_decode() -> Bf16Decode {
     static FORM: OnceLock<Bf16Decode> = OnceLock::new();
-    *FORM.get_or_init(|| match std::env::var("ZMLX_CPU_BF16_DP").as_deref() {
-        Ok("1") => Bf16Decode::Packed,
-        Ok("0") => Bf16Decode::Widened,
-        _ => super::chain::faster_bf16_decode(),
+    *FORM.get_or_init(|| {
+        let forced = std::env::var("ZMLX_CPU_BF16_FORM").ok();
+        let named = [Bf16Decode::Packed, Bf16Decode::Widened, Bf16Decode::Split]
+            .into_iter()
+            .find(|f| forced.as_deref() == Some(f.name()));
+        match (named, forced) {
+            (Some(form), _) => form,
+            (None, Some(other)) => {
+                eprintln!(
+                    "zmlx: ignoring ZMLX_CPU_BF16_FORM={other:?} (expected packed, widened \
+                     or split)"
+                );
+                super::chain::fastest_bf16_decode()
+            }
+            (None, None) => super::chain::fastest_bf16_decode(),
+        }
     })
 }
 
