@@ -317,8 +317,7 @@ fn blocks<T: Element, const L: usize>(
         Bf16Decode::Packed | Bf16Decode::Widened if !bf16_hw_available() => Bf16Decode::Split,
         form => form,
     };
-    let guarded = L == 16
-        && T::DTYPE == Dtype::Bf16
+    let guarded = T::DTYPE == Dtype::Bf16
         // A fold without early exit, so that it vectorises (this runs once per call,
         // and SwiGLU makes a call per 64-row slice).
         && !xs
@@ -384,9 +383,10 @@ fn blocks<T: Element, const L: usize>(
 
 /// Dispatches to the kernel instantiated for (level, bits, activation rows, blocks).
 ///
-/// `fast`: the bf16 kernel form to run (bf16 with AVX-512 only), which the caller passes
-/// only when the denormal guard passed and, for `Packed` and `Widened`, the CPU has the
-/// bf16 instructions; `None` runs the general kernel of the level. `Packed` runs
+/// `fast`: the bf16 kernel form to run, which the caller passes only when the denormal
+/// guard passed and, for `Packed` and `Widened`, the CPU has the bf16 instructions;
+/// `None` runs the general kernel of the level. With AVX2 any form runs the split
+/// rounding (`chain8` with `SPLIT`). `Packed` runs
 /// `chain16_bf16_dp` for one or two activation rows over several blocks and
 /// `chain16_bf16` elsewhere. A kernel that turns infinities or overflow into NaN
 /// (`Packed`, `Split`) is followed, when its output holds a NaN, by an exact one.
@@ -445,17 +445,40 @@ unsafe fn call<T: Element, const L: usize>(
                     }
                 }
                 Some(_) => by_shape!(chain16_bf16, $b),
-                None if level == Avx512 => by_shape!(chain16, $b, T),
-                None => {
-                    let off: &[i32; 8] = offsets.try_into().expect("8 lanes");
-                    match mb {
-                        1 => chain_x86::chain8::<T, $b, 1>(base, off, sb, groups, gs, xs, out),
-                        2 => chain_x86::chain8::<T, $b, 2>(base, off, sb, groups, gs, xs, out),
-                        _ => chain_x86::chain8::<T, $b, 4>(base, off, sb, groups, gs, xs, out),
-                    }
-                }
+                None => by_shape!(chain16, $b, T),
             }
         };
+    }
+    // AVX2: 8 lanes, the split rounding wherever the bf16 guard passed (any form).
+    macro_rules! avx2_by_rows {
+        ($b:literal, $split:literal) => {{
+            let off: &[i32; 8] = offsets.try_into().expect("8 lanes");
+            match mb {
+                1 => chain_x86::chain8::<T, $b, 1, $split>(base, off, sb, groups, gs, xs, out),
+                2 => chain_x86::chain8::<T, $b, 2, $split>(base, off, sb, groups, gs, xs, out),
+                _ => chain_x86::chain8::<T, $b, 4, $split>(base, off, sb, groups, gs, xs, out),
+            }
+        }};
+    }
+    macro_rules! avx2_per_bits {
+        ($b:literal) => {
+            if fast.is_some() {
+                avx2_by_rows!($b, true);
+                if out[..mb * 8].iter().any(|v| v.is_nan()) {
+                    avx2_by_rows!($b, false);
+                }
+            } else {
+                avx2_by_rows!($b, false);
+            }
+        };
+    }
+    if level != Avx512 {
+        match bits {
+            2 => avx2_per_bits!(2),
+            4 => avx2_per_bits!(4),
+            _ => avx2_per_bits!(8),
+        }
+        return;
     }
     match bits {
         2 => per_bits!(2),

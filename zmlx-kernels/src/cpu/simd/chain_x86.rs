@@ -441,7 +441,7 @@ pub(crate) unsafe fn chain16_bf16<const BITS: u32, const MB: usize, const R: usi
 
 /// `65537 = 2^16 + 1`: multiplying by it is the first step of splitting an f32 into its
 /// leading 8 significant bits ([`chain16_bf16_split`]).
-const SPLIT: f32 = 65537.0;
+const SPLIT_FACTOR: f32 = 65537.0;
 
 /// The rounding of [`chain16_bf16_split`], `T(v)` for bf16 in three floating-point
 /// operations: `c = fl(v * 65537)` (one fused multiply-add), `d = c - v`, `c - d`.
@@ -499,7 +499,7 @@ pub(crate) unsafe fn chain16_bf16_split<const BITS: u32, const MB: usize, const 
     let wpr = groups * wpg;
     let maskv = _mm512_set1_epi32(((1u32 << BITS) - 1) as i32);
     let table = q_table::<BITS>();
-    let split = _mm512_set1_ps(SPLIT);
+    let split = _mm512_set1_ps(SPLIT_FACTOR);
     let shift = _mm_cvtsi32_si128(BITS as i32);
     let xp: [*const f32; MB] = core::array::from_fn(|m| xs[m].as_ptr());
     let mut acc = [[_mm512_setzero_ps(); R]; MB];
@@ -538,7 +538,7 @@ pub(crate) unsafe fn chain16_bf16_split<const BITS: u32, const MB: usize, const 
                 // p = T(x * w); acc = T(acc + p).
                 for (m, am) in acc.iter_mut().enumerate() {
                     let xv = *xp[m].add(k);
-                    let (x, x65537) = (_mm512_set1_ps(xv), _mm512_set1_ps(xv * SPLIT));
+                    let (x, x65537) = (_mm512_set1_ps(xv), _mm512_set1_ps(xv * SPLIT_FACTOR));
                     for (av, wv) in am.iter_mut().zip(&w) {
                         let p = round_product_split(x, x65537, *wv);
                         *av = round_split(_mm512_add_ps(*av, p));
@@ -573,12 +573,32 @@ unsafe fn round8<T: Element>(v: __m256) -> __m256 {
     }
 }
 
-/// [`chain16`] with 8 lanes (AVX2): results go to `out[m * 8 + lane]`.
+/// [`round_split`] for 8 lanes (AVX2 + FMA).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn round_split8(v: __m256) -> __m256 {
+    let c = _mm256_fmadd_ps(v, _mm256_set1_ps(65536.0), v);
+    _mm256_sub_ps(c, _mm256_sub_ps(c, v))
+}
+
+/// [`round_product_split`] for 8 lanes (AVX2 + FMA).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn round_product_split8(a: __m256, a65537: __m256, b: __m256) -> __m256 {
+    let c = _mm256_mul_ps(a65537, b);
+    _mm256_add_ps(c, _mm256_fmsub_ps(a, b, c))
+}
+
+/// [`chain16`] with 8 lanes (AVX2): results go to `out[m * 8 + lane]`. With `SPLIT`
+/// (bf16 only) every rounding is [`chain16_bf16_split`]'s, under the same conditions
+/// (the caller's denormal guard, and a rerun without `SPLIT` when an output is NaN);
+/// without it, [`round8`]'s.
 ///
 /// # Safety
-/// As [`chain16`], with AVX2+FMA+F16C available, 8 offsets and `sb` lane-major over 8.
+/// As [`chain16`], with AVX2+FMA+F16C available, 8 offsets and `sb` lane-major over 8;
+/// with `SPLIT`, `T` is bf16.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn chain8<T: Element, const BITS: u32, const MB: usize>(
+pub(crate) unsafe fn chain8<T: Element, const BITS: u32, const MB: usize, const SPLIT: bool>(
     base: *const u32,
     offsets: &[i32; 8],
     sb: &[f32],
@@ -587,11 +607,13 @@ pub(crate) unsafe fn chain8<T: Element, const BITS: u32, const MB: usize>(
     xs: &[&[f32]],
     out: &mut [f32],
 ) {
+    debug_assert!(!SPLIT || T::DTYPE == Dtype::Bf16);
     let vpw = (32 / BITS) as usize;
     let wpg = gs / vpw;
     let idx = _mm256_loadu_si256(offsets.as_ptr().cast());
     let maskv = _mm256_set1_epi32(((1u32 << BITS) - 1) as i32);
     let shift = _mm_cvtsi32_si128(BITS as i32);
+    let split = _mm256_set1_ps(SPLIT_FACTOR);
     let xp: [*const f32; MB] = core::array::from_fn(|m| xs[m].as_ptr());
     let mut acc = [_mm256_setzero_ps(); MB];
     let sp = sb.as_ptr();
@@ -599,17 +621,27 @@ pub(crate) unsafe fn chain8<T: Element, const BITS: u32, const MB: usize>(
     let mut k = 0usize;
     for g in 0..groups {
         let s = _mm256_loadu_ps(sp.add(g * 8));
+        let s65537 = _mm256_mul_ps(s, split);
         let b = _mm256_loadu_ps(bp.add(g * 8));
         for wi in 0..wpg {
             let mut word = _mm256_i32gather_epi32::<4>(base.add(g * wpg + wi).cast(), idx);
             for _ in 0..vpw {
                 let q = _mm256_cvtepi32_ps(_mm256_and_si256(word, maskv));
                 word = _mm256_srl_epi32(word, shift);
-                let w = round8::<T>(_mm256_add_ps(round8::<T>(_mm256_mul_ps(s, q)), b));
-                for m in 0..MB {
-                    let x = _mm256_set1_ps(*xp[m].add(k));
-                    let p = round8::<T>(_mm256_mul_ps(x, w));
-                    acc[m] = round8::<T>(_mm256_add_ps(acc[m], p));
+                let w = if SPLIT {
+                    round_split8(_mm256_add_ps(round_product_split8(s, s65537, q), b))
+                } else {
+                    round8::<T>(_mm256_add_ps(round8::<T>(_mm256_mul_ps(s, q)), b))
+                };
+                for (m, am) in acc.iter_mut().enumerate() {
+                    let xv = *xp[m].add(k);
+                    let x = _mm256_set1_ps(xv);
+                    *am = if SPLIT {
+                        let p = round_product_split8(x, _mm256_set1_ps(xv * SPLIT_FACTOR), w);
+                        round_split8(_mm256_add_ps(*am, p))
+                    } else {
+                        round8::<T>(_mm256_add_ps(*am, round8::<T>(_mm256_mul_ps(x, w))))
+                    };
                 }
                 k += 1;
             }
