@@ -29,15 +29,15 @@ use zmlx_kernels::gpu;
 use zmlx_kernels::moe_gate::{ReferenceRouter, RouterSpec, Routing};
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
 
-/// Held by every test for its whole run: several tests set the process-wide
-/// `ZMLX_CUDA_*` variables that pick a kernel variant (dequantization, k-sum order,
-/// stages, tile rows), which the kernels read at each call, so tests running side by
-/// side (cargo's default) would run each other's variants and report differences that
-/// are not there (device run 94: 5 of 12 tests failed in parallel; the two rerun alone passed).
+/// Held by every test for its whole run, so that the tests take the GPU one at a
+/// time. They once needed it for correctness: the kernel variants came from
+/// process-wide environment variables that the tests set, and tests side by side ran
+/// each other's variants (device run 94: 5 of 12 failed in parallel). The variants
+/// are now per thread (`gpu::with_cuda_variants`); the lock stays so that each test's
+/// printed timings are its own and its memory use does not add to another's.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static GPU_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    // A test that panicked while holding it leaves nothing to repair: the variables
-    // are set anew by whichever test needs them.
+    // A test that panicked while holding it leaves nothing to repair.
     GPU_TESTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -177,7 +177,8 @@ impl Diff {
 }
 
 /// Runs SwiGLU and down+combine over every case for one (dtype, bits, group) with
-/// the current `ZMLX_CUDA_DEQ` / `ZMLX_CUDA_SUM` and returns the differences.
+/// this thread's current kernel variants (`gpu::with_cuda_variants`) and returns the
+/// differences.
 fn run_class(
     dt: Dtype,
     bits: i32,
@@ -284,16 +285,8 @@ type Class<'a> = (Dtype, i32, i32, i32, i32, &'a [i32]);
 /// first `probe` classes, with the alternative formulations (reported only: they
 /// show which rounding MLX's dequantization and k-sum use; see gpu.rs).
 fn check_classes(classes: &[Class<'_>], probe: usize) {
-    const DEFAULT: (&str, &str) = ("2", "0");
-    const ALTERNATIVES: [(&str, &str); 7] = [
-        ("0", "0"),
-        ("1", "0"),
-        ("1", "1"),
-        ("1", "2"),
-        ("1", "3"),
-        ("1", "4"),
-        ("1", "5"),
-    ];
+    const DEFAULT: (i32, i32) = (2, 0);
+    const ALTERNATIVES: [(i32, i32); 7] = [(0, 0), (1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5)];
     let mut failed = Vec::new();
     for (i, &(dt, bits, gs, hidden, inter, experts)) in classes.iter().enumerate() {
         let label = format!(
@@ -301,25 +294,28 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
             name(dt)
         );
         // The default arithmetic with the default ring and tiles, with the smallest
-        // ring (two stages: ZMLX_CUDA_PIPE=2) and with 8-row tiles
-        // (ZMLX_CUDA_ROWS=8; the default is 16 where it fits), all asserted; the
-        // alternatives reported.
+        // ring (two stages) and with 8-row tiles (the default is 16 where it fits),
+        // all asserted; the alternatives reported.
         let mut variants = vec![
             (DEFAULT, None, None),
-            (DEFAULT, Some("2"), None),
-            (DEFAULT, None, Some("8")),
+            (DEFAULT, Some(2), None),
+            (DEFAULT, None, Some(8)),
         ];
         if i < probe {
             variants.extend(ALTERNATIVES.iter().map(|&v| (v, None, None)));
         }
         for ((deq, sum), pipe, rows) in variants {
-            std::env::set_var("ZMLX_CUDA_DEQ", deq);
-            std::env::set_var("ZMLX_CUDA_SUM", sum);
-            for (var, value) in [("ZMLX_CUDA_PIPE", pipe), ("ZMLX_CUDA_ROWS", rows)] {
-                match value {
-                    Some(v) => std::env::set_var(var, v),
-                    None => std::env::remove_var(var),
-                }
+            let mut v = ok(
+                gpu::CudaVariants::default()
+                    .with_dequant(deq)
+                    .and_then(|v| v.with_k_sum(sum)),
+                "variants",
+            );
+            if let Some(p) = pipe {
+                v = ok(v.with_pipe_cap(p), "pipe");
+            }
+            if let Some(r) = rows {
+                v = ok(v.with_tile_rows(r), "rows");
             }
             let chain = match (pipe, rows) {
                 (Some(_), _) => "2 stages",
@@ -327,7 +323,9 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
                 _ => "default stages and tiles",
             };
             let t0 = std::time::Instant::now();
-            let (dh, dy, n) = run_class(dt, bits, gs, hidden, inter, experts);
+            let (dh, dy, n) = gpu::with_cuda_variants(v, || {
+                run_class(dt, bits, gs, hidden, inter, experts)
+            });
             let pass = dh.mismatched == 0 && dy.mismatched == 0;
             println!(
                 "CLASS {label} DEQ={deq} SUM={sum} {chain}: {n} cases, swiglu {}/{} differ (max {:.2} units), down+combine {}/{} differ (max {:.2} units): {} ({:.1} s)",
@@ -343,14 +341,6 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
             if (deq, sum) == DEFAULT && !pass {
                 failed.push(format!("{label} {chain}"));
             }
-        }
-        for var in [
-            "ZMLX_CUDA_DEQ",
-            "ZMLX_CUDA_SUM",
-            "ZMLX_CUDA_PIPE",
-            "ZMLX_CUDA_ROWS",
-        ] {
-            std::env::remove_var(var);
         }
     }
     assert!(failed.is_empty(), "classes not bit-identical: {failed:?}");
@@ -603,18 +593,19 @@ fn dequant_rounding_matches_mlx() {
     // Down + combine takes the reference SwiGLU's output.
     let hr = reference_hidden(&x, &gate, &up, &r);
     let mut default_differs = 0;
-    for deq in ["2", "1", "0"] {
-        std::env::set_var("ZMLX_CUDA_DEQ", deq);
-        let (dh, dy) = one_token_diffs(&x, &x, &hr, &hr, &gate, &up, &down, &r);
+    for deq in [2, 1, 0] {
+        let v = ok(gpu::CudaVariants::default().with_dequant(deq), "variants");
+        let (dh, dy) = gpu::with_cuda_variants(v, || {
+            one_token_diffs(&x, &x, &hr, &hr, &gate, &up, &down, &r)
+        });
         println!(
             "DEQPROBE DEQ={deq}: swiglu {}/{} differ, down+combine {}/{} differ",
             dh.mismatched, dh.elems, dy.mismatched, dy.elems
         );
-        if deq == "2" {
+        if deq == 2 {
             default_differs = dh.mismatched + dy.mismatched;
         }
     }
-    std::env::remove_var("ZMLX_CUDA_DEQ");
     assert_eq!(
         default_differs, 0,
         "the default dequantization differs from MLX"
@@ -802,7 +793,7 @@ fn router_compare(
 /// kernel reproduces). Expert counts cover one, two and four of MLX's softmax warps
 /// and half-empty warps; k up to 16; `[8, E]` logits (row-reduce sum) and 1-D `[E]`
 /// (all-reduce sum). Both kernel variants run (`gpu::route_variant`); the one
-/// `gpu::route` uses (default 1, `ZMLX_ROUTER_VARIANT=0` for 0) must be exact.
+/// `gpu::route` uses (default 0, `ZMLX_ROUTER_VARIANT=1` for 1) must be exact.
 #[test]
 fn router_kernel_matches_reference_on_cuda() {
     let _serial = serial();
@@ -910,7 +901,7 @@ fn router_kernel_matches_reference_on_cuda() {
 
 /// Which order MLX's column reduction sums the combine's k products in depends on
 /// the shape (device run 2: sequential in T matched at hidden 2048, not at 256).
-/// Reports every candidate order (`ZMLX_CUDA_SUM` 0..=5) per hidden size, and
+/// Reports every candidate order (`CudaVariants::with_k_sum` 0..=5) per hidden size, and
 /// asserts the default at hidden 2048, the shape it is established on.
 #[test]
 fn down_combine_sum_order_by_hidden_size() {
@@ -928,37 +919,39 @@ fn down_combine_sum_order_by_hidden_size() {
         let cases = [(1, 8), (3, 8), (1, 16)];
         let mut line = format!("SUMORDER hidden {hidden}:");
         for v in 0..=5 {
-            std::env::set_var("ZMLX_CUDA_SUM", v.to_string());
-            let mut d = Diff::default();
-            for (ci, &(tokens, k)) in cases.iter().enumerate() {
-                let c = Case {
-                    tokens,
-                    k,
-                    experts: 128,
-                };
-                let r = routing(&c, dt, 500 + ci as u64);
-                let key = ok(random::key(600 + ci as u64), "key");
-                let h = ok(
-                    random::normal(&[tokens, k, inter], dt, 0.0, 1.0, Some(&key), s),
-                    "h",
-                );
-                let hid = routed_hidden(&h, &r, s);
-                let input = DownCombineInput {
-                    hidden: &hid,
-                    down: &down,
-                    routing: &r,
-                    residual: None,
-                };
-                let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
-                let yf = ok(kernel_combine(&h, &r, &down, None, s), "fused down");
-                d.add(Diff::of(&yf, &yr, dt));
-            }
+            let variants = ok(gpu::CudaVariants::default().with_k_sum(v), "variants");
+            let d = gpu::with_cuda_variants(variants, || {
+                let mut d = Diff::default();
+                for (ci, &(tokens, k)) in cases.iter().enumerate() {
+                    let c = Case {
+                        tokens,
+                        k,
+                        experts: 128,
+                    };
+                    let r = routing(&c, dt, 500 + ci as u64);
+                    let key = ok(random::key(600 + ci as u64), "key");
+                    let h = ok(
+                        random::normal(&[tokens, k, inter], dt, 0.0, 1.0, Some(&key), s),
+                        "h",
+                    );
+                    let hid = routed_hidden(&h, &r, s);
+                    let input = DownCombineInput {
+                        hidden: &hid,
+                        down: &down,
+                        routing: &r,
+                        residual: None,
+                    };
+                    let yr = ok(ReferenceDownCombine.forward(&input, s), "ref down");
+                    let yf = ok(kernel_combine(&h, &r, &down, None, s), "fused down");
+                    d.add(Diff::of(&yf, &yr, dt));
+                }
+                d
+            });
             line += &format!(" SUM={v} {}/{}", d.mismatched, d.elems);
             if hidden == 2048 && v == 0 && d.mismatched != 0 {
                 default_exact_2048 = false;
             }
         }
-        std::env::remove_var("ZMLX_CUDA_SUM");
         println!("{line}");
     }
     assert!(

@@ -33,6 +33,11 @@ use family::{FamilySource, KernelFamily};
 mod family;
 mod header_file;
 pub mod norm;
+mod variants;
+
+pub use variants::{
+    current_cuda_variants, process_cuda_variants, with_cuda_variants, CudaVariants,
+};
 
 /// The GPU kernels take fewer (token, expert) pairs than this; mlx-lm sorts pairs
 /// by expert from this many on, and so does the reference this falls back to.
@@ -94,33 +99,19 @@ pub fn cuda_shape_support(w: &Weight) -> Support {
 /// each rounded to T. 1 and 2 differ only on weights whose bias is far below
 /// `q * scale`: tests/cuda_vs_reference.rs builds such weights, and on them MLX
 /// 0.32.4's CUDA `gather_qmm` gives exactly what 2 gives (notes/cuda-kernels.md,
-/// device run 22). `ZMLX_CUDA_DEQ=n` selects another, for checking against MLX on a
-/// device.
+/// device run 22). [`CudaVariants::with_dequant`] (or `ZMLX_CUDA_DEQ=n`) selects
+/// another, for checking against MLX on a device.
 fn cuda_deq_variant() -> i32 {
-    env_choice("ZMLX_CUDA_DEQ", &[0, 1, 2], 2)
-}
-
-/// The integer in environment variable `name`, if set and parseable.
-fn env_i32(name: &str) -> Option<i32> {
-    std::env::var(name).ok().and_then(|v| v.parse::<i32>().ok())
-}
-
-/// The integer in environment variable `name` when `allowed` holds it, else
-/// `default`. The kernel variants are read on every call, not cached: the device
-/// tests switch them with `set_var` within one process.
-pub(super) fn env_choice(name: &str, allowed: &[i32], default: i32) -> i32 {
-    env_i32(name)
-        .filter(|v| allowed.contains(v))
-        .unwrap_or(default)
+    current_cuda_variants().deq
 }
 
 /// The order and accumulator of the combine's k-sum (`SUMV` in
 /// shaders/cuda/down_combine.cu, 0..=5). The default, 0 (sequential in the
 /// activation dtype), is bit-identical to MLX 0.32.4 at Qwen3-30B-A3B's shapes on an
-/// H100 (notes/cuda-kernels.md, device run 3). `ZMLX_CUDA_SUM=n` selects another,
-/// for checking against MLX on a device.
+/// H100 (notes/cuda-kernels.md, device run 3). [`CudaVariants::with_k_sum`] (or
+/// `ZMLX_CUDA_SUM=n`) selects another, for checking against MLX on a device.
 fn cuda_sum_variant() -> i32 {
-    env_choice("ZMLX_CUDA_SUM", &[0, 1, 2, 3, 4, 5], 0)
+    current_cuda_variants().sum
 }
 
 /// Static shared memory a CUDA block may declare.
@@ -130,9 +121,10 @@ const CUDA_STATIC_SMEM: i64 = 48 * 1024;
 /// (one mma covers 16 weight rows, the weights in its A operand) where two stages
 /// of such rings fit (`fits(16)`), else 8 (the activation in A, 8 weight rows in
 /// B). Both give MLX's bits (checked on the device, notes/cuda-kernels.md);
-/// `ZMLX_CUDA_ROWS=8` selects the narrow tiles everywhere, for A/B runs on a device.
+/// [`CudaVariants::with_tile_rows`] (or `ZMLX_CUDA_ROWS=8`) selects the narrow tiles
+/// everywhere, for checks and A/B runs on a device.
 fn cuda_tile_rows(fits: impl Fn(i32) -> bool) -> i32 {
-    match env_choice("ZMLX_CUDA_ROWS", &[8, 16], 16) {
+    match current_cuda_variants().tile_rows {
         16 if fits(16) => 16,
         _ => 8,
     }
@@ -151,7 +143,7 @@ const PIPE_CHUNKS: i32 = 4;
 /// A/B runs on a device (the bits are the same either way: the mmas run in the same
 /// order).
 fn cuda_swiglu_stage_chunks(fits: impl Fn(i32) -> bool) -> i32 {
-    match env_choice("ZMLX_CUDA_CPS", &[4, 8], 8) {
+    match current_cuda_variants().stage_chunks {
         8 if fits(8) => 8,
         _ => PIPE_CHUNKS,
     }
@@ -190,10 +182,10 @@ impl Rings {
     /// Stages of each ring (`PIPE` in the expert kernels) for `cps` chunks a stage:
     /// enough to keep all of K in flight, at most 8, and as many as fit (at least 2:
     /// [`cuda_shape_support`] refuses weights for which two do not fit).
-    /// `ZMLX_CUDA_PIPE=n` caps the stages at n (for A/B runs on a device; any count
-    /// gives the same bits).
+    /// [`CudaVariants::with_pipe_cap`] (or `ZMLX_CUDA_PIPE=n`) caps the stages (for
+    /// checks and A/B runs on a device; any count gives the same bits).
     fn stages(&self, cps: i32) -> i32 {
-        let cap = env_i32("ZMLX_CUDA_PIPE").map_or(8, |n| n.clamp(2, 8));
+        let cap = current_cuda_variants().pipe_cap;
         let chunks = self.kin / (128 / self.bits);
         let all_in_flight = (chunks + cps - 1) / cps + 1;
         let mut stages = cap.min(all_in_flight).max(2);
@@ -225,7 +217,7 @@ fn combine_smem(rows: i32) -> i64 {
 /// and 4 on an H200, notes/cuda-kernels.md, device run 32), or `ZMLX_CUDA_TPB` = 1
 /// or 4 (for A/B runs on a device; the bits are the same either way).
 fn cuda_swiglu_tiles_per_block() -> i32 {
-    env_choice("ZMLX_CUDA_TPB", &[1, 2, 4], 2)
+    current_cuda_variants().tiles_per_block
 }
 
 /// The router kernel takes up to this many experts (one warp holds 16 a lane).
@@ -475,7 +467,7 @@ fn kernel_with_header(
 /// Whether kernel sources go to MLX without comments, blank lines and indentation
 /// (the default; `ZMLX_GPU_MINIFY=0` passes them as written, for A/B timing).
 fn minify_sources() -> bool {
-    !matches!(std::env::var("ZMLX_GPU_MINIFY").as_deref(), Ok("0"))
+    current_cuda_variants().minify
 }
 
 /// `src` without `//` comments, blank lines and each line's surrounding whitespace;
@@ -1203,7 +1195,7 @@ fn router_score_chunk(logits: &Array) -> i32 {
 }
 
 fn router_variant() -> i32 {
-    env_choice("ZMLX_ROUTER_VARIANT", &[0, 1], 0)
+    current_cuda_variants().router
 }
 
 /// Softmax (precise) over the experts, top-`k`, optional renormalisation: `logits`
@@ -1313,7 +1305,8 @@ pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
 #[cfg(test)]
 mod tests {
     use super::{
-        combine_smem, cuda_shape_support, cuda_tile_rows, env_choice, lanes_per_row, minify, Rings,
+        combine_smem, cuda_shape_support, cuda_tile_rows, lanes_per_row, minify, with_cuda_variants,
+        CudaVariants, Rings,
         DOWN_INPUTS, DOWN_NORM_INPUTS, PIPE_CHUNKS,
     };
     use crate::contract::Support;
@@ -1358,19 +1351,12 @@ mod tests {
     }
 
     #[test]
-    fn env_choice_takes_only_allowed_integers() {
-        let name = "ZMLX_TEST_ENV_CHOICE";
-        std::env::remove_var(name);
-        assert_eq!(env_choice(name, &[1, 2, 4], 2), 2);
-        for (value, want) in [("4", 4), ("1", 1), ("3", 2), ("x", 2), ("", 2)] {
-            std::env::set_var(name, value);
-            assert_eq!(env_choice(name, &[1, 2, 4], 2), want, "{value:?}");
-        }
-        std::env::remove_var(name);
+    fn pipe_stages_fit_static_shared_memory() {
+        // The default variants, whatever the environment of the test process says.
+        with_cuda_variants(CudaVariants::default(), stages_at_default_variants);
     }
 
-    #[test]
-    fn pipe_stages_fit_static_shared_memory() {
+    fn stages_at_default_variants() {
         let rings = |kin, rows, warps, other| Rings {
             bits: 4,
             group: 64,

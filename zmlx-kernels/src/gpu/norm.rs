@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use mlx::kernel::{KernelBackend, KernelLaunch, TemplateArg};
 use mlx::{Array, Dtype, Error, Result, StreamOrDevice};
 
-use super::{block_dims, env_choice, kernel_with_header, one, two, Slot};
+use super::{block_dims, kernel_with_header, one, two, Slot};
 use crate::norm::HeadNormRopeSpec;
 
 const HEADER: &str = concat!(
@@ -30,14 +30,13 @@ const HEAD_NORM_ROPE_KV: &str = include_str!("../../../shaders/cuda/head_norm_ro
 /// t`), 1 = a rounded square then an addition. `ZMLX_CUDA_NORM_FMA=0` selects the
 /// latter, for checking against another MLX build.
 pub(super) fn norm_fma_variant() -> i32 {
-    // ZMLX_CUDA_NORM_FMA=1 (the default) means the fma, which is FMAV 0.
-    1 - env_choice("ZMLX_CUDA_NORM_FMA", &[0, 1], 1)
+    super::current_cuda_variants().norm_fmav
 }
 
 /// Which fma contraction of MLX's rotation the kernel uses (`ROPEV` in
 /// shaders/cuda/head_norm_rope.cu, 0..=2); `ZMLX_CUDA_ROPE=n` selects one.
 fn rope_variant() -> i32 {
-    env_choice("ZMLX_CUDA_ROPE", &[0, 1, 2], 0)
+    super::current_cuda_variants().rope
 }
 
 /// Values per 16-byte vector of `dtype`, or an error for a dtype the kernels do not
