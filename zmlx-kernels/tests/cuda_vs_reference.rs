@@ -323,9 +323,8 @@ fn check_classes(classes: &[Class<'_>], probe: usize) {
                 _ => "default stages and tiles",
             };
             let t0 = std::time::Instant::now();
-            let (dh, dy, n) = gpu::with_cuda_variants(v, || {
-                run_class(dt, bits, gs, hidden, inter, experts)
-            });
+            let (dh, dy, n) =
+                gpu::with_cuda_variants(v, || run_class(dt, bits, gs, hidden, inter, experts));
             let pass = dh.mismatched == 0 && dy.mismatched == 0;
             println!(
                 "CLASS {label} DEQ={deq} SUM={sum} {chain}: {n} cases, swiglu {}/{} differ (max {:.2} units), down+combine {}/{} differ (max {:.2} units): {} ({:.1} s)",

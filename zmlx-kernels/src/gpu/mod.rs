@@ -1305,9 +1305,8 @@ pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
 #[cfg(test)]
 mod tests {
     use super::{
-        combine_smem, cuda_shape_support, cuda_tile_rows, lanes_per_row, minify, with_cuda_variants,
-        CudaVariants, Rings,
-        DOWN_INPUTS, DOWN_NORM_INPUTS, PIPE_CHUNKS,
+        combine_smem, cuda_shape_support, cuda_tile_rows, lanes_per_row, minify,
+        with_cuda_variants, CudaVariants, Rings, DOWN_INPUTS, DOWN_NORM_INPUTS, PIPE_CHUNKS,
     };
     use crate::contract::Support;
     use crate::weight::Weight;

@@ -167,7 +167,9 @@ pub fn process_cuda_variants() -> CudaVariants {
 
 /// The variants kernel calls made on this thread build now.
 pub fn current_cuda_variants() -> CudaVariants {
-    OVERRIDE.with(Cell::get).unwrap_or_else(process_cuda_variants)
+    OVERRIDE
+        .with(Cell::get)
+        .unwrap_or_else(process_cuda_variants)
 }
 
 /// Runs `f` with kernel calls made on this thread built in `variants`, then restores
@@ -206,10 +208,7 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        assert_eq!(
-            CudaVariants::from_lookup(env(&[])),
-            CudaVariants::default()
-        );
+        assert_eq!(CudaVariants::from_lookup(env(&[])), CudaVariants::default());
         let v = CudaVariants::from_lookup(env(&[
             ("ZMLX_CUDA_DEQ", "0"),
             ("ZMLX_CUDA_SUM", "9"),
