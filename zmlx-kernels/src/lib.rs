@@ -25,6 +25,7 @@ pub mod gpu;
 pub mod moe_gate;
 pub mod norm;
 pub mod quant_linear;
+mod thread_override;
 pub mod weight;
 
 pub use contract::{DownCombineOp, ExpertSwiGluOp, LinearOp, NormOp, RouterOp, Support};

@@ -176,14 +176,7 @@ pub fn current_cuda_variants() -> CudaVariants {
 /// the previous ones (also if `f` panics). The device tests use it to run each variant
 /// against MLX.
 pub fn with_cuda_variants<R>(variants: CudaVariants, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<CudaVariants>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OVERRIDE.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(OVERRIDE.with(|c| c.replace(Some(variants))));
-    f()
+    crate::thread_override::with_override(&OVERRIDE, variants, f)
 }
 
 #[cfg(test)]

@@ -125,14 +125,7 @@ pub fn with_level<R>(level: SimdLevel, f: impl FnOnce() -> R) -> Result<R> {
             detail: format!("SIMD level {} is not available on this CPU", level.name()),
         });
     }
-    struct Restore(Option<SimdLevel>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OVERRIDE.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(OVERRIDE.with(|c| c.replace(Some(level))));
-    Ok(f())
+    Ok(crate::thread_override::with_override(&OVERRIDE, level, f))
 }
 
 /// How the AVX-512 bf16 kernels of quantized matmuls round and add. Every form gives
@@ -205,14 +198,7 @@ pub fn current_bf16_decode() -> Bf16Decode {
 /// previous form (also if `f` panics). Results are the same either way; tests use it
 /// to run both kernels, benchmarks to compare them.
 pub fn with_bf16_decode<R>(form: Bf16Decode, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Bf16Decode>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            BF16_OVERRIDE.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(BF16_OVERRIDE.with(|c| c.replace(Some(form))));
-    f()
+    crate::thread_override::with_override(&BF16_OVERRIDE, form, f)
 }
 
 /// Two activation rows against four f32 weight rows (all the same length).
