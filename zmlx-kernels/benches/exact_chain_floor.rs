@@ -61,6 +61,12 @@
 //! instruction sets (no AVX512-FP16 here, and it rounds to f16 anyway), the
 //! denormal/NaN fallback kernels, and the cost of the rotating layout of `pair`.
 //!
+//! One such sequence was found later: rounding by Veltkamp splitting in f32 arithmetic
+//! (`chain16_bf16_split`, notes/cpu-kernels.md), three operations per 16 values (two
+//! where the value is an exact product) and no shuffle, since the rounded accumulator
+//! stays an f32 in its lane. It falls outside the argument above, so this bench bounds
+//! only the forms built on the bf16 instructions; it does not time the split form.
+//!
 //! Before timing, each form (with and without `dq+`) runs on random normal-range
 //! inputs (300 trials of 16 k steps for 32 rows) and every row's accumulator is
 //! compared bit for bit with a scalar emulation of MLX's chain after every step; any
