@@ -192,13 +192,13 @@ pub(crate) fn fastest_bf16_decode() -> Bf16Decode {
     Bf16Decode::Split
 }
 
-/// bf16 bit pattern of 2^-50, the smallest nonzero magnitude the hardware-rounding
-/// guard admits (see [`tiny`]).
+/// bf16 bit pattern of 2^-50, the smallest nonzero magnitude the bf16 kernels' guard
+/// admits (see [`tiny`]).
 #[cfg(target_arch = "x86_64")]
 const GUARD_MIN_BITS: u32 = (127 - 50) << 23;
 
 /// Whether `v` (a widened bf16) is nonzero but below 2^-50 in magnitude: such a value
-/// sends the chain to the integer-rounding kernel.
+/// sends the chain to the integer-rounding kernel (no bf16 form then).
 ///
 /// Why 2^-50 suffices. `vcvtne2ps2bf16` rounds like the integer RNE except that it reads
 /// f32 denormals (0 < |v| < 2^-126) as zero, so it is exact on a chain in which no
@@ -212,7 +212,10 @@ const GUARD_MIN_BITS: u32 = (127 - 50) << 23;
 /// least Q the result lies on that grid, and if it is finer the value already lies on
 /// it and rounds to itself. Hence every intermediate is 0 or a nonzero multiple of
 /// 2^-114, i.e. at least 2^-114 > 2^-126 in magnitude: never denormal, on any input of
-/// any of the roundings. The check is two integer compares per value: it runs over x
+/// any of the roundings. The split rounding (`chain16_bf16_split`, `chain8` with
+/// `SPLIT`) needs the same: it is exact on zero and normal values, and its own
+/// intermediates (`65537 * v`, `v - c`) are multiples of the same Q. The check is two
+/// integer compares per value: it runs over x
 /// once per call and over the scales and biases while they are widened per block.
 #[cfg(target_arch = "x86_64")]
 #[inline]
