@@ -26,6 +26,8 @@
 use super::dtype::Dtype;
 use super::dtype::Element;
 use super::mlx_math::round_to;
+#[cfg(target_arch = "aarch64")]
+use super::simd::chain_neon;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{chain_x86, SimdLevel::*};
 use super::simd::{Bf16Decode, SimdLevel};
@@ -61,6 +63,8 @@ pub(crate) fn chain_rows<T: Element>(
         Avx512 => blocks::<T, 16>(level, bf16, w, e * w.shape.rows + n0, nrows, xs, sink),
         #[cfg(target_arch = "x86_64")]
         Avx2 => blocks::<T, 8>(level, bf16, w, e * w.shape.rows + n0, nrows, xs, sink),
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => neon_rows(w, e * w.shape.rows + n0, nrows, xs, sink),
         _ => {
             // The bf16 form selects between AVX-512 kernels only.
             let _ = bf16;
@@ -101,6 +105,113 @@ fn scalar_rows<T: Element>(
             }
             sink(i, r, acc);
         }
+    }
+}
+
+/// Blocks of 4 rows run side by side by the NEON kernel (16 rows, 4 independent
+/// accumulator chains) while enough rows remain.
+#[cfg(target_arch = "aarch64")]
+const NEON_BLOCKS: usize = 4;
+
+/// The NEON chain: bf16 activations under the denormal guard (see [`tiny`]) run
+/// `chain_neon::chain4_bf16_split` on blocks of 4 rows, [`NEON_BLOCKS`] blocks at a
+/// time while enough rows remain (a partial last block repeats its last row in the
+/// spare lanes, results discarded). Other dtypes, a block or call that fails the guard,
+/// and an activation row whose outputs come back NaN (an infinity or overflow, which
+/// the split rounding turns into NaN) take the portable chain, which is exact
+/// everywhere.
+#[cfg(target_arch = "aarch64")]
+fn neon_rows<T: Element>(
+    w: &QuantView<'_, T>,
+    row0: usize,
+    nrows: usize,
+    xs: &[&[f32]],
+    mut sink: impl FnMut(usize, usize, f32),
+) {
+    let guarded = T::DTYPE == super::dtype::Dtype::Bf16
+        && !xs.iter().any(|x| x.iter().fold(false, |t, &v| t | tiny(v)));
+    if !guarded {
+        return scalar_rows(w, row0, nrows, xs, sink);
+    }
+    let (gpr, gs) = (w.gpr, w.spec.group_size());
+    let per_block = 8 * gpr;
+    let mut sb = vec![0.0f32; NEON_BLOCKS * per_block];
+    let mut out = [0.0f32; 4 * NEON_BLOCKS];
+    let mut b0 = 0;
+    while b0 < nrows {
+        let rblocks = if nrows - b0 >= 4 * NEON_BLOCKS {
+            NEON_BLOCKS
+        } else {
+            1
+        };
+        let span = 4 * rblocks;
+        let nb = span.min(nrows - b0);
+        let first = row0 + b0;
+        let row_of = |l: usize| first + l.min(nb - 1);
+        assert!(
+            (first + nb) * w.wpr <= w.packed.len(),
+            "chain: block outside the weights"
+        );
+        let starts: [usize; 4 * NEON_BLOCKS] = core::array::from_fn(|l| row_of(l) * w.wpr);
+        let mut block_tiny = false;
+        for l in 0..span {
+            let (a, base) = (row_of(l), (l / 4) * per_block + l % 4);
+            for g in 0..gpr {
+                let (sv, bv) = (
+                    w.scales[a * gpr + g].to_f32(),
+                    w.biases[a * gpr + g].to_f32(),
+                );
+                block_tiny |= tiny(sv) | tiny(bv);
+                sb[base + g * 4] = sv;
+                sb[base + (gpr + g) * 4] = bv;
+            }
+        }
+        if block_tiny {
+            scalar_rows(w, first, nb, xs, |i, r, v| sink(i, b0 + r, v));
+            b0 += nb;
+            continue;
+        }
+        for (i, x) in xs.iter().enumerate() {
+            macro_rules! run {
+                ($b:literal) => {
+                    if rblocks == 1 {
+                        chain_neon::chain4_bf16_split::<$b, 1>(
+                            w.packed,
+                            &starts[..4],
+                            &sb,
+                            gpr,
+                            gs,
+                            x,
+                            &mut out,
+                        )
+                    } else {
+                        chain_neon::chain4_bf16_split::<$b, NEON_BLOCKS>(
+                            w.packed, &starts, &sb, gpr, gs, x, &mut out,
+                        )
+                    }
+                };
+            }
+            // SAFETY: NEON is in the aarch64 baseline; `starts` holds 4 * rblocks row
+            // starts whose rows end inside `packed` (asserted above); `sb` holds
+            // 8 * gpr values per block; `x` holds gpr * gs values (asserted in
+            // `chain_rows`); `out` holds 4 * NEON_BLOCKS; T is bf16, so the scales,
+            // biases and activations are bf16 values; bits is 2, 4 or 8 (QuantSpec).
+            unsafe {
+                match w.spec.bits() {
+                    2 => run!(2),
+                    4 => run!(4),
+                    _ => run!(8),
+                }
+            }
+            if out[..span].iter().any(|v| v.is_nan()) {
+                scalar_rows(w, first, nb, &xs[i..i + 1], |_, r, v| sink(i, b0 + r, v));
+            } else {
+                for (l, &v) in out.iter().enumerate().take(nb) {
+                    sink(i, b0 + l, v);
+                }
+            }
+        }
+        b0 += nb;
     }
 }
 
@@ -194,7 +305,7 @@ pub(crate) fn fastest_bf16_decode() -> Bf16Decode {
 
 /// bf16 bit pattern of 2^-50, the smallest nonzero magnitude the bf16 kernels' guard
 /// admits (see [`tiny`]).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const GUARD_MIN_BITS: u32 = (127 - 50) << 23;
 
 /// Whether `v` (a widened bf16) is nonzero but below 2^-50 in magnitude: such a value
@@ -217,7 +328,7 @@ const GUARD_MIN_BITS: u32 = (127 - 50) << 23;
 /// intermediates (`65537 * v`, `v - c`) are multiples of the same Q. The check is two
 /// integer compares per value: it runs over x
 /// once per call and over the scales and biases while they are widened per block.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline]
 fn tiny(v: f32) -> bool {
     let a = v.to_bits() & 0x7FFF_FFFF;

@@ -17,6 +17,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod chain_neon;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod chain_x86;
 #[cfg(target_arch = "aarch64")]

@@ -1,9 +1,7 @@
 //! NEON kernels for aarch64 (4 f32 lanes). NEON is part of the aarch64 baseline.
 //!
-//! Compile-checked on x86_64 with `cargo check --target aarch64-unknown-linux-gnu`;
-//! not yet run on an aarch64 machine (see `notes/cpu-kernels.md`). The test suite
-//! compares every available level against the naive reference, so running it once on
-//! Apple silicon validates this file.
+//! Run under qemu (`zmlx-kernels/check-aarch64.sh`: the CPU tests compare every
+//! available level against the naive reference), not yet on ARM hardware.
 
 use core::arch::aarch64::*;
 
