@@ -4,6 +4,14 @@
 use std::cell::Cell;
 use std::thread::LocalKey;
 
+/// What `slot` holds on this thread, else `fallback()` (the process-wide choice).
+pub(crate) fn current<T: Copy + 'static>(
+    slot: &'static LocalKey<Cell<Option<T>>>,
+    fallback: impl FnOnce() -> T,
+) -> T {
+    slot.with(Cell::get).unwrap_or_else(fallback)
+}
+
 /// Runs `f` with `slot` (a thread-local override) holding `value`, then restores what
 /// it held before, also if `f` panics.
 pub(crate) fn with_override<T: Copy + 'static, R>(

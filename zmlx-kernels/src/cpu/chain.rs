@@ -128,8 +128,7 @@ fn neon_rows<T: Element>(
     xs: &[&[f32]],
     mut sink: impl FnMut(usize, usize, f32),
 ) {
-    let guarded = T::DTYPE == super::dtype::Dtype::Bf16
-        && !xs.iter().any(|x| x.iter().fold(false, |t, &v| t | tiny(v)));
+    let guarded = T::DTYPE == super::dtype::Dtype::Bf16 && !any_tiny(xs);
     if !guarded {
         return scalar_rows(w, row0, nrows, xs, sink);
     }
@@ -335,6 +334,14 @@ fn tiny(v: f32) -> bool {
     a != 0 && a < GUARD_MIN_BITS
 }
 
+/// Whether any activation value is [`tiny`]: the guard's check of `x`, once per call.
+/// A fold without early exit, so that it vectorises (SwiGLU makes a call per 64-row
+/// slice).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn any_tiny(xs: &[&[f32]]) -> bool {
+    xs.iter().any(|x| x.iter().fold(false, |t, &v| t | tiny(v)))
+}
+
 /// Activation rows per vector call for each level (accumulators held in registers).
 #[cfg(target_arch = "x86_64")]
 const fn max_mb(lanes: usize) -> usize {
@@ -366,7 +373,7 @@ fn widen_scales<T: Element, const L: usize>(
 ) -> bool {
     let gpr = w.gpr;
     let per_block = 2 * gpr * L;
-    let mut any_tiny = false;
+    let mut tiny_found = false;
     for blk in 0..rblocks {
         let sbb = &mut sb[blk * per_block..(blk + 1) * per_block];
         if L == 16 && level == Avx512 && T::DTYPE == Dtype::Bf16 {
@@ -375,7 +382,7 @@ fn widen_scales<T: Element, const L: usize>(
             // slices reinterpret exactly; AVX-512F is available (the level says so);
             // every row is inside the weight (callers' invariant), so `row * gpr + gpr`
             // is within the scales and biases; `sbb` holds `2 * gpr * 16` values.
-            any_tiny |= unsafe {
+            tiny_found |= unsafe {
                 let as_u16 =
                     |v: &[T]| std::slice::from_raw_parts(v.as_ptr().cast::<u16>(), v.len());
                 chain_x86::widen_bf16_block(
@@ -396,13 +403,13 @@ fn widen_scales<T: Element, const L: usize>(
                     w.scales[a * gpr + g].to_f32(),
                     w.biases[a * gpr + g].to_f32(),
                 );
-                any_tiny |= tiny(sv) | tiny(bv);
+                tiny_found |= tiny(sv) | tiny(bv);
                 sbb[g * L + lane] = sv;
                 sbb[(gpr + g) * L + lane] = bv;
             }
         }
     }
-    any_tiny
+    tiny_found
 }
 
 /// The vector chain over blocks of `L` rows (`L` = lanes of the level), `MULTI`
@@ -431,12 +438,7 @@ fn blocks<T: Element, const L: usize>(
         Bf16Decode::Packed | Bf16Decode::Widened if !bf16_hw_available() => Bf16Decode::Split,
         form => form,
     };
-    let guarded = T::DTYPE == Dtype::Bf16
-        // A fold without early exit, so that it vectorises (this runs once per call,
-        // and SwiGLU makes a call per 64-row slice).
-        && !xs
-            .iter()
-            .any(|x| x.iter().fold(false, |t, &v| t | tiny(v)));
+    let guarded = T::DTYPE == Dtype::Bf16 && !any_tiny(xs);
     let mut b0 = 0;
     while b0 < nrows {
         let rblocks = if multi_ok && nrows - b0 >= MULTI * L {

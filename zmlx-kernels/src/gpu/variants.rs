@@ -167,9 +167,7 @@ pub fn process_cuda_variants() -> CudaVariants {
 
 /// The variants kernel calls made on this thread build now.
 pub fn current_cuda_variants() -> CudaVariants {
-    OVERRIDE
-        .with(Cell::get)
-        .unwrap_or_else(process_cuda_variants)
+    crate::thread_override::current(&OVERRIDE, process_cuda_variants)
 }
 
 /// Runs `f` with kernel calls made on this thread built in `variants`, then restores

@@ -112,7 +112,7 @@ thread_local! {
 
 /// The level kernels called from this thread use now.
 pub fn current_level() -> SimdLevel {
-    OVERRIDE.with(Cell::get).unwrap_or_else(detected_level)
+    crate::thread_override::current(&OVERRIDE, detected_level)
 }
 
 /// Runs `f` with kernels called from this thread using `level`, then restores the
@@ -191,9 +191,7 @@ thread_local! {
 
 /// The [`Bf16Decode`] form kernels called from this thread use now.
 pub fn current_bf16_decode() -> Bf16Decode {
-    BF16_OVERRIDE
-        .with(Cell::get)
-        .unwrap_or_else(detected_bf16_decode)
+    crate::thread_override::current(&BF16_OVERRIDE, detected_bf16_decode)
 }
 
 /// Runs `f` with kernels called from this thread using `form`, then restores the
