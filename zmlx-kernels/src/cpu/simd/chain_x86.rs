@@ -230,27 +230,24 @@ unsafe fn prefetch_part(base: *const u32, offsets: &[i32], w: usize, j: usize) {
     }
 }
 
-/// The body of [`chain16`] and [`chain16_bf16`], which differ only in how they round
-/// (`$round(&mut [__m512], widen)`) and in the instructions they may use.
-macro_rules! chain16_body {
-    ($BITS:ident, $MB:ident, $R:ident, $round:expr,
-     ($base:ident, $offsets:ident, $sb:ident, $groups:ident, $gs:ident, $xs:ident, $out:ident),
-     $widen:expr) => {{
+/// The walk over the packed words that every AVX-512 chain form shares: chunks of 16
+/// words of every block loaded and transposed ([`load_blocks`]), the next chunk's
+/// prefetches spread over the chunk ([`prefetch_part`]), `$on_group` at the first word
+/// of each quantization group (with `$g` the group), and `$on_step` once per k in
+/// order, with `$q` the codes of that k as f32 (`[__m512; R]`, lane = row) and `$k`
+/// its index.
+macro_rules! chain16_steps {
+    ($BITS:ident, $R:ident, ($base:ident, $offsets:ident, $groups:ident, $gs:ident),
+     |$g:ident| $on_group:block,
+     |$q:ident, $k:ident| $on_step:block) => {{
         let vpw = (32 / $BITS) as usize;
         let wpg = $gs / vpw;
         let wpr = $groups * wpg;
         let maskv = _mm512_set1_epi32(((1u32 << $BITS) - 1) as i32);
         let table = q_table::<$BITS>();
-        let widen: [__m512i; 2] = $widen;
         let shift = _mm_cvtsi32_si128($BITS as i32);
-        let xp: [*const f32; $MB] = core::array::from_fn(|m| $xs[m].as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); $R]; $MB];
-        let sp = $sb.as_ptr();
-        let blk = 2 * $groups * 16;
         let mut words = [[_mm512_setzero_si512(); 16]; $R];
-        let mut s = [_mm512_setzero_ps(); $R];
-        let mut bias = [_mm512_setzero_ps(); $R];
-        let mut k = 0usize;
+        let mut $k = 0usize;
         let mut w0 = 0usize;
         while w0 < wpr {
             let nw = (wpr - w0).min(16);
@@ -258,52 +255,100 @@ macro_rules! chain16_body {
             for j in 0..nw {
                 prefetch_part($base, $offsets, w0 + 16, j);
                 let wi = w0 + j;
-                if wi % wpg == 0 {
-                    let g = wi / wpg;
-                    s = core::array::from_fn(|b| _mm512_loadu_ps(sp.add(b * blk + g * 16)));
-                    bias = core::array::from_fn(|b| {
-                        _mm512_loadu_ps(sp.add(b * blk + ($groups + g) * 16))
-                    });
+                if wi.is_multiple_of(wpg) {
+                    let $g = wi / wpg;
+                    $on_group
                 }
                 let mut word: [__m512i; $R] = core::array::from_fn(|b| words[b][j]);
                 for _ in 0..vpw {
-                    // w = T(T(scale * q) + bias): MLX dequantizes in T, without an FMA.
-                    let mut w: [__m512; $R] = core::array::from_fn(|b| {
-                        _mm512_mul_ps(s[b], unpack16::<$BITS>(word[b], table, maskv))
-                    });
+                    let $q: [__m512; $R] =
+                        core::array::from_fn(|b| unpack16::<$BITS>(word[b], table, maskv));
                     for wd in &mut word {
                         *wd = _mm512_srl_epi32(*wd, shift);
                     }
-                    $round(&mut w, widen);
-                    for (wv, bv) in w.iter_mut().zip(&bias) {
-                        *wv = _mm512_add_ps(*wv, *bv);
-                    }
-                    $round(&mut w, widen);
-                    // p = T(x * w); acc = T(acc + p).
-                    let mut p = [[_mm512_setzero_ps(); $R]; $MB];
-                    for (m, pm) in p.iter_mut().enumerate() {
-                        let x = _mm512_set1_ps(*xp[m].add(k));
-                        for (pv, wv) in pm.iter_mut().zip(&w) {
-                            *pv = _mm512_mul_ps(x, *wv);
-                        }
-                    }
-                    $round(p.as_flattened_mut(), widen);
-                    for (am, pm) in acc.iter_mut().zip(&p) {
-                        for (av, pv) in am.iter_mut().zip(pm) {
-                            *av = _mm512_add_ps(*av, *pv);
-                        }
-                    }
-                    $round(acc.as_flattened_mut(), widen);
-                    k += 1;
+                    $on_step
+                    $k += 1;
                 }
             }
             w0 += nw;
         }
-        for (m, row) in acc.iter().enumerate() {
-            for (b, a) in row.iter().enumerate() {
-                _mm512_storeu_ps($out.as_mut_ptr().add((m * $R + b) * 16), *a);
-            }
+    }};
+}
+
+/// The widened scales (`.0`) or biases (`.1`) of group `g` of each of `R` blocks, from
+/// the lane-major `sb` of [`widen_bf16_block`] (`blk` values a block).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn group_values<const R: usize>(
+    sb: *const f32,
+    blk: usize,
+    groups: usize,
+    g: usize,
+) -> ([__m512; R], [__m512; R]) {
+    (
+        core::array::from_fn(|b| _mm512_loadu_ps(sb.add(b * blk + g * 16))),
+        core::array::from_fn(|b| _mm512_loadu_ps(sb.add(b * blk + (groups + g) * 16))),
+    )
+}
+
+/// Stores the accumulators of `MB` activation rows x `R` blocks: `out[(m * R + b) *
+/// 16 + lane]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_acc<const MB: usize, const R: usize>(acc: &[[__m512; R]; MB], out: &mut [f32]) {
+    debug_assert!(out.len() >= MB * R * 16);
+    for (m, row) in acc.iter().enumerate() {
+        for (b, a) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add((m * R + b) * 16), *a);
         }
+    }
+}
+
+/// The body of [`chain16`] and [`chain16_bf16`], which differ only in how they round
+/// (`$round(&mut [__m512], widen)`) and in the instructions they may use.
+macro_rules! chain16_body {
+    ($BITS:ident, $MB:ident, $R:ident, $round:expr,
+     ($base:ident, $offsets:ident, $sb:ident, $groups:ident, $gs:ident, $xs:ident, $out:ident),
+     $widen:expr) => {{
+        let widen: [__m512i; 2] = $widen;
+        let xp: [*const f32; $MB] = core::array::from_fn(|m| $xs[m].as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); $R]; $MB];
+        let blk = 2 * $groups * 16;
+        let mut s = [_mm512_setzero_ps(); $R];
+        let mut bias = [_mm512_setzero_ps(); $R];
+        chain16_steps!(
+            $BITS,
+            $R,
+            ($base, $offsets, $groups, $gs),
+            |g| {
+                (s, bias) = group_values::<$R>($sb.as_ptr(), blk, $groups, g);
+            },
+            |q, k| {
+                // w = T(T(scale * q) + bias): MLX dequantizes in T, without an FMA.
+                let mut w: [__m512; $R] = core::array::from_fn(|b| _mm512_mul_ps(s[b], q[b]));
+                $round(&mut w, widen);
+                for (wv, bv) in w.iter_mut().zip(&bias) {
+                    *wv = _mm512_add_ps(*wv, *bv);
+                }
+                $round(&mut w, widen);
+                // p = T(x * w); acc = T(acc + p).
+                let mut p = [[_mm512_setzero_ps(); $R]; $MB];
+                for (m, pm) in p.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*xp[m].add(k));
+                    for (pv, wv) in pm.iter_mut().zip(&w) {
+                        *pv = _mm512_mul_ps(x, *wv);
+                    }
+                }
+                $round(p.as_flattened_mut(), widen);
+                for (am, pm) in acc.iter_mut().zip(&p) {
+                    for (av, pv) in am.iter_mut().zip(pm) {
+                        *av = _mm512_add_ps(*av, *pv);
+                    }
+                }
+                $round(acc.as_flattened_mut(), widen);
+            }
+        );
+        store_acc(&acc, $out);
     }};
 }
 
@@ -483,8 +528,7 @@ unsafe fn round_product_split(a: __m512, a65537: __m512, b: __m512) -> __m512 {
 /// # Safety
 /// As [`chain16`]; the scales, biases and activations are bf16 values widened to f32.
 #[target_feature(enable = "avx512f")]
-// `j` indexes the word of every block's transposed set at once.
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn chain16_bf16_split<const BITS: u32, const MB: usize, const R: usize>(
     base: *const u32,
     offsets: &[i32],
@@ -494,66 +538,39 @@ pub(crate) unsafe fn chain16_bf16_split<const BITS: u32, const MB: usize, const 
     xs: &[&[f32]],
     out: &mut [f32],
 ) {
-    let vpw = (32 / BITS) as usize;
-    let wpg = gs / vpw;
-    let wpr = groups * wpg;
-    let maskv = _mm512_set1_epi32(((1u32 << BITS) - 1) as i32);
-    let table = q_table::<BITS>();
     let split = _mm512_set1_ps(SPLIT_FACTOR);
-    let shift = _mm_cvtsi32_si128(BITS as i32);
     let xp: [*const f32; MB] = core::array::from_fn(|m| xs[m].as_ptr());
     let mut acc = [[_mm512_setzero_ps(); R]; MB];
-    let sp = sb.as_ptr();
     let blk = 2 * groups * 16;
-    let mut words = [[_mm512_setzero_si512(); 16]; R];
     let mut s = [_mm512_setzero_ps(); R];
     let mut s65537 = [_mm512_setzero_ps(); R];
     let mut bias = [_mm512_setzero_ps(); R];
-    let mut k = 0usize;
-    let mut w0 = 0usize;
-    while w0 < wpr {
-        let nw = (wpr - w0).min(16);
-        load_blocks(base, offsets, w0, nw, &mut words);
-        for j in 0..nw {
-            prefetch_part(base, offsets, w0 + 16, j);
-            let wi = w0 + j;
-            if wi.is_multiple_of(wpg) {
-                let g = wi / wpg;
-                s = core::array::from_fn(|b| _mm512_loadu_ps(sp.add(b * blk + g * 16)));
-                s65537 = core::array::from_fn(|b| _mm512_mul_ps(s[b], split));
-                bias =
-                    core::array::from_fn(|b| _mm512_loadu_ps(sp.add(b * blk + (groups + g) * 16)));
-            }
-            let mut word: [__m512i; R] = core::array::from_fn(|b| words[b][j]);
-            for _ in 0..vpw {
-                // w = T(T(scale * q) + bias).
-                let w: [__m512; R] = core::array::from_fn(|b| {
-                    let q = unpack16::<BITS>(word[b], table, maskv);
-                    let sq = round_product_split(s[b], s65537[b], q);
-                    round_split(_mm512_add_ps(sq, bias[b]))
-                });
-                for wd in &mut word {
-                    *wd = _mm512_srl_epi32(*wd, shift);
+    chain16_steps!(
+        BITS,
+        R,
+        (base, offsets, groups, gs),
+        |g| {
+            (s, bias) = group_values::<R>(sb.as_ptr(), blk, groups, g);
+            s65537 = core::array::from_fn(|b| _mm512_mul_ps(s[b], split));
+        },
+        |q, k| {
+            // w = T(T(scale * q) + bias).
+            let w: [__m512; R] = core::array::from_fn(|b| {
+                let sq = round_product_split(s[b], s65537[b], q[b]);
+                round_split(_mm512_add_ps(sq, bias[b]))
+            });
+            // p = T(x * w); acc = T(acc + p).
+            for (m, am) in acc.iter_mut().enumerate() {
+                let xv = *xp[m].add(k);
+                let (x, x65537) = (_mm512_set1_ps(xv), _mm512_set1_ps(xv * SPLIT_FACTOR));
+                for (av, wv) in am.iter_mut().zip(&w) {
+                    let p = round_product_split(x, x65537, *wv);
+                    *av = round_split(_mm512_add_ps(*av, p));
                 }
-                // p = T(x * w); acc = T(acc + p).
-                for (m, am) in acc.iter_mut().enumerate() {
-                    let xv = *xp[m].add(k);
-                    let (x, x65537) = (_mm512_set1_ps(xv), _mm512_set1_ps(xv * SPLIT_FACTOR));
-                    for (av, wv) in am.iter_mut().zip(&w) {
-                        let p = round_product_split(x, x65537, *wv);
-                        *av = round_split(_mm512_add_ps(*av, p));
-                    }
-                }
-                k += 1;
             }
         }
-        w0 += nw;
-    }
-    for (m, row) in acc.iter().enumerate() {
-        for (b, a) in row.iter().enumerate() {
-            _mm512_storeu_ps(out.as_mut_ptr().add((m * R + b) * 16), *a);
-        }
-    }
+    );
+    store_acc(&acc, out);
 }
 
 /// [`round16`] for 8 lanes with AVX2 and F16C.
@@ -723,7 +740,7 @@ const DP_SPLIT: [[i32; 16]; 2] = {
 /// # Safety
 /// As [`chain16`], with AVX512BW and AVX512_BF16 available; `R` even.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-// `j` indexes the word of every block's transposed set at once.
+// `p` and `m` index the pair and row arrays of several values at once.
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 pub(crate) unsafe fn chain16_bf16_dp<const BITS: u32, const MB: usize, const R: usize>(
     base: *const u32,
@@ -735,11 +752,6 @@ pub(crate) unsafe fn chain16_bf16_dp<const BITS: u32, const MB: usize, const R: 
     out: &mut [f32],
 ) {
     debug_assert!(R.is_multiple_of(2));
-    let vpw = (32 / BITS) as usize;
-    let wpg = gs / vpw;
-    let wpr = groups * wpg;
-    let maskv = _mm512_set1_epi32(((1u32 << BITS) - 1) as i32);
-    let table = q_table::<BITS>();
     let widen: [__m512i; 2] = [
         _mm512_loadu_si512(WIDEN[0].as_ptr().cast()),
         _mm512_loadu_si512(WIDEN[1].as_ptr().cast()),
@@ -753,74 +765,56 @@ pub(crate) unsafe fn chain16_bf16_dp<const BITS: u32, const MB: usize, const R: 
         core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x0000_3F80)),
         core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3F80_0000u32 as i32)),
     ];
-    let shift = _mm_cvtsi32_si128(BITS as i32);
     let xp: [*const f32; MB] = core::array::from_fn(|m| xs[m].as_ptr());
     // Per activation row and block pair: the even and odd accumulator vectors.
     let mut acc = [[[_mm512_setzero_ps(); 2]; 4]; MB];
-    let sp = sb.as_ptr();
     let blk = 2 * groups * 16;
-    let mut words = [[_mm512_setzero_si512(); 16]; R];
     let mut s = [_mm512_setzero_ps(); R];
     let mut bias = [[_mm512_setzero_ps(); 2]; 4];
     let pairs = R / 2;
-    let mut k = 0usize;
-    let mut w0 = 0usize;
-    while w0 < wpr {
-        let nw = (wpr - w0).min(16);
-        load_blocks(base, offsets, w0, nw, &mut words);
-        for j in 0..nw {
-            prefetch_part(base, offsets, w0 + 16, j);
-            let wi = w0 + j;
-            if wi.is_multiple_of(wpg) {
-                let g = wi / wpg;
-                s = core::array::from_fn(|b| _mm512_loadu_ps(sp.add(b * blk + g * 16)));
-                for (p, bp) in bias.iter_mut().enumerate().take(pairs) {
-                    let a = _mm512_loadu_ps(sp.add(2 * p * blk + (groups + g) * 16));
-                    let b = _mm512_loadu_ps(sp.add((2 * p + 1) * blk + (groups + g) * 16));
-                    bp[0] = _mm512_permutex2var_ps(a, split[0], b);
-                    bp[1] = _mm512_permutex2var_ps(a, split[1], b);
+    chain16_steps!(
+        BITS,
+        R,
+        (base, offsets, groups, gs),
+        |g| {
+            let b: [__m512; R];
+            (s, b) = group_values::<R>(sb.as_ptr(), blk, groups, g);
+            for (p, bp) in bias.iter_mut().enumerate().take(pairs) {
+                bp[0] = _mm512_permutex2var_ps(b[2 * p], split[0], b[2 * p + 1]);
+                bp[1] = _mm512_permutex2var_ps(b[2 * p], split[1], b[2 * p + 1]);
+            }
+        },
+        |q, k| {
+            let sq: [__m512; R] = core::array::from_fn(|b| _mm512_mul_ps(s[b], q[b]));
+            let xw: [[__m512bh; 2]; MB] = core::array::from_fn(|m| {
+                let bits = (*xp[m].add(k)).to_bits() >> 16;
+                [
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(bits as i32)),
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                        (bits << 16) as i32,
+                    )),
+                ]
+            });
+            for p in 0..pairs {
+                // t = T(scale * q) + bias, w = T(t): packed, never widened.
+                let sqp = _mm512_cvtne2ps_pbh(sq[2 * p + 1], sq[2 * p]);
+                let te = _mm512_dpbf16_ps(bias[p][0], sqp, one[0]);
+                let to = _mm512_dpbf16_ps(bias[p][1], sqp, one[1]);
+                let wp = _mm512_cvtne2ps_pbh(to, te);
+                for m in 0..MB {
+                    // p = x * w, then acc + T(p).
+                    let pe = _mm512_dpbf16_ps(_mm512_setzero_ps(), wp, xw[m][0]);
+                    let po = _mm512_dpbf16_ps(_mm512_setzero_ps(), wp, xw[m][1]);
+                    let pp = _mm512_cvtne2ps_pbh(po, pe);
+                    acc[m][p][0] = _mm512_dpbf16_ps(acc[m][p][0], pp, one[0]);
+                    acc[m][p][1] = _mm512_dpbf16_ps(acc[m][p][1], pp, one[1]);
                 }
             }
-            let mut word: [__m512i; R] = core::array::from_fn(|b| words[b][j]);
-            for _ in 0..vpw {
-                let sq: [__m512; R] = core::array::from_fn(|b| {
-                    _mm512_mul_ps(s[b], unpack16::<BITS>(word[b], table, maskv))
-                });
-                for wd in &mut word {
-                    *wd = _mm512_srl_epi32(*wd, shift);
-                }
-                let xw: [[__m512bh; 2]; MB] = core::array::from_fn(|m| {
-                    let bits = (*xp[m].add(k)).to_bits() >> 16;
-                    [
-                        core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(bits as i32)),
-                        core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
-                            (bits << 16) as i32,
-                        )),
-                    ]
-                });
-                for p in 0..pairs {
-                    // t = T(scale * q) + bias, w = T(t): packed, never widened.
-                    let sqp = _mm512_cvtne2ps_pbh(sq[2 * p + 1], sq[2 * p]);
-                    let te = _mm512_dpbf16_ps(bias[p][0], sqp, one[0]);
-                    let to = _mm512_dpbf16_ps(bias[p][1], sqp, one[1]);
-                    let wp = _mm512_cvtne2ps_pbh(to, te);
-                    for m in 0..MB {
-                        // p = x * w, then acc + T(p).
-                        let pe = _mm512_dpbf16_ps(_mm512_setzero_ps(), wp, xw[m][0]);
-                        let po = _mm512_dpbf16_ps(_mm512_setzero_ps(), wp, xw[m][1]);
-                        let pp = _mm512_cvtne2ps_pbh(po, pe);
-                        acc[m][p][0] = _mm512_dpbf16_ps(acc[m][p][0], pp, one[0]);
-                        acc[m][p][1] = _mm512_dpbf16_ps(acc[m][p][1], pp, one[1]);
-                    }
-                }
-                for am in acc.iter_mut() {
-                    round_bf16_hw(am[..pairs].as_flattened_mut(), widen);
-                }
-                k += 1;
+            for am in acc.iter_mut() {
+                round_bf16_hw(am[..pairs].as_flattened_mut(), widen);
             }
         }
-        w0 += nw;
-    }
+    );
     let mut lanes = [0f32; 16];
     for (m, am) in acc.iter().enumerate() {
         for (p, ap) in am.iter().enumerate().take(pairs) {
