@@ -73,17 +73,14 @@ pub(crate) fn tile_dots(
         for q in 0..quads {
             let w = [row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3)];
             if pair {
-                let out = simd::dot_2x4(level, [xs[xi], xs[xi + 1]], w);
-                for (r, vals) in out.iter().enumerate() {
-                    for (c, &v) in vals.iter().enumerate() {
-                        sink(xi + r, 4 * q + c, v);
-                    }
-                }
+                emit(
+                    simd::dot_mx4(level, [xs[xi], xs[xi + 1]], w),
+                    xi,
+                    4 * q,
+                    &mut sink,
+                );
             } else {
-                let out = simd::dot_1x4(level, xs[xi], w);
-                for (c, &v) in out.iter().enumerate() {
-                    sink(xi, 4 * q + c, v);
-                }
+                emit(simd::dot_mx4(level, [xs[xi]], w), xi, 4 * q, &mut sink);
             }
         }
         let step = if pair { 2 } else { 1 };
@@ -93,5 +90,19 @@ pub(crate) fn tile_dots(
             }
         }
         xi += step;
+    }
+}
+
+/// Reports `out[r][c]` of [`simd::dot_mx4`] as `sink(x0 + r, row0 + c, value)`.
+fn emit<const M: usize>(
+    out: [[f32; 4]; M],
+    x0: usize,
+    row0: usize,
+    sink: &mut impl FnMut(usize, usize, f32),
+) {
+    for (r, vals) in out.iter().enumerate() {
+        for (c, &v) in vals.iter().enumerate() {
+            sink(x0 + r, row0 + c, v);
+        }
     }
 }

@@ -39,28 +39,48 @@ pub(crate) unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     hsum(_mm256_add_ps(a0, a1)) + tail
 }
 
+/// The dot product of a row of 16-bit weights with f32 activations: `widen` turns 8
+/// weights into f32 lanes, `scalar` one weight (the tail).
+///
+/// # Safety
+/// AVX2, FMA, F16C available; `w.len() == x.len()`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_16bit<T: Copy>(
+    w: &[T],
+    x: &[f32],
+    widen: impl Fn(__m128i) -> __m256,
+    scalar: impl Fn(T) -> f32,
+) -> f32 {
+    let n = w.len();
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut a0 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let wf = widen(_mm_loadu_si128(wp.add(i).cast()));
+        a0 = _mm256_fmadd_ps(wf, _mm256_loadu_ps(xp.add(i)), a0);
+        i += 8;
+    }
+    let mut tail = 0.0f32;
+    while i < n {
+        tail += scalar(*w.get_unchecked(i)) * x.get_unchecked(i);
+        i += 1;
+    }
+    hsum(a0) + tail
+}
+
 /// bf16 weight row dot product: bf16 -> f32 is a 16-bit left shift.
 ///
 /// # Safety
 /// AVX2, FMA available; `w.len() == x.len()`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_bf16(w: &[half::bf16], x: &[f32]) -> f32 {
-    let n = w.len();
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut a0 = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 8 <= n {
-        let raw = _mm256_cvtepu16_epi32(_mm_loadu_si128(wp.add(i).cast()));
-        let wf = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(raw));
-        a0 = _mm256_fmadd_ps(wf, _mm256_loadu_ps(xp.add(i)), a0);
-        i += 8;
-    }
-    let mut tail = 0.0f32;
-    while i < n {
-        tail += w.get_unchecked(i).to_f32() * x.get_unchecked(i);
-        i += 1;
-    }
-    hsum(a0) + tail
+    dot_16bit(
+        w,
+        x,
+        |h| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h))),
+        half::bf16::to_f32,
+    )
 }
 
 /// f16 weight row dot product (F16C conversion).
@@ -69,82 +89,35 @@ pub(crate) unsafe fn dot_bf16(w: &[half::bf16], x: &[f32]) -> f32 {
 /// AVX2, FMA, F16C available; `w.len() == x.len()`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f16(w: &[half::f16], x: &[f32]) -> f32 {
-    let n = w.len();
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut a0 = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 8 <= n {
-        let wf = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(i).cast()));
-        a0 = _mm256_fmadd_ps(wf, _mm256_loadu_ps(xp.add(i)), a0);
-        i += 8;
-    }
-    let mut tail = 0.0f32;
-    while i < n {
-        tail += w.get_unchecked(i).to_f32() * x.get_unchecked(i);
-        i += 1;
-    }
-    hsum(a0) + tail
+    dot_16bit(w, x, |h| _mm256_cvtph_ps(h), half::f16::to_f32)
 }
 
-/// Two activation rows against four weight rows.
+/// `M` activation rows against four weight rows; `out[r][c]` = row `r` of `x` dot row
+/// `c` of `w`.
 ///
 /// # Safety
-/// AVX2, FMA available; all six slices have the same length.
+/// AVX2, FMA available; all slices have the same length.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_2x4(x: [&[f32]; 2], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
-    let n = x[0].len();
-    let xp = [x[0].as_ptr(), x[1].as_ptr()];
-    let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
-    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+pub(crate) unsafe fn dot_mx4<const M: usize>(x: [&[f32]; M], w: [&[f32]; 4]) -> [[f32; 4]; M] {
+    let n = w[0].len();
+    let mut acc = [[_mm256_setzero_ps(); 4]; M];
     let mut i = 0;
     while i + 8 <= n {
-        let x0 = _mm256_loadu_ps(xp[0].add(i));
-        let x1 = _mm256_loadu_ps(xp[1].add(i));
+        let xv: [__m256; M] = core::array::from_fn(|r| _mm256_loadu_ps(x[r].as_ptr().add(i)));
         for c in 0..4 {
-            let wv = _mm256_loadu_ps(wp[c].add(i));
-            acc[0][c] = _mm256_fmadd_ps(x0, wv, acc[0][c]);
-            acc[1][c] = _mm256_fmadd_ps(x1, wv, acc[1][c]);
-        }
-        i += 8;
-    }
-    let mut out = [[0.0f32; 4]; 2];
-    for r in 0..2 {
-        for c in 0..4 {
-            let mut tail = 0.0f32;
-            for j in i..n {
-                tail += x[r].get_unchecked(j) * w[c].get_unchecked(j);
+            let wv = _mm256_loadu_ps(w[c].as_ptr().add(i));
+            for (ar, xr) in acc.iter_mut().zip(&xv) {
+                ar[c] = _mm256_fmadd_ps(*xr, wv, ar[c]);
             }
-            out[r][c] = hsum(acc[r][c]) + tail;
-        }
-    }
-    out
-}
-
-/// One activation row against four weight rows.
-///
-/// # Safety
-/// AVX2, FMA available; all five slices have the same length.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_1x4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
-    let n = x.len();
-    let xp = x.as_ptr();
-    let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 8 <= n {
-        let x0 = _mm256_loadu_ps(xp.add(i));
-        for c in 0..4 {
-            acc[c] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wp[c].add(i)), acc[c]);
         }
         i += 8;
     }
-    let mut out = [0.0f32; 4];
-    for c in 0..4 {
-        let mut tail = 0.0f32;
-        for j in i..n {
-            tail += x.get_unchecked(j) * w[c].get_unchecked(j);
-        }
-        out[c] = hsum(acc[c]) + tail;
-    }
-    out
+    core::array::from_fn(|r| {
+        core::array::from_fn(|c| {
+            let tail: f32 = (i..n)
+                .map(|j| x[r].get_unchecked(j) * w[c].get_unchecked(j))
+                .sum();
+            hsum(acc[r][c]) + tail
+        })
+    })
 }

@@ -40,28 +40,48 @@ pub(crate) unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     _mm512_reduce_add_ps(_mm512_add_ps(a0, a1))
 }
 
+/// The dot product of a row of 16-bit weights with f32 activations: `widen` turns 16
+/// weights into f32 lanes, `scalar` one weight (the tail).
+///
+/// # Safety
+/// AVX-512F available; `w.len() == x.len()`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_16bit<T: Copy>(
+    w: &[T],
+    x: &[f32],
+    widen: impl Fn(__m256i) -> __m512,
+    scalar: impl Fn(T) -> f32,
+) -> f32 {
+    let n = w.len();
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut a0 = _mm512_setzero_ps();
+    let mut i = 0;
+    while i + 16 <= n {
+        let wf = widen(_mm256_loadu_si256(wp.add(i).cast()));
+        a0 = _mm512_fmadd_ps(wf, _mm512_loadu_ps(xp.add(i)), a0);
+        i += 16;
+    }
+    let mut tail = 0.0f32;
+    while i < n {
+        tail += scalar(*w.get_unchecked(i)) * x.get_unchecked(i);
+        i += 1;
+    }
+    _mm512_reduce_add_ps(a0) + tail
+}
+
 /// bf16 weight row dot product: bf16 -> f32 is a 16-bit left shift.
 ///
 /// # Safety
 /// AVX-512F available; `w.len() == x.len()`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn dot_bf16(w: &[half::bf16], x: &[f32]) -> f32 {
-    let n = w.len();
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut a0 = _mm512_setzero_ps();
-    let mut i = 0;
-    while i + 16 <= n {
-        let raw = _mm512_cvtepu16_epi32(_mm256_loadu_si256(wp.add(i).cast()));
-        let wf = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(raw));
-        a0 = _mm512_fmadd_ps(wf, _mm512_loadu_ps(xp.add(i)), a0);
-        i += 16;
-    }
-    let mut tail = 0.0f32;
-    while i < n {
-        tail += w.get_unchecked(i).to_f32() * x.get_unchecked(i);
-        i += 1;
-    }
-    _mm512_reduce_add_ps(a0) + tail
+    dot_16bit(
+        w,
+        x,
+        |h| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h))),
+        half::bf16::to_f32,
+    )
 }
 
 /// f16 weight row dot product (hardware conversion).
@@ -70,84 +90,35 @@ pub(crate) unsafe fn dot_bf16(w: &[half::bf16], x: &[f32]) -> f32 {
 /// AVX-512F available; `w.len() == x.len()`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn dot_f16(w: &[half::f16], x: &[f32]) -> f32 {
-    let n = w.len();
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut a0 = _mm512_setzero_ps();
-    let mut i = 0;
-    while i + 16 <= n {
-        let wf = _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(i).cast()));
-        a0 = _mm512_fmadd_ps(wf, _mm512_loadu_ps(xp.add(i)), a0);
-        i += 16;
-    }
-    let mut tail = 0.0f32;
-    while i < n {
-        tail += w.get_unchecked(i).to_f32() * x.get_unchecked(i);
-        i += 1;
-    }
-    _mm512_reduce_add_ps(a0) + tail
+    dot_16bit(w, x, |h| _mm512_cvtph_ps(h), half::f16::to_f32)
 }
 
-/// Two activation rows against four weight rows: 6 loads feed 8 FMAs per 16 columns.
+/// `M` activation rows against four weight rows: `M + 4` loads feed `4 * M` FMAs per
+/// 16 columns; `out[r][c]` = row `r` of `x` dot row `c` of `w`.
 ///
 /// # Safety
-/// AVX-512F available; all six slices have the same length.
+/// AVX-512F available; all slices have the same length.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn dot_2x4(x: [&[f32]; 2], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
-    let n = x[0].len();
-    let xp = [x[0].as_ptr(), x[1].as_ptr()];
-    let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
-    let mut acc = [[_mm512_setzero_ps(); 4]; 2];
+pub(crate) unsafe fn dot_mx4<const M: usize>(x: [&[f32]; M], w: [&[f32]; 4]) -> [[f32; 4]; M] {
+    let n = w[0].len();
+    let mut acc = [[_mm512_setzero_ps(); 4]; M];
     let mut i = 0;
     while i < n {
+        // Masked loads handle the tail without reading past any slice.
         let m: __mmask16 = if n - i >= 16 {
             0xffff
         } else {
             (1u16 << (n - i)) - 1
         };
-        let x0 = _mm512_maskz_loadu_ps(m, xp[0].add(i));
-        let x1 = _mm512_maskz_loadu_ps(m, xp[1].add(i));
+        let xv: [__m512; M] =
+            core::array::from_fn(|r| _mm512_maskz_loadu_ps(m, x[r].as_ptr().add(i)));
         for c in 0..4 {
-            let wv = _mm512_maskz_loadu_ps(m, wp[c].add(i));
-            acc[0][c] = _mm512_fmadd_ps(x0, wv, acc[0][c]);
-            acc[1][c] = _mm512_fmadd_ps(x1, wv, acc[1][c]);
+            let wv = _mm512_maskz_loadu_ps(m, w[c].as_ptr().add(i));
+            for (ar, xr) in acc.iter_mut().zip(&xv) {
+                ar[c] = _mm512_fmadd_ps(*xr, wv, ar[c]);
+            }
         }
         i += 16;
     }
-    let mut out = [[0.0f32; 4]; 2];
-    for r in 0..2 {
-        for c in 0..4 {
-            out[r][c] = _mm512_reduce_add_ps(acc[r][c]);
-        }
-    }
-    out
-}
-
-/// One activation row against four weight rows.
-///
-/// # Safety
-/// AVX-512F available; all five slices have the same length.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn dot_1x4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
-    let n = x.len();
-    let xp = x.as_ptr();
-    let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    while i < n {
-        let m: __mmask16 = if n - i >= 16 {
-            0xffff
-        } else {
-            (1u16 << (n - i)) - 1
-        };
-        let x0 = _mm512_maskz_loadu_ps(m, xp.add(i));
-        for c in 0..4 {
-            acc[c] = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(m, wp[c].add(i)), acc[c]);
-        }
-        i += 16;
-    }
-    let mut out = [0.0f32; 4];
-    for c in 0..4 {
-        out[c] = _mm512_reduce_add_ps(acc[c]);
-    }
-    out
+    acc.map(|ar| ar.map(|v| _mm512_reduce_add_ps(v)))
 }

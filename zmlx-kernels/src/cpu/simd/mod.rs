@@ -201,43 +201,28 @@ pub fn with_bf16_decode<R>(form: Bf16Decode, f: impl FnOnce() -> R) -> R {
     crate::thread_override::with_override(&BF16_OVERRIDE, form, f)
 }
 
-/// Two activation rows against four f32 weight rows (all the same length).
+/// `M` activation rows against four f32 weight rows (all the same length): `out[r][c]`
+/// = row `r` of `x` dot row `c` of `w`.
 #[inline]
-pub(crate) fn dot_2x4(level: SimdLevel, x: [&[f32]; 2], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
-    let n = x[0].len();
+pub(crate) fn dot_mx4<const M: usize>(
+    level: SimdLevel,
+    x: [&[f32]; M],
+    w: [&[f32]; 4],
+) -> [[f32; 4]; M] {
+    let n = w[0].len();
     assert!(
-        x[1].len() == n && w.iter().all(|r| r.len() == n),
-        "dot_2x4: internal length invariant violated"
+        x.iter().chain(&w).all(|r| r.len() == n),
+        "dot_mx4: internal length invariant violated"
     );
     match level {
         // SAFETY: the level is only selected when the CPU supports it; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { avx512::dot_2x4(x, w) },
+        SimdLevel::Avx512 => unsafe { avx512::dot_mx4(x, w) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { avx2::dot_2x4(x, w) },
+        SimdLevel::Avx2 => unsafe { avx2::dot_mx4(x, w) },
         #[cfg(target_arch = "aarch64")]
-        SimdLevel::Neon => unsafe { neon::dot_2x4(x, w) },
-        _ => scalar::dot_2x4(x, w),
-    }
-}
-
-/// One activation row against four f32 weight rows (all the same length).
-#[inline]
-pub(crate) fn dot_1x4(level: SimdLevel, x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
-    let n = x.len();
-    assert!(
-        w.iter().all(|r| r.len() == n),
-        "dot_1x4: internal length invariant violated"
-    );
-    match level {
-        // SAFETY: the level is only selected when the CPU supports it; lengths checked.
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { avx512::dot_1x4(x, w) },
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { avx2::dot_1x4(x, w) },
-        #[cfg(target_arch = "aarch64")]
-        SimdLevel::Neon => unsafe { neon::dot_1x4(x, w) },
-        _ => scalar::dot_1x4(x, w),
+        SimdLevel::Neon => unsafe { neon::dot_mx4(x, w) },
+        _ => scalar::dot_mx4(x, w),
     }
 }
 
@@ -248,62 +233,36 @@ pub(crate) trait Kernel: Element + Pick {
     fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32;
 }
 
-impl Kernel for f32 {
-    #[inline]
-    fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
-        assert!(
-            w.len() == x.len(),
-            "dot: internal length invariant violated"
-        );
-        match level {
-            // SAFETY: level available (see `SimdLevel`), lengths checked.
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx512 => unsafe { avx512::dot_f32(w, x) },
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2 => unsafe { avx2::dot_f32(w, x) },
-            #[cfg(target_arch = "aarch64")]
-            SimdLevel::Neon => unsafe { neon::dot_f32(w, x) },
-            _ => scalar::dot(w, x),
+/// `impl Kernel` for one weight dtype: the float-weight dot product of each level, the
+/// portable loop where a level has none (`neon` names NEON's, when it exists).
+macro_rules! impl_kernel {
+    ($t:ty, $dot:ident $(, neon: $neon:ident)?) => {
+        impl Kernel for $t {
+            #[inline]
+            fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
+                assert!(
+                    w.len() == x.len(),
+                    "dot: internal length invariant violated"
+                );
+                match level {
+                    // SAFETY: level available (see `SimdLevel`), lengths checked.
+                    #[cfg(target_arch = "x86_64")]
+                    SimdLevel::Avx512 => unsafe { avx512::$dot(w, x) },
+                    #[cfg(target_arch = "x86_64")]
+                    SimdLevel::Avx2 => unsafe { avx2::$dot(w, x) },
+                    $(
+                        #[cfg(target_arch = "aarch64")]
+                        SimdLevel::Neon => unsafe { neon::$neon(w, x) },
+                    )?
+                    _ => scalar::dot(w, x),
+                }
+            }
         }
-    }
+    };
 }
 
-impl Kernel for bf16 {
-    #[inline]
-    fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
-        assert!(
-            w.len() == x.len(),
-            "dot: internal length invariant violated"
-        );
-        match level {
-            // SAFETY: level available (see `SimdLevel`), lengths checked.
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx512 => unsafe { avx512::dot_bf16(w, x) },
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2 => unsafe { avx2::dot_bf16(w, x) },
-            #[cfg(target_arch = "aarch64")]
-            SimdLevel::Neon => unsafe { neon::dot_bf16(w, x) },
-            _ => scalar::dot(w, x),
-        }
-    }
-}
-
-impl Kernel for f16 {
-    #[inline]
-    fn dot_weights(level: SimdLevel, w: &[Self], x: &[f32]) -> f32 {
-        assert!(
-            w.len() == x.len(),
-            "dot: internal length invariant violated"
-        );
-        match level {
-            // SAFETY: level available (see `SimdLevel`), lengths checked.
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx512 => unsafe { avx512::dot_f16(w, x) },
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2 => unsafe { avx2::dot_f16(w, x) },
-            // NEON has no stable f16 vector type in Rust yet: the portable loop (which
-            // converts with `half`) serves aarch64.
-            _ => scalar::dot(w, x),
-        }
-    }
-}
+impl_kernel!(f32, dot_f32, neon: dot_f32);
+impl_kernel!(bf16, dot_bf16, neon: dot_bf16);
+// NEON has no stable f16 vector type in Rust yet: the portable loop (which converts
+// with `half`) serves aarch64.
+impl_kernel!(f16, dot_f16);

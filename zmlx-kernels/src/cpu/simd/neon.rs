@@ -56,65 +56,32 @@ pub(crate) unsafe fn dot_bf16(w: &[half::bf16], x: &[f32]) -> f32 {
     vaddvq_f32(vaddq_f32(a0, a1)) + tail
 }
 
-/// Two activation rows against four weight rows.
+/// `M` activation rows against four weight rows; `out[r][c]` = row `r` of `x` dot row
+/// `c` of `w`.
 ///
 /// # Safety
-/// All six slices have the same length.
+/// All slices have the same length.
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn dot_2x4(x: [&[f32]; 2], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
-    let n = x[0].len();
-    let xp = [x[0].as_ptr(), x[1].as_ptr()];
-    let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
-    let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
+pub(crate) unsafe fn dot_mx4<const M: usize>(x: [&[f32]; M], w: [&[f32]; 4]) -> [[f32; 4]; M] {
+    let n = w[0].len();
+    let mut acc = [[vdupq_n_f32(0.0); 4]; M];
     let mut i = 0;
     while i + 4 <= n {
-        let x0 = vld1q_f32(xp[0].add(i));
-        let x1 = vld1q_f32(xp[1].add(i));
+        let xv: [float32x4_t; M] = core::array::from_fn(|r| vld1q_f32(x[r].as_ptr().add(i)));
         for c in 0..4 {
-            let wv = vld1q_f32(wp[c].add(i));
-            acc[0][c] = vfmaq_f32(acc[0][c], x0, wv);
-            acc[1][c] = vfmaq_f32(acc[1][c], x1, wv);
-        }
-        i += 4;
-    }
-    let mut out = [[0.0f32; 4]; 2];
-    for r in 0..2 {
-        for c in 0..4 {
-            let mut tail = 0.0f32;
-            for j in i..n {
-                tail += x[r].get_unchecked(j) * w[c].get_unchecked(j);
+            let wv = vld1q_f32(w[c].as_ptr().add(i));
+            for (ar, xr) in acc.iter_mut().zip(&xv) {
+                ar[c] = vfmaq_f32(ar[c], *xr, wv);
             }
-            out[r][c] = vaddvq_f32(acc[r][c]) + tail;
-        }
-    }
-    out
-}
-
-/// One activation row against four weight rows.
-///
-/// # Safety
-/// All five slices have the same length.
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn dot_1x4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
-    let n = x.len();
-    let xp = x.as_ptr();
-    let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
-    let mut acc = [vdupq_n_f32(0.0); 4];
-    let mut i = 0;
-    while i + 4 <= n {
-        let x0 = vld1q_f32(xp.add(i));
-        for c in 0..4 {
-            acc[c] = vfmaq_f32(acc[c], x0, vld1q_f32(wp[c].add(i)));
         }
         i += 4;
     }
-    let mut out = [0.0f32; 4];
-    for c in 0..4 {
-        let mut tail = 0.0f32;
-        for j in i..n {
-            tail += x.get_unchecked(j) * w[c].get_unchecked(j);
-        }
-        out[c] = vaddvq_f32(acc[c]) + tail;
-    }
-    out
+    core::array::from_fn(|r| {
+        core::array::from_fn(|c| {
+            let tail: f32 = (i..n)
+                .map(|j| x[r].get_unchecked(j) * w[c].get_unchecked(j))
+                .sum();
+            vaddvq_f32(acc[r][c]) + tail
+        })
+    })
 }

@@ -25,20 +25,8 @@ pub(crate) fn dot<T: Element>(w: &[T], x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Dot products of two activation rows with four weight rows (all f32, same length).
-pub(crate) fn dot_2x4(x: [&[f32]; 2], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
-    let mut out = [[0.0f32; 4]; 2];
-    for (r, xr) in x.iter().enumerate() {
-        out[r] = dot_1x4(xr, w);
-    }
-    out
-}
-
-/// Dot products of one activation row with four weight rows (all f32, same length).
-pub(crate) fn dot_1x4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
-    let mut out = [0.0f32; 4];
-    for (o, wr) in out.iter_mut().zip(w) {
-        *o = dot::<f32>(wr, x);
-    }
-    out
+/// Dot products of `M` activation rows with four weight rows (all f32, same length):
+/// `out[r][c]` = row `r` of `x` dot row `c` of `w`.
+pub(crate) fn dot_mx4<const M: usize>(x: [&[f32]; M], w: [&[f32]; 4]) -> [[f32; 4]; M] {
+    x.map(|xr| w.map(|wr| dot::<f32>(wr, xr)))
 }
