@@ -15,11 +15,11 @@ use core::arch::aarch64::*;
 /// See `chain_x86::SPLIT_FACTOR`: `2^16 + 1`.
 const SPLIT_FACTOR: f32 = 65537.0;
 
-/// `T(v)` for bf16 by splitting: `c = v + 65536 v` (one fused multiply-add), `c - (c - v)`.
+/// `T(v)` for bf16 by splitting: `c = fl(v * 65537)` (one multiply), `c - (c - v)`.
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn round_split(v: float32x4_t) -> float32x4_t {
-    let c = vfmaq_n_f32(v, v, 65536.0);
+    let c = vmulq_n_f32(v, SPLIT_FACTOR);
     vsubq_f32(c, vsubq_f32(c, v))
 }
 

@@ -488,30 +488,64 @@ pub(crate) unsafe fn chain16_bf16<const BITS: u32, const MB: usize, const R: usi
 /// leading 8 significant bits ([`chain16_bf16_split`]).
 const SPLIT_FACTOR: f32 = 65537.0;
 
-/// The rounding of [`chain16_bf16_split`], `T(v)` for bf16 in three floating-point
-/// operations: `c = fl(v * 65537)` (one fused multiply-add), `d = c - v`, `c - d`.
-/// This is Veltkamp's splitting of an f32 at 16 bits, whose high part is `v` rounded
-/// to 8 significant bits, to nearest even. Checked on every f32 (the unit test below):
-/// exact for zero and for every normal `v` below 2^111 in magnitude; NaN from 2^112
-/// up and for infinities and NaN (`c` overflows); one or the other in between.
-/// Denormal `v` round wrongly (the guard in `cpu/chain.rs` keeps them out).
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn round_split(v: __m512) -> __m512 {
-    let c = _mm512_fmadd_ps(v, _mm512_set1_ps(65536.0), v);
-    _mm512_sub_ps(c, _mm512_sub_ps(c, v))
+/// Defines the two roundings of the split forms for one vector type (the AVX-512 and
+/// the AVX2 chains use the same arithmetic on 16 or 8 lanes):
+///
+/// - `$round(v)`, `T(v)` for bf16 in three floating-point operations: `c = fl(v *
+///   65537)`, `d = c - v`, `c - d`. This is Veltkamp's splitting of an f32 at 16 bits,
+///   whose high part is `v` rounded to 8 significant bits, to nearest even. Checked on
+///   every f32 (the unit test below): exact for zero and for every normal `v` below
+///   2^111 in magnitude; NaN from 2^112 up and for infinities and NaN (`c`
+///   overflows); one or the other in between. Denormal `v` round wrongly (the guard
+///   in `cpu/chain.rs` keeps them out). `c` is a plain multiply: `v * 65537` and the
+///   fused `v * 65536 + v` round the same exact value once, and the multiply needs no
+///   copy of `v` (an FMA overwrites an operand).
+/// - `$product(a, a65537, b)`, `T(a * b)` for bf16-valued `a`, `b`, with `a65537 = a *
+///   65537`: the product is exact in f32 (8 x 8 significant bits), so `$round`'s `c` is
+///   one multiply, and `e = a * b - c` (one fused multiply-subtract) is its `-d`: `c +
+///   e`. `a65537` is exact too (8 significant bits times `2^16 + 1` need 24), and
+///   computed once per `a`.
+macro_rules! split_roundings {
+    ($features:literal, $v:ty, $set1:ident, $mul:ident, $add:ident, $sub:ident,
+     $fmsub:ident, $round:ident, $product:ident) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $round(v: $v) -> $v {
+            let c = $mul(v, $set1(SPLIT_FACTOR));
+            $sub(c, $sub(c, v))
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $product(a: $v, a65537: $v, b: $v) -> $v {
+            let c = $mul(a65537, b);
+            $add(c, $fmsub(a, b, c))
+        }
+    };
 }
 
-/// `T(a * b)` for bf16-valued `a`, `b`, with `a65537 = a * 65537`: the product is exact
-/// in f32 (8 x 8 significant bits), so [`round_split`]'s `c` is one multiply, and
-/// `e = a * b - c` (one fused multiply-subtract) is its `-d`: `c + e`. `a65537` is
-/// exact too (8 significant bits times `2^16 + 1` need 24), and computed once per `a`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn round_product_split(a: __m512, a65537: __m512, b: __m512) -> __m512 {
-    let c = _mm512_mul_ps(a65537, b);
-    _mm512_add_ps(c, _mm512_fmsub_ps(a, b, c))
-}
+split_roundings!(
+    "avx512f",
+    __m512,
+    _mm512_set1_ps,
+    _mm512_mul_ps,
+    _mm512_add_ps,
+    _mm512_sub_ps,
+    _mm512_fmsub_ps,
+    round_split,
+    round_product_split
+);
+split_roundings!(
+    "avx2,fma",
+    __m256,
+    _mm256_set1_ps,
+    _mm256_mul_ps,
+    _mm256_add_ps,
+    _mm256_sub_ps,
+    _mm256_fmsub_ps,
+    round_split8,
+    round_product_split8
+);
 
 /// [`chain16`] for bf16 activations with every rounding done by Veltkamp splitting in
 /// f32 arithmetic ([`round_split`], [`round_product_split`]): 16 vector operations per
@@ -588,22 +622,6 @@ unsafe fn round8<T: Element>(v: __m256) -> __m256 {
         // F16C takes only the 3-bit rounding field (0 = nearest even).
         Dtype::F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)),
     }
-}
-
-/// [`round_split`] for 8 lanes (AVX2 + FMA).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn round_split8(v: __m256) -> __m256 {
-    let c = _mm256_fmadd_ps(v, _mm256_set1_ps(65536.0), v);
-    _mm256_sub_ps(c, _mm256_sub_ps(c, v))
-}
-
-/// [`round_product_split`] for 8 lanes (AVX2 + FMA).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn round_product_split8(a: __m256, a65537: __m256, b: __m256) -> __m256 {
-    let c = _mm256_mul_ps(a65537, b);
-    _mm256_add_ps(c, _mm256_fmsub_ps(a, b, c))
 }
 
 /// [`chain16`] with 8 lanes (AVX2): results go to `out[m * 8 + lane]`. With `SPLIT`
