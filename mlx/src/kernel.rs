@@ -96,6 +96,29 @@ pub struct KernelLaunch<'a> {
     pub verbose: bool,
 }
 
+impl<'a> KernelLaunch<'a> {
+    /// A launch with no initial fill of the outputs and no printed source, the common
+    /// case: `inputs` in the order of the kernel's `input_names`, one `(shape, dtype)`
+    /// per output, `grid` and `threadgroup` in threads.
+    pub fn new(
+        inputs: &'a [&'a Array],
+        outputs: &'a [(&'a [i32], Dtype)],
+        grid: [i32; 3],
+        threadgroup: [i32; 3],
+        template_args: &'a [(&'a str, TemplateArg)],
+    ) -> KernelLaunch<'a> {
+        KernelLaunch {
+            inputs,
+            outputs,
+            grid,
+            threadgroup,
+            template_args,
+            init_value: None,
+            verbose: false,
+        }
+    }
+}
+
 /// A compiled-on-demand custom kernel.
 pub struct CustomKernel {
     raw: sys::mlxs_kernel,

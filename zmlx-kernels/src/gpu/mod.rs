@@ -858,18 +858,7 @@ fn swiglu_call(
             (&route_shape, dtype),
         ]
     };
-    kern.call(
-        &KernelLaunch {
-            inputs: &inputs,
-            outputs: &outputs,
-            grid,
-            threadgroup: tg,
-            template_args: &targs,
-            init_value: None,
-            verbose: false,
-        },
-        s,
-    )
+    kern.call(&KernelLaunch::new(&inputs, &outputs, grid, tg, &targs), s)
 }
 
 /// The down + combine kernel's inputs.
@@ -1101,18 +1090,7 @@ fn down_combine_call(
         targs.push(("EPS", norm::bits(n.eps)));
         targs.push(("FMAV", TemplateArg::Int(norm::norm_fma_variant())));
     }
-    kern.call(
-        &KernelLaunch {
-            inputs: &inputs,
-            outputs: &outputs,
-            grid,
-            threadgroup: tg,
-            template_args: &targs,
-            init_value: None,
-            verbose: false,
-        },
-        s,
-    )
+    kern.call(&KernelLaunch::new(&inputs, &outputs, grid, tg, &targs), s)
 }
 
 /// The normalising down kernel's limits (see [`down_combine_normed`]).
@@ -1260,21 +1238,19 @@ pub fn route_variant(
     *shape.last_mut().expect("logits have an expert axis") = k;
     let dims = dims_array(&[ntok, variant, chunk])?;
     let out = kern.call(
-        &KernelLaunch {
-            inputs: &[logits, &dims],
-            outputs: &[(&shape, Dtype::Uint32), (&shape, dtype)],
+        &KernelLaunch::new(
+            &[logits, &dims],
+            &[(&shape, Dtype::Uint32), (&shape, dtype)],
             grid,
-            threadgroup: tg,
-            template_args: &[
+            tg,
+            &[
                 ("T", TemplateArg::Dtype(dtype)),
                 ("EXPERTS", TemplateArg::Int(experts)),
                 ("TOPK", TemplateArg::Int(k)),
                 ("EPL", TemplateArg::Int((experts + 31) / 32)),
                 ("NORM", TemplateArg::Bool(normalize)),
             ],
-            init_value: None,
-            verbose: false,
-        },
+        ),
         s,
     )?;
     let mut shape = logits.shape().to_vec();

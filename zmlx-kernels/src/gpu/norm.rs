@@ -182,20 +182,18 @@ pub fn add_rms_norm_variant(
     let (grid, tg) = block_dims(rows, rms_block(axis, nr))?;
     let shape = x.shape().to_vec();
     let out = kern.call(
-        &KernelLaunch {
-            inputs: &[x, r, weight],
-            outputs: &[(&shape, dtype), (&shape, dtype)],
+        &KernelLaunch::new(
+            &[x, r, weight],
+            &[(&shape, dtype), (&shape, dtype)],
             grid,
-            threadgroup: tg,
-            template_args: &[
+            tg,
+            &[
                 ("T", TemplateArg::Dtype(dtype)),
                 ("AXIS", TemplateArg::Int(axis)),
                 ("EPS", bits(eps)),
                 ("FMAV", TemplateArg::Int(fmav)),
             ],
-            init_value: None,
-            verbose: false,
-        },
+        ),
         s,
     )?;
     two(out)
@@ -281,15 +279,13 @@ pub fn head_norm_rope_variant(
     let ks = [b, spec.kv_heads, 1, d];
     let off = position_array(&[offset])?;
     let out = kern.call(
-        &KernelLaunch {
-            inputs: &[q, k, q_weight, k_weight, &off],
-            outputs: &[(&qs, dtype), (&ks, dtype)],
+        &KernelLaunch::new(
+            &[q, k, q_weight, k_weight, &off],
+            &[(&qs, dtype), (&ks, dtype)],
             grid,
-            threadgroup: tg,
-            template_args: &head_norm_rope_args(dtype, spec, (fmav, ropev)),
-            init_value: None,
-            verbose: false,
-        },
+            tg,
+            &head_norm_rope_args(dtype, spec, (fmav, ropev)),
+        ),
         s,
     )?;
     two(out)
@@ -386,15 +382,13 @@ pub fn head_norm_rope_into_cache(
     let qs = [b, spec.q_heads, 1, d];
     let pos = position_array(&[offset, cap])?;
     let out = kern.call(
-        &KernelLaunch {
-            inputs: &[q, k, v, q_weight, k_weight, &pos, k_cache, v_cache],
-            outputs: &[(&qs, dtype)],
+        &KernelLaunch::new(
+            &[q, k, v, q_weight, k_weight, &pos, k_cache, v_cache],
+            &[(&qs, dtype)],
             grid,
-            threadgroup: tg,
-            template_args: &head_norm_rope_args(dtype, spec, (fmav, ropev)),
-            init_value: None,
-            verbose: false,
-        },
+            tg,
+            &head_norm_rope_args(dtype, spec, (fmav, ropev)),
+        ),
         s,
     )?;
     one(out)
