@@ -133,8 +133,7 @@ fn neon_rows<T: Element>(
         return scalar_rows(w, row0, nrows, xs, sink);
     }
     let (gpr, gs) = (w.gpr, w.spec.group_size());
-    let per_block = 8 * gpr;
-    let mut sb = vec![0.0f32; NEON_BLOCKS * per_block];
+    let mut sb = vec![0.0f32; NEON_BLOCKS * 8 * gpr];
     let mut out = [0.0f32; 4 * NEON_BLOCKS];
     let mut b0 = 0;
     while b0 < nrows {
@@ -152,20 +151,7 @@ fn neon_rows<T: Element>(
             "chain: block outside the weights"
         );
         let starts: [usize; 4 * NEON_BLOCKS] = core::array::from_fn(|l| row_of(l) * w.wpr);
-        let mut block_tiny = false;
-        for l in 0..span {
-            let (a, base) = (row_of(l), (l / 4) * per_block + l % 4);
-            for g in 0..gpr {
-                let (sv, bv) = (
-                    w.scales[a * gpr + g].to_f32(),
-                    w.biases[a * gpr + g].to_f32(),
-                );
-                block_tiny |= tiny(sv) | tiny(bv);
-                sb[base + g * 4] = sv;
-                sb[base + (gpr + g) * 4] = bv;
-            }
-        }
-        if block_tiny {
+        if widen_scales::<T, 4>(SimdLevel::Neon, w, rblocks, &row_of, &mut sb) {
             scalar_rows(w, first, nb, xs, |i, r, v| sink(i, b0 + r, v));
             b0 += nb;
             continue;
@@ -361,9 +347,9 @@ const MULTI: usize = 4;
 /// `row_of(l)`) into `sb`, lane-major per block: `sb[b * 2 * gpr * L + g * L + lane]`
 /// the scale of group `g`, then the biases. Returns whether any value is `tiny` (the
 /// denormal guard). AVX-512 with bf16 scales takes the vector transpose
-/// (`chain_x86::widen_bf16_block`), everything else one value at a time; both write
-/// the same values.
-#[cfg(target_arch = "x86_64")]
+/// (`chain_x86::widen_bf16_block`), everything else (AVX2, NEON, other dtypes) one
+/// value at a time; both write the same values.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn widen_scales<T: Element, const L: usize>(
     level: SimdLevel,
     w: &QuantView<'_, T>,
@@ -371,11 +357,15 @@ fn widen_scales<T: Element, const L: usize>(
     row_of: &dyn Fn(usize) -> usize,
     sb: &mut [f32],
 ) -> bool {
+    // Only the AVX-512 transpose below depends on the level.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = level;
     let gpr = w.gpr;
     let per_block = 2 * gpr * L;
     let mut tiny_found = false;
     for blk in 0..rblocks {
         let sbb = &mut sb[blk * per_block..(blk + 1) * per_block];
+        #[cfg(target_arch = "x86_64")]
         if L == 16 && level == Avx512 && T::DTYPE == Dtype::Bf16 {
             let rows: [usize; 16] = core::array::from_fn(|l| row_of(blk * L + l));
             // SAFETY: T is bf16, two bytes like u16 (checked by the dtype tag), so the
