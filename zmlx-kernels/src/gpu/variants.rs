@@ -61,6 +61,11 @@ impl Default for CudaVariants {
     }
 }
 
+/// The allowed values of the variants that both the environment and the setters take.
+const DEQ_VALUES: &[i32] = &[0, 1, 2];
+const SUM_VALUES: &[i32] = &[0, 1, 2, 3, 4, 5];
+const ROWS_VALUES: &[i32] = &[8, 16];
+
 /// `raw` as an integer when it is one of `allowed`, else `default`.
 fn choice(raw: Option<&str>, allowed: &[i32], default: i32) -> i32 {
     raw.and_then(|v| v.parse::<i32>().ok())
@@ -100,9 +105,9 @@ impl CudaVariants {
             choice(get(name).as_deref(), allowed, default)
         };
         Self {
-            deq: pick("ZMLX_CUDA_DEQ", &[0, 1, 2], d.deq),
-            sum: pick("ZMLX_CUDA_SUM", &[0, 1, 2, 3, 4, 5], d.sum),
-            tile_rows: pick("ZMLX_CUDA_ROWS", &[8, 16], d.tile_rows),
+            deq: pick("ZMLX_CUDA_DEQ", DEQ_VALUES, d.deq),
+            sum: pick("ZMLX_CUDA_SUM", SUM_VALUES, d.sum),
+            tile_rows: pick("ZMLX_CUDA_ROWS", ROWS_VALUES, d.tile_rows),
             pipe_cap: get("ZMLX_CUDA_PIPE")
                 .and_then(|v| v.parse::<i32>().ok())
                 .map_or(d.pipe_cap, |n| n.clamp(2, 8)),
@@ -121,7 +126,7 @@ impl CudaVariants {
     /// it, 0 = the product and the sum each rounded. An error for other values.
     pub fn with_dequant(self, deq: i32) -> Result<Self> {
         Ok(Self {
-            deq: checked("dequantization", deq, &[0, 1, 2])?,
+            deq: checked("dequantization", deq, DEQ_VALUES)?,
             ..self
         })
     }
@@ -131,7 +136,7 @@ impl CudaVariants {
     /// values.
     pub fn with_k_sum(self, sum: i32) -> Result<Self> {
         Ok(Self {
-            sum: checked("k-sum", sum, &[0, 1, 2, 3, 4, 5])?,
+            sum: checked("k-sum", sum, SUM_VALUES)?,
             ..self
         })
     }
@@ -140,7 +145,7 @@ impl CudaVariants {
     /// everywhere; the same bits). An error for other values.
     pub fn with_tile_rows(self, rows: i32) -> Result<Self> {
         Ok(Self {
-            tile_rows: checked("tile rows", rows, &[8, 16])?,
+            tile_rows: checked("tile rows", rows, ROWS_VALUES)?,
             ..self
         })
     }
