@@ -1,7 +1,8 @@
 //! Decode-shape benchmarks of the CPU kernels against the machine's memory floor.
 //!
 //! Run: `cargo bench -p zmlx-kernels --bench cpu_kernels` (set `ZMLX_CPU_SIMD=portable`
-//! or `avx2` to compare levels). Shapes are Qwen3-30B-A3B's: hidden 2048, 128 experts,
+//! or `avx2` to compare levels, `ZMLX_CPU_PRECISION=f32` for the f32-accumulating
+//! quantized kernels instead of the MLX-exact ones). Shapes are Qwen3-30B-A3B's: hidden 2048, 128 experts,
 //! top-8, moe_intermediate 768, vocabulary 151936; 4-bit, group size 64, bf16.
 //!
 //! The floor of an op is the bytes it must read (packed weights, scales, biases,
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant};
 use half::{bf16, f16};
 use rayon::prelude::*;
 use zmlx_kernels::cpu::{
-    expert_down_combine, expert_swiglu, qmm, simd, Floats, FloatsMut, QuantSpec, WeightShape,
-    Weights,
+    current_precision, expert_down_combine, expert_swiglu, qmm, simd, Floats, FloatsMut, QuantSpec,
+    WeightShape, Weights,
 };
 
 const HIDDEN: usize = 2048;
@@ -152,9 +153,10 @@ fn main() {
     let t = std::time::Instant::now();
     let form = simd::current_bf16_decode();
     println!(
-        "threads {}, SIMD level {:?}, bf16 decode form {} (picked in {:.2} ms)",
+        "threads {}, SIMD level {:?}, precision {}, bf16 decode form {} (picked in {:.2} ms)",
         rayon::current_num_threads(),
         simd::current_level(),
+        current_precision().name(),
         form.name(),
         t.elapsed().as_secs_f64() * 1e3
     );

@@ -1,7 +1,7 @@
 //! Down projection with weighted combine:
 //! `y[t, :] = sum_j w[t, j] * (h[t, j] @ Wd[e_tj].T)`, with no `[T, k, H]` intermediate.
 //!
-//! # Arithmetic (quantized weights: bit-identical to MLX's CPU backend)
+//! # Arithmetic (quantized weights, `Precision::MlxExact`: bit-identical to MLX's CPU backend)
 //! mlx-lm computes `d = gather_qmm(h, Wd)` in the activation dtype T, then
 //! `(d * scores[..., None]).sum(-2).astype(T)`. Here `d` is MLX's sequential chain
 //! (`chain.rs`); the product `d * w` is computed in f32 and rounded to T when the
@@ -11,7 +11,9 @@
 //! result is rounded once to T. So each token's k products are kept and summed in
 //! routing order `j`, whatever order the experts were processed in.
 //!
-//! Float weights take the f32-accumulating path (not bit-exact, see `cpu/mod.rs`).
+//! Float weights, and quantized weights under `Precision::F32`, take the
+//! f32-accumulating path (`d` an f32 dot product rounded once to T, the k products
+//! summed in f32 in expert order; not bit-exact, see `cpu/precision.rs`).
 
 use rayon::prelude::*;
 
@@ -21,6 +23,7 @@ use super::dtype::{Dtype, Element, Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
 use super::par::{for_each_task, task_size, SharedOut};
+use super::precision::{current_precision, Precision};
 use super::prep::Prepared;
 use super::simd::SimdLevel;
 use super::simd::{current_bf16_decode, current_level, Bf16Decode, Kernel};
@@ -165,11 +168,11 @@ fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
     }
     let level = current_level();
     let bf16 = current_bf16_decode();
-    if let Typed::Quant(qd) = &td {
+    if let (Typed::Quant(qd), Precision::MlxExact) = (&td, current_precision()) {
         exact((level, bf16), h, c, qd, &scores, round_products, &disp, y);
         return Ok(());
     }
-    let prep = Prepared::new(h, pairs_n, inter);
+    let prep = Prepared::new(h, pairs_n, inter, c.down.spec());
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
     let tr = tile_rows(inter);
     let chunk = task_size(hidden, tr, 4);
@@ -245,7 +248,7 @@ fn exact<T: Kernel>(
     let (tokens, top_k) = (c.tokens, c.top_k);
     let (experts, hidden, inter) = (qd.shape.experts, qd.shape.rows, qd.shape.cols);
     let pairs_n = tokens * top_k;
-    let prep = Prepared::new(h, pairs_n, inter);
+    let prep = Prepared::new(h, pairs_n, inter, None);
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
     let tr = (SCRATCH_FLOATS / pairs_n.max(1) / 16 * 16).clamp(16, 256);
     let chunk = task_size(hidden, 16, 16);

@@ -1,9 +1,11 @@
-//! The float-weight (non-exact, f32-accumulating) building blocks: one weight row
-//! against one activation row (decode), and an f32 tile of weight rows against many
-//! activation rows (prefill). Quantized weights use `chain.rs` instead.
+//! The f32-accumulating building blocks (float weights, and quantized weights under
+//! `Precision::F32`; the MLX-exact quantized path is `chain.rs`): one weight row
+//! against one prepared activation row (decode), and a dequantized f32 tile of weight
+//! rows against many activation rows (prefill).
 
 use super::prep::PRow;
-use super::simd::{self, Kernel, SimdLevel};
+use super::quant::dequantize_row;
+use super::simd::{self, scalar, Kernel, SimdLevel};
 use super::weights::{Row, Typed};
 
 /// Activation rows sharing a weight row at or above which a tile of weights is
@@ -21,13 +23,37 @@ pub(crate) fn tile_rows(k: usize) -> usize {
     (rows / 4 * 4).clamp(4, 256)
 }
 
-/// `w_row . x` accumulated in f32 (float weights; quantized weights take the exact
-/// chain of `chain.rs` and never reach here).
+/// `w_row . x` accumulated in f32.
 #[inline]
 pub(crate) fn dot_row<T: Kernel>(level: SimdLevel, row: Row<'_, T>, x: PRow<'_>) -> f32 {
     match row {
+        Row::Quant {
+            words,
+            scales,
+            biases,
+            spec,
+        } => match spec.bits() {
+            4 => simd::q4_dot(
+                level,
+                words,
+                x.xp,
+                x.xsum,
+                scales,
+                biases,
+                spec.group_size(),
+            ),
+            8 => simd::q8_dot(
+                level,
+                words,
+                x.xf,
+                x.xsum,
+                scales,
+                biases,
+                spec.group_size(),
+            ),
+            _ => scalar::qgeneric_dot(words, x.xf, x.xsum, scales, biases, spec),
+        },
         Row::Float(w) => T::dot_weights(level, w, x.xf),
-        Row::Quant => unreachable!("quantized rows take the exact chain"),
     }
 }
 
@@ -45,7 +71,12 @@ pub(crate) fn load_tile<T: Kernel>(
     tile.resize(nrows * k, 0.0);
     for (r, out) in tile.chunks_exact_mut(k.max(1)).enumerate().take(nrows) {
         match w.row(e, n0 + r) {
-            Row::Quant => unreachable!("quantized rows take the exact chain"),
+            Row::Quant {
+                words,
+                scales,
+                biases,
+                spec,
+            } => dequantize_row(words, scales, biases, spec, out),
             Row::Float(src) => {
                 for (o, &v) in out.iter_mut().zip(src) {
                     *o = v.to_f32();

@@ -15,7 +15,8 @@
 //! | token-to-expert dispatch | [`ExpertDispatch`], [`dispatch_into`] |
 //!
 //! Activations are f32, f16 or bf16 ([`Floats`]). With quantized weights every kernel
-//! reproduces MLX's CPU backend bit for bit (the reference mlx-lm runs): the matmuls
+//! reproduces MLX's CPU backend bit for bit by default (the reference mlx-lm runs;
+//! [`Precision::F32`] trades that for plain f32 accumulation, see [`Precision`]): the matmuls
 //! follow MLX's sequential per-output chain in the activation dtype (`chain.rs`),
 //! element-wise tails use MLX's own `exp`/`sigmoid` (`mlx_math.rs`), reductions
 //! accumulate as MLX does; each module documents its exact semantics. Float weights
@@ -35,6 +36,7 @@ mod gating;
 mod linear;
 mod mlx_math;
 mod par;
+mod precision;
 mod prep;
 mod qmm;
 mod quant;
@@ -47,6 +49,7 @@ pub use down_combine::{add_residual, expert_down_combine};
 pub use dtype::{Dtype, Element, Floats, FloatsMut};
 pub use error::{KernelError, Result};
 pub use gating::{route, Gating};
+pub use precision::{current_precision, detected_precision, with_precision, Precision};
 pub use qmm::qmm;
 pub use quant::QuantSpec;
 pub use swiglu::expert_swiglu;

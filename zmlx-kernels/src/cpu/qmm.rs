@@ -5,6 +5,7 @@ use super::dtype::{Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
 use super::par::{for_each_task, task_size, SharedOut};
+use super::precision::{current_precision, Precision};
 use super::prep::Prepared;
 use super::simd::{current_bf16_decode, current_level, Kernel};
 use super::weights::{Typed, WeightShape, Weights};
@@ -14,11 +15,13 @@ const OP: &str = "qmm";
 /// Computes `y = x @ W.T` where `x` is `[m, K]`, `W` is `[N, K]` (quantized or float,
 /// `experts == 1`) and `y` is `[m, N]`, all row-contiguous.
 ///
-/// Quantized `W`: bit-identical to MLX's CPU `quantized_matmul` (the sequential chain
-/// in the activation dtype documented in `chain.rs`); work is split over N in blocks
-/// of rows, each block read once and run against all `m` activation rows.
+/// Quantized `W` with [`Precision::MlxExact`] (the default, see [`Precision`]):
+/// bit-identical to MLX's CPU `quantized_matmul` (the sequential chain in the
+/// activation dtype documented in `chain.rs`); work is split over N in blocks of
+/// rows, each block read once and run against all `m` activation rows.
 ///
-/// Float `W` (not bit-exact with MLX's BLAS matmul): f32 accumulation rounded once;
+/// Float `W` (not bit-exact with MLX's BLAS matmul), and quantized `W` with
+/// [`Precision::F32`]: f32 accumulation rounded once;
 /// `m < 8` dots each weight row with every activation row while it is in L1, larger
 /// `m` multiplies f32 tiles of weight rows.
 ///
@@ -63,8 +66,8 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
     let bf16 = current_bf16_decode();
     let out = SharedOut::new(y);
     let work = m.saturating_mul(n).saturating_mul(k);
-    if let Typed::Quant(qv) = &tw {
-        let prep = Prepared::new(x, m, k);
+    if let (Typed::Quant(qv), Precision::MlxExact) = (&tw, current_precision()) {
+        let prep = Prepared::new(x, m, k, None);
         let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
         let chunk = task_size(n, 16, 16);
         for_each_task(n.div_ceil(chunk), work, |c| {
@@ -77,7 +80,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
         return Ok(());
     }
     if m < TILE_MIN_ROWS {
-        let prep = Prepared::new(x, m, k);
+        let prep = Prepared::new(x, m, k, tw.spec());
         let chunk = task_size(n, 16, 1);
         for_each_task(n.div_ceil(chunk), work, |c| {
             for row in c * chunk..n.min((c + 1) * chunk) {
@@ -90,7 +93,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
             }
         });
     } else {
-        let prep = Prepared::new(x, m, k);
+        let prep = Prepared::new(x, m, k, None);
         let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
         let tr = tile_rows(k);
         let chunk = task_size(n, tr, tr);

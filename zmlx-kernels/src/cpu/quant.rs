@@ -10,6 +10,7 @@
 //! and 128. 3, 5 and 6 bits straddle word boundaries and are refused with
 //! [`KernelError::UnsupportedBits`].
 
+use super::dtype::Element;
 use super::error::{KernelError, Result};
 
 /// Bit width and group size of an affine-quantized matrix.
@@ -83,5 +84,37 @@ impl QuantSpec {
     /// Mask of one value.
     pub(crate) fn mask(&self) -> u32 {
         (1u32 << self.bits) - 1
+    }
+}
+
+/// Dequantizes one row into `out` (f32): `out[c] = scale * q + bias`, computed in f32 as
+/// MLX's kernels do (no rounding of the dequantized weight to the activation dtype).
+///
+/// `words`, `scales`, `biases` and `out` must be exactly one row long; callers
+/// guarantee it (internal invariant).
+pub(crate) fn dequantize_row<T: Element>(
+    words: &[u32],
+    scales: &[T],
+    biases: &[T],
+    spec: QuantSpec,
+    out: &mut [f32],
+) {
+    let per_word = spec.values_per_word();
+    let words_per_group = spec.group_size / per_word;
+    let bits = spec.bits;
+    let mask = spec.mask();
+    for (((gw, s), b), go) in words
+        .chunks_exact(words_per_group)
+        .zip(scales)
+        .zip(biases)
+        .zip(out.chunks_exact_mut(spec.group_size))
+    {
+        let (s, b) = (s.to_f32(), b.to_f32());
+        for (&w, o) in gw.iter().zip(go.chunks_exact_mut(per_word)) {
+            for (j, v) in o.iter_mut().enumerate() {
+                let q = (w >> (bits as usize * j)) & mask;
+                *v = s * q as f32 + b;
+            }
+        }
     }
 }

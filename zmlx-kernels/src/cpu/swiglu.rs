@@ -1,7 +1,7 @@
 //! Expert SwiGLU: `h[t, j, :] = silu(x[t] @ Wg[e].T) * (x[t] @ Wu[e].T)` with
 //! `e = indices[t, j]`, fused (gate and up in one pass, no `[T, k, I]` intermediates).
 //!
-//! # Arithmetic (quantized weights: bit-identical to MLX's CPU backend)
+//! # Arithmetic (quantized weights, `Precision::MlxExact`: bit-identical to MLX's CPU backend)
 //! mlx-lm runs `gather_qmm(gate)`, `gather_qmm(up)` (outputs in the activation dtype
 //! T), then `silu(g) * u` with `silu(g) = g * sigmoid(g)`, each element-wise op
 //! storing its result in T. Here `g` and `u` are MLX's sequential chains (`chain.rs`);
@@ -9,7 +9,9 @@
 //! `e = T(exp(|g|))`, `y = 1 / (1 + e)`, `s = T(g < 0 ? y : 1 - y)`, `a = T(g * s)`,
 //! `h = T(a * u)`, all in f32. In f32 every `T()` is the identity.
 //!
-//! Float weights take the f32-accumulating path (not bit-exact, see `cpu/mod.rs`).
+//! Float weights, and quantized weights under `Precision::F32`, take the
+//! f32-accumulating path: `g` and `u` are f32 dot products rounded once to T, then
+//! the same tail (not bit-exact, see `cpu/precision.rs`).
 
 use super::chain::chain_rows;
 use super::dispatch::ExpertDispatch;
@@ -18,6 +20,7 @@ use super::error::{check_len, checked_prod, KernelError, Result};
 use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
 use super::mlx_math;
 use super::par::{for_each_task, task_size, SharedOut};
+use super::precision::{current_precision, Precision};
 use super::prep::Prepared;
 use super::simd::SimdLevel;
 use super::simd::{current_bf16_decode, current_level, Bf16Decode, Kernel};
@@ -118,7 +121,9 @@ fn typed<T: Kernel>(
     let level = current_level();
     let bf16 = current_bf16_decode();
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
-    if let (Typed::Quant(qg), Typed::Quant(qu)) = (&tg, &tu) {
+    if let (Typed::Quant(qg), Typed::Quant(qu), Precision::MlxExact) =
+        (&tg, &tu, current_precision())
+    {
         exact::<T>(
             (level, bf16),
             x,
@@ -132,7 +137,7 @@ fn typed<T: Kernel>(
         );
         return Ok(());
     }
-    let prep = Prepared::new(x, tokens, k);
+    let prep = Prepared::new(x, tokens, k, gate.spec());
     let chunk = task_size(active.len() * inter, 16, 4).min(inter);
     let jobs: Vec<(usize, usize)> = active
         .iter()
@@ -203,7 +208,7 @@ fn exact<T: Kernel>(
     h: &mut [T],
 ) {
     let inter = qg.shape.rows;
-    let prep = Prepared::new(x, tokens, k);
+    let prep = Prepared::new(x, tokens, k, None);
     let chunk = task_size(active.len() * inter, 16, 16).min(inter.next_multiple_of(16));
     let jobs: Vec<(usize, usize)> = active
         .iter()

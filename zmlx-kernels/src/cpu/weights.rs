@@ -245,12 +245,15 @@ pub(crate) enum Typed<'a, T> {
     Float(FloatView<'a, T>),
 }
 
-/// One weight row (`w[e, n, :]`) for the float-weight kernels; quantized rows are
-/// read by the exact chain kernels straight from the [`QuantView`], so only their
-/// kind is reported here.
+/// One weight row (`w[e, n, :]`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Row<'a, T> {
-    Quant,
+    Quant {
+        words: &'a [u32],
+        scales: &'a [T],
+        biases: &'a [T],
+        spec: QuantSpec,
+    },
     Float(&'a [T]),
 }
 
@@ -262,11 +265,26 @@ impl<'a, T: Copy> Typed<'a, T> {
         }
     }
 
+    pub fn spec(&self) -> Option<QuantSpec> {
+        match self {
+            Typed::Quant(q) => Some(q.spec),
+            Typed::Float(_) => None,
+        }
+    }
+
     /// Row `n` of expert `e`; callers keep `e < E` and `n < N` (checked indices).
     #[inline]
     pub fn row(&self, e: usize, n: usize) -> Row<'a, T> {
         match *self {
-            Typed::Quant(_) => Row::Quant,
+            Typed::Quant(q) => {
+                let r = e * q.shape.rows + n;
+                Row::Quant {
+                    words: &q.packed[r * q.wpr..(r + 1) * q.wpr],
+                    scales: &q.scales[r * q.gpr..(r + 1) * q.gpr],
+                    biases: &q.biases[r * q.gpr..(r + 1) * q.gpr],
+                    spec: q.spec,
+                }
+            }
             Typed::Float(f) => {
                 let k = f.shape.cols;
                 let r = e * f.shape.rows + n;

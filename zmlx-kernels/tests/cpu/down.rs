@@ -1,9 +1,12 @@
 //! `expert_down_combine`: quantized weights bit for bit against the scalar emulation
 //! of MLX (chain per pair, product stored in T when the scores are in T, f32 sum over
-//! the k in routing order, one rounding); float weights against an interval bound.
+//! the k in routing order, one rounding); float weights, and quantized weights with
+//! `Precision::F32`, against an interval bound.
 
 use proptest::prelude::*;
-use zmlx_kernels::cpu::{expert_down_combine, simd, Dtype, QuantSpec, WeightShape, Weights};
+use zmlx_kernels::cpu::{
+    expert_down_combine, simd, with_precision, Dtype, Precision, QuantSpec, WeightShape, Weights,
+};
 
 use crate::data::{
     distinct_indices, kernel_settings, quant_data, round, values, with_setting, Buf, Rng, DTYPES,
@@ -41,7 +44,7 @@ fn check(
     top_k: usize,
     hidden: usize,
     inter: usize,
-    wd: &dyn Fn(usize) -> Vec<f32>,
+    wd: &dyn Fn(usize) -> naive::Terms,
     y: &[f32],
 ) {
     let tokens = y.len() / hidden.max(1);
@@ -192,12 +195,54 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
                         &y.to_f32(),
                     );
                 }
+                let terms = |e: usize| {
+                    naive::quant_terms(
+                        &q.packed[e * wpe..(e + 1) * wpe],
+                        &q.scales[e * gpe..(e + 1) * gpe],
+                        &q.biases[e * gpe..(e + 1) * gpe],
+                        hidden,
+                        inter,
+                        bits,
+                        gs,
+                    )
+                };
+                for level in simd::available_levels() {
+                    let mut y = Buf::zeros(dtype, tokens * hidden);
+                    with_precision(Precision::F32, || {
+                        simd::with_level(level, || {
+                            expert_down_combine(
+                                hb.floats(),
+                                tokens,
+                                &idx,
+                                top_k,
+                                sb.floats(),
+                                &w,
+                                y.floats_mut(),
+                            )
+                        })
+                    })
+                    .unwrap()
+                    .unwrap();
+                    check(
+                        dtype,
+                        round_products,
+                        &h,
+                        &idx,
+                        &scores,
+                        top_k,
+                        hidden,
+                        inter,
+                        &terms,
+                        &y.to_f32(),
+                    );
+                }
             }
             // Float expert weights, odd inner size.
             let inter = 40 * groups + 3;
             let wv = values(&mut rng, dtype, experts * hidden * inter, -0.3, 0.3);
             let h = values(&mut rng, dtype, tokens * top_k * inter, -1.0, 1.0);
-            let wd = |e: usize| wv[e * hidden * inter..(e + 1) * hidden * inter].to_vec();
+            let wd =
+                |e: usize| naive::float_terms(&wv[e * hidden * inter..(e + 1) * hidden * inter]);
             let (wb, hb) = (Buf::from_f32(dtype, &wv), Buf::from_f32(dtype, &h));
             let w =
                 Weights::float(wb.floats(), WeightShape::stacked(experts, hidden, inter)).unwrap();

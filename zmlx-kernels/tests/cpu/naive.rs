@@ -2,10 +2,22 @@
 //! quantized kernels must match bit for bit); the f64 helpers serve the float-weight
 //! path, which accumulates in f32 and is checked with derived tolerances.
 
-/// Dequantizes `rows x cols` values: `w = scale * q + bias` in f32 (float-weight
-/// checks only need the f64 dot below).
-#[allow(dead_code)]
-pub fn dequantize(
+/// Reference weights for the f32-accumulating paths: each element's exact value and
+/// the magnitude that bounds what it contributes to a kernel's partial sums.
+pub type Terms = Vec<(f64, f64)>;
+
+/// Float weights: each value is exact, its magnitude its absolute value.
+pub fn float_terms(w: &[f32]) -> Terms {
+    w.iter()
+        .map(|&v| (f64::from(v), f64::from(v).abs()))
+        .collect()
+}
+
+/// Quantized weights `w = scale * q + bias`, exact in f64. The f32-precision kernels
+/// sum `scale * (q . x)` and `bias * sum(x)` per group, and the 4-bit bf16 kernel
+/// sums `(q + 16) . x` and subtracts `16 * sum(x)`, so a term is bounded by
+/// `(|scale| * (q + 2^bits) + |bias|) * |x|`.
+pub fn quant_terms(
     packed: &[u32],
     scales: &[f32],
     biases: &[f32],
@@ -13,28 +25,27 @@ pub fn dequantize(
     cols: usize,
     bits: u32,
     gs: usize,
-) -> Vec<f32> {
+) -> Terms {
     let per_word = 32 / bits as usize;
     let mask = (1u32 << bits) - 1;
-    let mut w = vec![0.0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            let flat = r * cols + c;
-            let word = packed[flat / per_word];
-            let q = (word >> (bits as usize * (flat % per_word))) & mask;
+    (0..rows * cols)
+        .map(|flat| {
+            let (r, c) = (flat / cols, flat % cols);
+            let q =
+                f64::from((packed[flat / per_word] >> (bits as usize * (flat % per_word))) & mask);
             let g = r * (cols / gs) + c / gs;
-            w[flat] = scales[g] * q as f32 + biases[g];
-        }
-    }
-    w
+            let (s, b) = (f64::from(scales[g]), f64::from(biases[g]));
+            (s * q + b, s.abs() * (q + f64::from(1u32 << bits)) + b.abs())
+        })
+        .collect()
 }
 
-/// A dot product in f64 plus the sum of the absolute values of its terms (the scale
-/// of the f32 rounding error of any summation order).
-pub fn dot(x: &[f32], w: &[f32]) -> (f64, f64) {
-    x.iter().zip(w).fold((0.0, 0.0), |(s, a), (&x, &w)| {
-        let t = f64::from(x) * f64::from(w);
-        (s + t, a + t.abs())
+/// A dot product in f64 plus the sum of the magnitudes of its terms (the scale of the
+/// f32 rounding error of any summation order).
+pub fn dot(x: &[f32], w: &[(f64, f64)]) -> (f64, f64) {
+    x.iter().zip(w).fold((0.0, 0.0), |(s, a), (&x, &(w, m))| {
+        let x = f64::from(x);
+        (s + x * w, a + x.abs() * m)
     })
 }
 

@@ -1,15 +1,18 @@
-//! `qmm`: quantized weights bit for bit against a scalar emulation of MLX's CPU chain;
-//! float weights against f64 dot products with derived bounds.
+//! `qmm`: quantized weights bit for bit against a scalar emulation of MLX's CPU chain
+//! (and, with `Precision::F32`, against f64 dot products with derived bounds); float
+//! weights against f64 dot products with derived bounds.
 
 use proptest::prelude::*;
-use zmlx_kernels::cpu::{qmm, simd, Dtype, QuantSpec, WeightShape, Weights};
+use zmlx_kernels::cpu::{
+    qmm, simd, with_precision, Dtype, Precision, QuantSpec, WeightShape, Weights,
+};
 
 use crate::data::{kernel_settings, quant_data, values, with_setting, Buf, Rng, DTYPES};
 use crate::naive;
 use crate::tol;
 
 /// Checks `y` (`[m, n]`, as f32) against `x @ w.T` with the derived bound.
-fn check(dtype: Dtype, x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &[f32]) {
+fn check(dtype: Dtype, x: &[f32], w: &naive::Terms, m: usize, n: usize, k: usize, y: &[f32]) {
     for i in 0..m {
         for j in 0..n {
             let (exact, abs) = naive::dot(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
@@ -69,6 +72,16 @@ fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
                         .unwrap();
                     check_exact(dtype, &x, &w, m, n, k, &y.to_f32());
                 }
+                let terms = naive::quant_terms(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
+                for level in simd::available_levels() {
+                    let mut y = Buf::zeros(dtype, m * n);
+                    with_precision(Precision::F32, || {
+                        simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
+                    })
+                    .unwrap()
+                    .unwrap();
+                    check(dtype, &x, &terms, m, n, k, &y.to_f32());
+                }
             }
         }
     }
@@ -86,7 +99,7 @@ fn run_float(seed: u64, m: usize, n: usize, k: usize) {
             simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
                 .unwrap()
                 .unwrap();
-            check(dtype, &x, &w, m, n, k, &y.to_f32());
+            check(dtype, &x, &naive::float_terms(&w), m, n, k, &y.to_f32());
         }
     }
 }

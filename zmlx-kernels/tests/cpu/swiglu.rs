@@ -1,9 +1,12 @@
 //! `expert_swiglu`: quantized weights bit for bit against the scalar emulation of
-//! MLX (chains for gate and up, MLX's sigmoid, each op stored in T); float weights
-//! against f64 dot products and the same tail on every rounding their bound allows.
+//! MLX (chains for gate and up, MLX's sigmoid, each op stored in T); float weights,
+//! and quantized weights with `Precision::F32`, against f64 dot products and the same
+//! tail on every rounding their bound allows.
 
 use proptest::prelude::*;
-use zmlx_kernels::cpu::{expert_swiglu, simd, Dtype, QuantSpec, WeightShape, Weights};
+use zmlx_kernels::cpu::{
+    expert_swiglu, simd, with_precision, Dtype, Precision, QuantSpec, WeightShape, Weights,
+};
 
 use crate::data::{
     distinct_indices, kernel_settings, quant_data, values, with_setting, Buf, Rng, DTYPES,
@@ -61,8 +64,8 @@ fn expect(
     top_k: usize,
     inter: usize,
     k: usize,
-    wg: &dyn Fn(usize) -> Vec<f32>,
-    wu: &dyn Fn(usize) -> Vec<f32>,
+    wg: &dyn Fn(usize) -> naive::Terms,
+    wu: &dyn Fn(usize) -> naive::Terms,
 ) -> Expect {
     let mut cache = std::collections::HashMap::new();
     let mut g = Vec::new();
@@ -217,6 +220,32 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, inter: usize, gro
                     &h.to_f32(),
                 );
             }
+            let terms = |q: &crate::data::QuantData, e: usize| {
+                let (wpe, gpe) = (inter * k * bits as usize / 32, inter * k / gs);
+                naive::quant_terms(
+                    &q.packed[e * wpe..(e + 1) * wpe],
+                    &q.scales[e * gpe..(e + 1) * gpe],
+                    &q.biases[e * gpe..(e + 1) * gpe],
+                    inter,
+                    k,
+                    bits,
+                    gs,
+                )
+            };
+            let ex = expect(&x, &idx, top_k, inter, k, &|e| terms(&qg, e), &|e| {
+                terms(&qu, e)
+            });
+            for level in simd::available_levels() {
+                let mut h = Buf::zeros(dtype, tokens * top_k * inter);
+                with_precision(Precision::F32, || {
+                    simd::with_level(level, || {
+                        expert_swiglu(xb.floats(), tokens, &idx, top_k, &wg, &wu, h.floats_mut())
+                    })
+                })
+                .unwrap()
+                .unwrap();
+                check(dtype, &ex, &h.to_f32());
+            }
         }
         // Float expert weights.
         let k = 48 * groups;
@@ -225,9 +254,15 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, inter: usize, gro
         let u = values(&mut rng, dtype, experts * inter * k, -0.2, 0.2);
         let x = values(&mut rng, dtype, tokens * k, -1.0, 1.0);
         let slice = |w: &[f32], e: usize| w[e * inter * k..(e + 1) * inter * k].to_vec();
-        let ex = expect(&x, &idx, top_k, inter, k, &|e| slice(&g, e), &|e| {
-            slice(&u, e)
-        });
+        let ex = expect(
+            &x,
+            &idx,
+            top_k,
+            inter,
+            k,
+            &|e| naive::float_terms(&slice(&g, e)),
+            &|e| naive::float_terms(&slice(&u, e)),
+        );
         let (gb, ub, xb) = (
             Buf::from_f32(dtype, &g),
             Buf::from_f32(dtype, &u),

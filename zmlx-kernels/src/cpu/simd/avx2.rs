@@ -3,12 +3,105 @@
 
 use core::arch::x86_64::*;
 
+use crate::cpu::dtype::Element;
+
 #[inline(always)]
 unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
     _mm_cvtss_f32(s)
+}
+
+/// Zero-extends 8 bytes (the low half of `v`) to 8 f32.
+#[inline(always)]
+unsafe fn bytes_lo_to_f32(v: __m128i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v))
+}
+
+/// See [`super::scalar::q4_dot`]; per 32 values: one 16-byte load, two nibble masks,
+/// four zero-extensions to 8 x i32, four conversions and four FMAs.
+///
+/// # Safety
+/// AVX2, FMA available; `words.len() == scales.len() * gs / 8`,
+/// `xp.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
+    words: &[u32],
+    xp: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+) -> f32 {
+    let gs = GS;
+    let mask = _mm_set1_epi8(0x0f);
+    let wp = words.as_ptr();
+    let xpp = xp.as_ptr();
+    let mut total = _mm256_setzero_ps();
+    let mut bias_acc = 0.0f32;
+    for g in 0..scales.len() {
+        let mut a = [_mm256_setzero_ps(); 4];
+        for blk in 0..gs / 32 {
+            let w = wp.add(g * gs / 8 + blk * 4);
+            let x = xpp.add(g * gs + blk * 32);
+            let v = _mm_loadu_si128(w.cast());
+            let lo = _mm_and_si128(v, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), mask);
+            let q = [
+                bytes_lo_to_f32(lo),
+                bytes_lo_to_f32(_mm_srli_si128::<8>(lo)),
+                bytes_lo_to_f32(hi),
+                bytes_lo_to_f32(_mm_srli_si128::<8>(hi)),
+            ];
+            for (c, qc) in q.into_iter().enumerate() {
+                a[c] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(x.add(8 * c)), a[c]);
+            }
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        let s = _mm256_set1_ps(scales.get_unchecked(g).to_f32());
+        total = _mm256_fmadd_ps(sum, s, total);
+        bias_acc += biases.get_unchecked(g).to_f32() * xsum.get_unchecked(g);
+    }
+    hsum(total) + bias_acc
+}
+
+/// See [`super::scalar::q8_dot`].
+///
+/// # Safety
+/// AVX2, FMA available; `words.len() == scales.len() * gs / 4`,
+/// `x.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q8_dot<T: Element, const GS: usize>(
+    words: &[u32],
+    x: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+) -> f32 {
+    let gs = GS;
+    let bp = words.as_ptr().cast::<u8>();
+    let xp = x.as_ptr();
+    let mut total = _mm256_setzero_ps();
+    let mut bias_acc = 0.0f32;
+    for g in 0..scales.len() {
+        let mut a0 = _mm256_setzero_ps();
+        let mut a1 = _mm256_setzero_ps();
+        let mut i = g * gs;
+        let end = i + gs;
+        while i < end {
+            let q0 = bytes_lo_to_f32(_mm_loadl_epi64(bp.add(i).cast()));
+            let q1 = bytes_lo_to_f32(_mm_loadl_epi64(bp.add(i + 8).cast()));
+            a0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(xp.add(i)), a0);
+            a1 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(xp.add(i + 8)), a1);
+            i += 16;
+        }
+        let s = _mm256_set1_ps(scales.get_unchecked(g).to_f32());
+        total = _mm256_fmadd_ps(_mm256_add_ps(a0, a1), s, total);
+        bias_acc += biases.get_unchecked(g).to_f32() * xsum.get_unchecked(g);
+    }
+    hsum(total) + bias_acc
 }
 
 /// f32 weight row dot product.

@@ -3,6 +3,90 @@
 
 use core::arch::x86_64::*;
 
+use crate::cpu::dtype::Element;
+
+/// See [`super::scalar::q4_dot`]; per 32 values: one 16-byte load, two nibble masks,
+/// two zero-extensions to 16 x i32, two conversions and two FMAs.
+///
+/// # Safety
+/// AVX-512F available; `words.len() == scales.len() * gs / 8`,
+/// `xp.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
+    words: &[u32],
+    xp: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+) -> f32 {
+    let gs = GS;
+    let mask = _mm_set1_epi8(0x0f);
+    let wp = words.as_ptr();
+    let xpp = xp.as_ptr();
+    let mut total = _mm512_setzero_ps();
+    let mut bias_acc = 0.0f32;
+    for g in 0..scales.len() {
+        let mut a0 = _mm512_setzero_ps();
+        let mut a1 = _mm512_setzero_ps();
+        for blk in 0..gs / 32 {
+            let w = wp.add(g * gs / 8 + blk * 4);
+            let x = xpp.add(g * gs + blk * 32);
+            let v = _mm_loadu_si128(w.cast());
+            let lo = _mm_and_si128(v, mask);
+            // Byte-wise shift emulated with a 16-bit shift: the mask drops the bits
+            // that crossed from the neighbouring byte.
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), mask);
+            let lof = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
+            let hif = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+            a0 = _mm512_fmadd_ps(lof, _mm512_loadu_ps(x), a0);
+            a1 = _mm512_fmadd_ps(hif, _mm512_loadu_ps(x.add(16)), a1);
+        }
+        let s = _mm512_set1_ps(scales.get_unchecked(g).to_f32());
+        total = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), s, total);
+        bias_acc += biases.get_unchecked(g).to_f32() * xsum.get_unchecked(g);
+    }
+    _mm512_reduce_add_ps(total) + bias_acc
+}
+
+/// See [`super::scalar::q8_dot`].
+///
+/// # Safety
+/// AVX-512F available; `words.len() == scales.len() * gs / 4`,
+/// `x.len() == scales.len() * gs`, `xsum`/`biases` as long as `scales`, `GS % 32 == 0` (the group size as a constant, so the
+/// per-group loop is fully unrolled).
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn q8_dot<T: Element, const GS: usize>(
+    words: &[u32],
+    x: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+) -> f32 {
+    let gs = GS;
+    let bp = words.as_ptr().cast::<u8>();
+    let xp = x.as_ptr();
+    let mut total = _mm512_setzero_ps();
+    let mut bias_acc = 0.0f32;
+    for g in 0..scales.len() {
+        let mut a0 = _mm512_setzero_ps();
+        let mut a1 = _mm512_setzero_ps();
+        let mut i = g * gs;
+        let end = i + gs;
+        while i < end {
+            let q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(bp.add(i).cast()));
+            let q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(bp.add(i + 16).cast()));
+            a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q0), _mm512_loadu_ps(xp.add(i)), a0);
+            a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q1), _mm512_loadu_ps(xp.add(i + 16)), a1);
+            i += 32;
+        }
+        let s = _mm512_set1_ps(scales.get_unchecked(g).to_f32());
+        total = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), s, total);
+        bias_acc += biases.get_unchecked(g).to_f32() * xsum.get_unchecked(g);
+    }
+    _mm512_reduce_add_ps(total) + bias_acc
+}
+
 /// f32 weight row dot product.
 ///
 /// # Safety

@@ -160,6 +160,83 @@ impl Bf16Decode {
     }
 }
 
+/// Calls a kernel instantiated for the group size; the wrappers below assert that it
+/// is 32, 64 or 128 (the only sizes `QuantSpec` admits) before expanding this.
+#[allow(unused_macros)]
+macro_rules! by_gs {
+    ($m:ident :: $f:ident, $gs:expr, $($arg:expr),*) => {
+        match $gs {
+            32 => $m::$f::<_, 32>($($arg),*),
+            64 => $m::$f::<_, 64>($($arg),*),
+            _ => $m::$f::<_, 128>($($arg),*),
+        }
+    };
+}
+
+/// 4-bit row dot product, activations in the nibble-split order.
+#[inline]
+pub(crate) fn q4_dot<T: Element>(
+    level: SimdLevel,
+    words: &[u32],
+    xp: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+    gs: usize,
+) -> f32 {
+    let groups = scales.len();
+    assert!(
+        matches!(gs, 32 | 64 | 128)
+            && words.len() == groups * gs / 8
+            && xp.len() == groups * gs
+            && xsum.len() == groups
+            && biases.len() == groups,
+        "q4_dot: internal length invariant violated"
+    );
+    match level {
+        // SAFETY: the level is only selected when the CPU supports it; lengths checked.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { by_gs!(avx512::q4_dot, gs, words, xp, xsum, scales, biases) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { by_gs!(avx2::q4_dot, gs, words, xp, xsum, scales, biases) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { by_gs!(neon::q4_dot, gs, words, xp, xsum, scales, biases) },
+        _ => scalar::q4_dot(words, xp, xsum, scales, biases, gs),
+    }
+}
+
+/// 8-bit row dot product.
+#[inline]
+pub(crate) fn q8_dot<T: Element>(
+    level: SimdLevel,
+    words: &[u32],
+    x: &[f32],
+    xsum: &[f32],
+    scales: &[T],
+    biases: &[T],
+    gs: usize,
+) -> f32 {
+    let groups = scales.len();
+    assert!(
+        matches!(gs, 32 | 64 | 128)
+            && words.len() == groups * gs / 4
+            && x.len() == groups * gs
+            && xsum.len() == groups
+            && biases.len() == groups,
+        "q8_dot: internal length invariant violated"
+    );
+    match level {
+        // SAFETY: the level is only selected when the CPU supports it; lengths checked.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { by_gs!(avx512::q8_dot, gs, words, x, xsum, scales, biases) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { by_gs!(avx2::q8_dot, gs, words, x, xsum, scales, biases) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { by_gs!(neon::q8_dot, gs, words, x, xsum, scales, biases) },
+        _ => scalar::q8_dot(words, x, xsum, scales, biases, gs),
+    }
+}
+
 /// The process-wide [`Bf16Decode`]: `ZMLX_CPU_BF16_FORM=packed`, `widened` or `split`
 /// forces one; otherwise the first call times the forms this CPU has on a small
 /// hot-cache problem (about a millisecond) and keeps the fastest. An unknown value of
