@@ -172,7 +172,7 @@ fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
         exact((level, bf16), h, c, qd, &scores, round_products, &disp, y);
         return Ok(());
     }
-    let prep = Prepared::new(h, pairs_n, inter, c.down.spec());
+    let prep = Prepared::new(h, pairs_n, inter, c.down.spec(), level);
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
     let tr = tile_rows(inter);
     let chunk = task_size(hidden, tr, 4);
@@ -248,7 +248,7 @@ fn exact<T: Kernel>(
     let (tokens, top_k) = (c.tokens, c.top_k);
     let (experts, hidden, inter) = (qd.shape.experts, qd.shape.rows, qd.shape.cols);
     let pairs_n = tokens * top_k;
-    let prep = Prepared::new(h, pairs_n, inter, None);
+    let prep = Prepared::new(h, pairs_n, inter, None, level);
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
     let tr = (SCRATCH_FLOATS / pairs_n.max(1) / 16 * 16).clamp(16, 256);
     let chunk = task_size(hidden, 16, 16);

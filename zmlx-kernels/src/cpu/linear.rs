@@ -33,6 +33,13 @@ pub(crate) fn dot_row<T: Kernel>(level: SimdLevel, row: Row<'_, T>, x: PRow<'_>)
             biases,
             spec,
         } => match spec.bits() {
+            #[cfg(target_arch = "x86_64")]
+            4 if !x.xb.is_empty() => match (T::as_bf16(scales), T::as_bf16(biases)) {
+                (Some(s), Some(b)) => {
+                    simd::q4_dot_bf16(words, x.xb, x.xsum, s, b, spec.group_size())
+                }
+                _ => unreachable!("`xb` is prepared for bf16 activations only"),
+            },
             4 => simd::q4_dot(
                 level,
                 words,

@@ -67,7 +67,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
     let out = SharedOut::new(y);
     let work = m.saturating_mul(n).saturating_mul(k);
     if let (Typed::Quant(qv), Precision::MlxExact) = (&tw, current_precision()) {
-        let prep = Prepared::new(x, m, k, None);
+        let prep = Prepared::new(x, m, k, None, level);
         let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
         let chunk = task_size(n, 16, 16);
         for_each_task(n.div_ceil(chunk), work, |c| {
@@ -80,7 +80,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
         return Ok(());
     }
     if m < TILE_MIN_ROWS {
-        let prep = Prepared::new(x, m, k, tw.spec());
+        let prep = Prepared::new(x, m, k, tw.spec(), level);
         let chunk = task_size(n, 16, 1);
         for_each_task(n.div_ceil(chunk), work, |c| {
             for row in c * chunk..n.min((c + 1) * chunk) {
@@ -93,7 +93,7 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
             }
         });
     } else {
-        let prep = Prepared::new(x, m, k, None);
+        let prep = Prepared::new(x, m, k, None, level);
         let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
         let tr = tile_rows(k);
         let chunk = task_size(n, tr, tr);

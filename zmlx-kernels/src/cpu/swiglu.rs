@@ -137,7 +137,7 @@ fn typed<T: Kernel>(
         );
         return Ok(());
     }
-    let prep = Prepared::new(x, tokens, k, gate.spec());
+    let prep = Prepared::new(x, tokens, k, gate.spec(), level);
     let chunk = task_size(active.len() * inter, 16, 4).min(inter);
     let jobs: Vec<(usize, usize)> = active
         .iter()
@@ -208,7 +208,7 @@ fn exact<T: Kernel>(
     h: &mut [T],
 ) {
     let inter = qg.shape.rows;
-    let prep = Prepared::new(x, tokens, k, None);
+    let prep = Prepared::new(x, tokens, k, None, level);
     let chunk = task_size(active.len() * inter, 16, 16).min(inter.next_multiple_of(16));
     let jobs: Vec<(usize, usize)> = active
         .iter()

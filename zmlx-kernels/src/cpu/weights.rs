@@ -190,6 +190,11 @@ impl<'a> Weights<'a> {
 /// Extracts a typed slice from [`Floats`] when the dtype matches.
 pub(crate) trait Pick: Sized {
     fn pick(f: Floats<'_>) -> Option<&[Self]>;
+    /// The same slice as bf16 when this type is bf16 (for kernels that exist for bf16
+    /// only).
+    fn as_bf16(_: &[Self]) -> Option<&[bf16]> {
+        None
+    }
 }
 
 impl Pick for f32 {
@@ -214,6 +219,9 @@ impl Pick for bf16 {
             Floats::Bf16(s) => Some(s),
             _ => None,
         }
+    }
+    fn as_bf16(s: &[Self]) -> Option<&[bf16]> {
+        Some(s)
     }
 }
 

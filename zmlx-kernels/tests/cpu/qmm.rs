@@ -221,3 +221,50 @@ fn guard_edges() {
         }
     }
 }
+
+/// `Precision::F32` with bf16 activations that are all denormal, or a row with one
+/// denormal among normal values: `vdpbf16ps` (the AVX512_BF16 4-bit kernel) would
+/// flush them to zero, so such rows must take the other kernel; the derived bound is
+/// relative to the row's own magnitudes, so a flushed row fails it.
+#[test]
+fn f32_precision_denormal_activations() {
+    let (n, bits, gs) = (64usize, 4u32, 64usize);
+    let dtype = Dtype::Bf16;
+    let mut rng = Rng::new(91);
+    for (k, m) in [(128usize, 1usize), (192, 2)] {
+        let q = quant_data(&mut rng, dtype, n, k, bits, gs);
+        let mut x = values(&mut rng, dtype, m * k, -1.0, 1.0);
+        for (i, v) in x.iter_mut().enumerate() {
+            // Row 0: every value denormal; row 1: one denormal among normal values.
+            if i < k {
+                *v = half::bf16::from_f32(*v * 2f32.powi(-130)).to_f32();
+            } else if i == k + 7 {
+                *v = 2f32.powi(-133);
+            }
+        }
+        let (sb, bb, xb) = (
+            Buf::from_f32(dtype, &q.scales),
+            Buf::from_f32(dtype, &q.biases),
+            Buf::from_f32(dtype, &x),
+        );
+        let spec = QuantSpec::new(bits, gs).unwrap();
+        let wt = Weights::quantized(
+            &q.packed,
+            sb.floats(),
+            bb.floats(),
+            WeightShape::matrix(n, k),
+            spec,
+        )
+        .unwrap();
+        let terms = naive::quant_terms(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
+        for level in simd::available_levels() {
+            let mut y = Buf::zeros(dtype, m * n);
+            with_precision(Precision::F32, || {
+                simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
+            })
+            .unwrap()
+            .unwrap();
+            check(dtype, &x, &terms, m, n, k, &y.to_f32());
+        }
+    }
+}

@@ -41,6 +41,7 @@ pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
     let mut total = _mm256_setzero_ps();
     let mut bias_acc = 0.0f32;
     for g in 0..scales.len() {
+        super::prefetch_group(words.as_ptr().cast::<u8>().wrapping_add(g * gs / 2), gs / 2);
         let mut a = [_mm256_setzero_ps(); 4];
         for blk in 0..gs / 32 {
             let w = wp.add(g * gs / 8 + blk * 4);
@@ -86,6 +87,7 @@ pub(crate) unsafe fn q8_dot<T: Element, const GS: usize>(
     let mut total = _mm256_setzero_ps();
     let mut bias_acc = 0.0f32;
     for g in 0..scales.len() {
+        super::prefetch_group(words.as_ptr().cast::<u8>().wrapping_add(g * gs), gs);
         let mut a0 = _mm256_setzero_ps();
         let mut a1 = _mm256_setzero_ps();
         let mut i = g * gs;

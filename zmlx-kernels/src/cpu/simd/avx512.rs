@@ -3,6 +3,7 @@
 
 use core::arch::x86_64::*;
 
+use super::BF16_CHUNK;
 use crate::cpu::dtype::Element;
 
 /// See [`super::scalar::q4_dot`]; per 32 values: one 16-byte load, two nibble masks,
@@ -27,6 +28,7 @@ pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
     let mut total = _mm512_setzero_ps();
     let mut bias_acc = 0.0f32;
     for g in 0..scales.len() {
+        super::prefetch_group(words.as_ptr().cast::<u8>().wrapping_add(g * gs / 2), gs / 2);
         let mut a0 = _mm512_setzero_ps();
         let mut a1 = _mm512_setzero_ps();
         for blk in 0..gs / 32 {
@@ -49,6 +51,120 @@ pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
     _mm512_reduce_add_ps(total) + bias_acc
 }
 
+/// 4-bit row dot product for bf16 activations through `vdpbf16ps`: per 128 values,
+/// one 64-byte load, four shift + `vpternlogd` pairs and four `vdpbf16ps`.
+///
+/// Each 16-bit lane `l` of a chunk holds values `4l .. 4l + 4` (one nibble each); the
+/// nibble `q` of position `j` becomes the bf16 number `1 + q/16` by moving it under
+/// the mantissa's top four bits and setting the exponent of 1.0 (`0x3F80`). Those
+/// four vectors are multiplied by `xb`, the activations in the matching order
+/// (see `prep.rs`), and `vdpbf16ps` adds adjacent products, so f32 lane `i` of the
+/// chunk's sum `d` holds word `i`'s eight values: `sum (1 + q/16) x`, products exact
+/// (5 by 8 significant bits). Lane `i`'s group is `(128 c + 8 i) / GS`; its scale is
+/// picked with one permute. With `F = sum_g s_g * sum_{k in g} (1 + q_k/16) x_k`,
+/// `sum_g s_g * (q_g . x_g) = 16 * (F - sum_g s_g X_g)` where `X_g` is the group's sum
+/// of `x`, so the row's result is `16 * (F - sum_g s_g X_g) + sum_g b_g X_g`. The
+/// products' offset (`16 * s * x` per value) bounds the error as in `tests/cpu/tol.rs`.
+///
+/// `vdpbf16ps` flushes denormal inputs and results to zero: the caller passes only
+/// activation rows without denormals (`prep.rs`), products of normal values by
+/// `1 + q/16` are normal, and a partial sum below 2^-126 loses less than 2^-126.
+///
+/// # Safety
+/// AVX-512F, AVX512BW, AVX512VL and AVX512_BF16 available; `GS` is 32, 64 or 128;
+/// `words.len() == scales.len() * GS / 8`, `xb.len()` is `scales.len() * GS` rounded
+/// up to a multiple of [`BF16_CHUNK`] with zeros after the row's values; `xsum` and
+/// `biases` as long as `scales`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub(crate) unsafe fn q4_dot_bf16<const GS: usize>(
+    words: &[u32],
+    xb: &[u16],
+    xsum: &[f32],
+    scales: &[half::bf16],
+    biases: &[half::bf16],
+) -> f32 {
+    let groups = scales.len();
+    let nwords = words.len();
+    let chunks = nwords.div_ceil(16);
+    // (A & B) | C with A = the shifted lanes, B = the nibble's place, C = 1.0's bits.
+    const SET: i32 = 0xEA;
+    let place = _mm512_set1_epi16(0x0078);
+    let one = _mm512_set1_epi16(0x3F80);
+    let lane_group = _mm512_setr_epi32(
+        0,
+        (8 / GS) as i32,
+        (16 / GS) as i32,
+        (24 / GS) as i32,
+        (32 / GS) as i32,
+        (40 / GS) as i32,
+        (48 / GS) as i32,
+        (56 / GS) as i32,
+        (64 / GS) as i32,
+        (72 / GS) as i32,
+        (80 / GS) as i32,
+        (88 / GS) as i32,
+        (96 / GS) as i32,
+        (104 / GS) as i32,
+        (112 / GS) as i32,
+        (120 / GS) as i32,
+    );
+    let step = _mm512_set1_epi32((BF16_CHUNK / GS) as i32);
+    let widen = |v: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)));
+    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let (mut sx, mut bx) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let chunks_per_block = 16 * GS / BF16_CHUNK;
+    let mut c = 0;
+    for g0 in (0..groups).step_by(16) {
+        let gm: __mmask16 = (((1u32 << (groups - g0).min(16)) - 1) & 0xFFFF) as u16;
+        let s = widen(_mm256_maskz_loadu_epi16(gm, scales.as_ptr().add(g0).cast()));
+        let b = widen(_mm256_maskz_loadu_epi16(gm, biases.as_ptr().add(g0).cast()));
+        let xs = _mm512_maskz_loadu_ps(gm, xsum.as_ptr().add(g0));
+        sx = _mm512_fmadd_ps(s, xs, sx);
+        bx = _mm512_fmadd_ps(b, xs, bx);
+        let mut idx = lane_group;
+        let end = chunks.min(c + chunks_per_block);
+        while c < end {
+            let w0 = 16 * c;
+            super::prefetch_group(words.as_ptr().add(w0).cast(), 64);
+            let v = if w0 + 16 <= nwords {
+                _mm512_loadu_si512(words.as_ptr().add(w0).cast())
+            } else {
+                let wm = (((1u32 << (nwords - w0)) - 1) & 0xFFFF) as u16;
+                _mm512_maskz_loadu_epi32(wm, words.as_ptr().add(w0).cast())
+            };
+            let f = [
+                _mm512_slli_epi16::<3>(v),
+                _mm512_srli_epi16::<1>(v),
+                _mm512_srli_epi16::<5>(v),
+                _mm512_srli_epi16::<9>(v),
+            ]
+            .map(|a| {
+                core::mem::transmute::<__m512i, __m512bh>(_mm512_ternarylogic_epi32::<SET>(
+                    a, place, one,
+                ))
+            });
+            let xp = xb.as_ptr().add(BF16_CHUNK * c);
+            let x = |j: usize| {
+                core::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(xp.add(32 * j).cast()))
+            };
+            let mut d = _mm512_dpbf16_ps(_mm512_setzero_ps(), f[0], x(0));
+            d = _mm512_dpbf16_ps(d, f[1], x(1));
+            d = _mm512_dpbf16_ps(d, f[2], x(2));
+            d = _mm512_dpbf16_ps(d, f[3], x(3));
+            let sv = _mm512_permutexvar_ps(idx, s);
+            if c % 2 == 0 {
+                acc0 = _mm512_fmadd_ps(sv, d, acc0);
+            } else {
+                acc1 = _mm512_fmadd_ps(sv, d, acc1);
+            }
+            idx = _mm512_add_epi32(idx, step);
+            c += 1;
+        }
+    }
+    let f = _mm512_sub_ps(_mm512_add_ps(acc0, acc1), sx);
+    _mm512_reduce_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(16.0), f, bx))
+}
+
 /// See [`super::scalar::q8_dot`].
 ///
 /// # Safety
@@ -69,6 +185,7 @@ pub(crate) unsafe fn q8_dot<T: Element, const GS: usize>(
     let mut total = _mm512_setzero_ps();
     let mut bias_acc = 0.0f32;
     for g in 0..scales.len() {
+        super::prefetch_group(words.as_ptr().cast::<u8>().wrapping_add(g * gs), gs);
         let mut a0 = _mm512_setzero_ps();
         let mut a1 = _mm512_setzero_ps();
         let mut i = g * gs;
