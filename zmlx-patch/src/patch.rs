@@ -114,6 +114,10 @@ pub struct PatchReport {
     pub family: String,
     /// The backend the decisions were made for ("cpu", "gpu").
     pub backend: String,
+    /// On the CPU, the arithmetic of the fused quantized matmuls: "exact" (MLX's bits,
+    /// the default) or "f32" (f32 accumulation, chosen with `ZMLX_CPU_PRECISION=f32`;
+    /// see `zmlx_kernels::cpu::Precision`). `None` on a GPU.
+    pub cpu_precision: Option<&'static str>,
     /// One entry per considered slot.
     pub slots: Vec<SlotReport>,
 }
@@ -136,7 +140,14 @@ impl PatchReport {
 
 impl std::fmt::Display for PatchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "patch report ({}, {}):", self.family, self.backend)?;
+        match self.cpu_precision {
+            Some(p) => writeln!(
+                f,
+                "patch report ({}, {}, quantized matmuls: {p}):",
+                self.family, self.backend
+            )?,
+            None => writeln!(f, "patch report ({}, {}):", self.family, self.backend)?,
+        }
         for s in &self.slots {
             match &s.skipped {
                 Some(why) => writeln!(f, "  {:<14} unpatched: {why}", s.slot)?,
@@ -215,6 +226,7 @@ pub fn patch(model: &mut impl Patchable, opts: &PatchOptions) -> mlx::Result<Pat
     let mut report = PatchReport {
         family: family.clone(),
         backend: backend.to_string(),
+        cpu_precision: (backend == "cpu").then(|| zmlx_kernels::cpu::detected_precision().name()),
         slots: Vec::new(),
     };
     if wanted.is_empty() {
