@@ -174,8 +174,16 @@ fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
     }
     let prep = Prepared::new(h, pairs_n, inter, c.down.spec(), level);
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
-    let tr = tile_rows(inter);
-    let chunk = task_size(hidden, tr, 4);
+    let chunk = task_size(hidden, tile_rows(inter), 4);
+    // Tiles bound the f32 scratch of experts with many pairs. When no expert has enough
+    // pairs to tile (decode), a task runs each expert over all of its rows at once, so
+    // the weight reads (and their prefetches) run on through one expert's rows instead
+    // of restarting every tile.
+    let tr = if active.iter().all(|&e| disp.count(e) < TILE_MIN_ROWS) {
+        chunk
+    } else {
+        tile_rows(inter)
+    };
     let combine = |d: f32, p: usize| {
         let prod = T::round(d) * scores[p];
         if round_products {

@@ -268,3 +268,44 @@ fn f32_precision_denormal_activations() {
         }
     }
 }
+
+/// `Precision::F32` at model widths: rows of 768 to 4096 values (12 to 128 groups, so
+/// the AVX512_BF16 kernel walks several 16-group blocks of scales), every group size,
+/// one and two activation rows, every dtype and level.
+#[test]
+fn f32_precision_model_widths() {
+    let mut rng = Rng::new(93);
+    for dtype in DTYPES {
+        for (k, gs) in [(2048usize, 64usize), (768, 64), (4096, 128), (1024, 32), (2112, 32)] {
+            let (n, bits) = (24usize, 4u32);
+            let q = quant_data(&mut rng, dtype, n, k, bits, gs);
+            for m in [1usize, 2] {
+                let x = values(&mut rng, dtype, m * k, -1.0, 1.0);
+                let (sb, bb, xb) = (
+                    Buf::from_f32(dtype, &q.scales),
+                    Buf::from_f32(dtype, &q.biases),
+                    Buf::from_f32(dtype, &x),
+                );
+                let spec = QuantSpec::new(bits, gs).unwrap();
+                let wt = Weights::quantized(
+                    &q.packed,
+                    sb.floats(),
+                    bb.floats(),
+                    WeightShape::matrix(n, k),
+                    spec,
+                )
+                .unwrap();
+                let terms = naive::quant_terms(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
+                for level in simd::available_levels() {
+                    let mut y = Buf::zeros(dtype, m * n);
+                    with_precision(Precision::F32, || {
+                        simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
+                    })
+                    .unwrap()
+                    .unwrap();
+                    check(dtype, &x, &terms, m, n, k, &y.to_f32());
+                }
+            }
+        }
+    }
+}
