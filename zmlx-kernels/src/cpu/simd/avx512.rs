@@ -90,24 +90,10 @@ pub(crate) unsafe fn q4_dot_bf16<const GS: usize>(
     const SET: i32 = 0xEA;
     let place = _mm512_set1_epi16(0x0078);
     let one = _mm512_set1_epi16(0x3F80);
-    let lane_group = _mm512_setr_epi32(
-        0,
-        (8 / GS) as i32,
-        (16 / GS) as i32,
-        (24 / GS) as i32,
-        (32 / GS) as i32,
-        (40 / GS) as i32,
-        (48 / GS) as i32,
-        (56 / GS) as i32,
-        (64 / GS) as i32,
-        (72 / GS) as i32,
-        (80 / GS) as i32,
-        (88 / GS) as i32,
-        (96 / GS) as i32,
-        (104 / GS) as i32,
-        (112 / GS) as i32,
-        (120 / GS) as i32,
-    );
+    // Lane i of a chunk's sum covers word i, values 8i..8i + 8: its group's offset
+    // from the chunk's first group.
+    let lane_group: [i32; 16] = core::array::from_fn(|i| (8 * i / GS) as i32);
+    let lane_group = _mm512_loadu_si512(lane_group.as_ptr().cast());
     let step = _mm512_set1_epi32((BF16_CHUNK / GS) as i32);
     let widen = |v: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)));
     let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
