@@ -1,6 +1,6 @@
 //! Draws baseline vs patched decode tokens/s per model, backend and machine from
 //! `benchmarks/matrix.jsonl` into `benchmarks/chart.svg` (the latest row of each
-//! model/backend/machine triple; log scale; each bar pair labelled with its fidelity verdict).
+//! model/backend/machine triple, CPU f32-precision rows apart; log scale; each bar pair labelled with its fidelity verdict).
 //!
 //! ```text
 //! cargo run --example chart [-- MATRIX.jsonl OUT.svg]
@@ -34,8 +34,14 @@ fn read_rows(path: &str) -> Result<Vec<Row>, String> {
             .unwrap_or("?")
             .replace("(R)", "")
             .replace(" Processor", "");
+        // A row measured with the CPU kernels' f32 precision is a different
+        // arithmetic from the default MLX-exact one: its own bar pair.
+        let precision = match v["cpu_precision"].as_str() {
+            Some(p) if p != "exact" => format!(", {p} precision"),
+            _ => String::new(),
+        };
         let key = format!(
-            "{} / {}, {hardware}",
+            "{} / {}, {hardware}{precision}",
             v["model_id"].as_str().unwrap_or("?"),
             v["backend"].as_str().unwrap_or("?")
         );

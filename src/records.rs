@@ -193,6 +193,9 @@ pub fn record(dir: &Path, r: &RunRecord, command: &str) -> Result<PathBuf> {
         "patches": r.patches,
         "modules_patched": r.modules_patched,
         "backend": r.backend,
+        // The CPU kernels' precision ("exact" or "f32"), as the patch report names it;
+        // null on a GPU and in rows written before 2026-11-27.
+        "cpu_precision": r.patch_report.get("cpu_precision").cloned().unwrap_or(Value::Null),
         "hardware": r.hardware,
         "os": format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         "mlx_version": mlx::version(),

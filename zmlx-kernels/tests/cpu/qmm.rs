@@ -276,7 +276,13 @@ fn f32_precision_denormal_activations() {
 fn f32_precision_model_widths() {
     let mut rng = Rng::new(93);
     for dtype in DTYPES {
-        for (k, gs) in [(2048usize, 64usize), (768, 64), (4096, 128), (1024, 32), (2112, 32)] {
+        for (k, gs) in [
+            (2048usize, 64usize),
+            (768, 64),
+            (4096, 128),
+            (1024, 32),
+            (2112, 32),
+        ] {
             let (n, bits) = (24usize, 4u32);
             let q = quant_data(&mut rng, dtype, n, k, bits, gs);
             for m in [1usize, 2] {
