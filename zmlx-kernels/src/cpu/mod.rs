@@ -49,7 +49,9 @@ pub use down_combine::{add_residual, expert_down_combine};
 pub use dtype::{Dtype, Element, Floats, FloatsMut};
 pub use error::{KernelError, Result};
 pub use gating::{route, Gating};
-pub use precision::{current_precision, detected_precision, with_precision, Precision};
+pub use precision::{
+    current_precision, detected_precision, set_precision, with_precision, Precision,
+};
 pub use qmm::qmm;
 pub use quant::QuantSpec;
 pub use swiglu::expert_swiglu;
