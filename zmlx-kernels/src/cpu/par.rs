@@ -2,8 +2,8 @@
 //! rayon tasks, and sizing those tasks.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rayon::prelude::*;
 
 /// An output buffer shared by tasks that each write a disjoint set of elements.
 ///
@@ -62,13 +62,27 @@ pub(crate) fn task_size(total: usize, min: usize, align: usize) -> usize {
 /// Qwen3-30B-A3B decode calls are millions, far above it.
 pub(crate) const PAR_MIN_WORK: usize = 1 << 18;
 
-/// Calls `f(i)` for each task `i < tasks`: on rayon's threads, one task at a time
-/// each, when the call's `work` (multiply-adds) is at least [`PAR_MIN_WORK`]; in order
-/// on the calling thread otherwise.
+/// Calls `f(i)` for each task `i < tasks`: on every one of rayon's threads, each
+/// taking the next task until none is left, when the call's `work` (multiply-adds) is
+/// at least [`PAR_MIN_WORK`]; in order on the calling thread otherwise.
+///
+/// The threads are started with `broadcast`, which wakes each of them. A parallel
+/// iterator started from a thread outside the pool (MLX's stream thread runs the
+/// fused CPU ops) wakes one worker, and that worker's split tasks were then often
+/// left to it alone: in `benches/moe_ops.rs` every task of an expert SwiGLU call ran
+/// on one worker while the other slept, at half the speed (notebook.md, 2026-11-27
+/// 03:40).
 pub(crate) fn for_each_task(tasks: usize, work: usize, f: impl Fn(usize) + Sync + Send) {
     if work < PAR_MIN_WORK {
         (0..tasks).for_each(f);
     } else {
-        (0..tasks).into_par_iter().with_max_len(1).for_each(f);
+        let next = AtomicUsize::new(0);
+        rayon::broadcast(|_| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= tasks {
+                break;
+            }
+            f(i);
+        });
     }
 }
