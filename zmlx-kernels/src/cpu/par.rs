@@ -4,7 +4,6 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-
 /// An output buffer shared by tasks that each write a disjoint set of elements.
 ///
 /// The kernels partition their outputs by (row range x token set), which is not a set

@@ -97,6 +97,26 @@ pub struct QuantData {
     pub biases: Vec<f32>,
 }
 
+impl QuantData {
+    /// Expert `e`'s packed words, scales and biases, when the data holds experts of
+    /// `rows x cols` values at `bits` bits, group size `gs`.
+    pub fn expert(
+        &self,
+        e: usize,
+        rows: usize,
+        cols: usize,
+        bits: u32,
+        gs: usize,
+    ) -> (&[u32], &[f32], &[f32]) {
+        let (wpe, gpe) = (rows * cols * bits as usize / 32, rows * cols / gs);
+        (
+            &self.packed[e * wpe..(e + 1) * wpe],
+            &self.scales[e * gpe..(e + 1) * gpe],
+            &self.biases[e * gpe..(e + 1) * gpe],
+        )
+    }
+}
+
 /// Random packed words (every bit pattern is a valid quantized matrix) and scales and
 /// biases in `dtype`, for `rows` rows of `cols` values at `bits` bits per value.
 pub fn quant_data(

@@ -128,6 +128,44 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
             let scores = values(&mut rng, sdtype, tokens * top_k, 0.0, 1.0);
             let sb = Buf::from_f32(sdtype, &scores);
             let round_products = !scores_f32 && dtype != Dtype::F32;
+            // The f32-accumulating path (float weights, or quantized weights under
+            // `Precision::F32`) at every level, against the interval bound.
+            let bounded = |h: &[f32],
+                           hb: &Buf,
+                           w: &Weights,
+                           inter: usize,
+                           terms: &dyn Fn(usize) -> naive::Terms| {
+                for level in simd::available_levels() {
+                    let mut y = Buf::zeros(dtype, tokens * hidden);
+                    with_precision(Precision::F32, || {
+                        simd::with_level(level, || {
+                            expert_down_combine(
+                                hb.floats(),
+                                tokens,
+                                &idx,
+                                top_k,
+                                sb.floats(),
+                                w,
+                                y.floats_mut(),
+                            )
+                        })
+                    })
+                    .unwrap()
+                    .unwrap();
+                    check(
+                        dtype,
+                        round_products,
+                        h,
+                        &idx,
+                        &scores,
+                        top_k,
+                        hidden,
+                        inter,
+                        terms,
+                        &y.to_f32(),
+                    );
+                }
+            };
             for (bits, gs) in [
                 (2u32, 32usize),
                 (4, 32),
@@ -140,18 +178,9 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
                 let inter = gs * groups;
                 let q = quant_data(&mut rng, dtype, experts * hidden, inter, bits, gs);
                 let h = values(&mut rng, dtype, tokens * top_k * inter, -1.0, 1.0);
-                let (wpe, gpe) = (hidden * inter * bits as usize / 32, hidden * inter / gs);
                 let wd = |e: usize| {
-                    naive::mlx::dequantize(
-                        dtype,
-                        &q.packed[e * wpe..(e + 1) * wpe],
-                        &q.scales[e * gpe..(e + 1) * gpe],
-                        &q.biases[e * gpe..(e + 1) * gpe],
-                        hidden,
-                        inter,
-                        bits,
-                        gs,
-                    )
+                    let (p, sc, bi) = q.expert(e, hidden, inter, bits, gs);
+                    naive::mlx::dequantize(dtype, p, sc, bi, hidden, inter, bits, gs)
                 };
                 let (qs, qb, hb) = (
                     Buf::from_f32(dtype, &q.scales),
@@ -196,46 +225,10 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
                     );
                 }
                 let terms = |e: usize| {
-                    naive::quant_terms(
-                        &q.packed[e * wpe..(e + 1) * wpe],
-                        &q.scales[e * gpe..(e + 1) * gpe],
-                        &q.biases[e * gpe..(e + 1) * gpe],
-                        hidden,
-                        inter,
-                        bits,
-                        gs,
-                    )
+                    let (p, sc, bi) = q.expert(e, hidden, inter, bits, gs);
+                    naive::quant_terms(p, sc, bi, hidden, inter, bits, gs)
                 };
-                for level in simd::available_levels() {
-                    let mut y = Buf::zeros(dtype, tokens * hidden);
-                    with_precision(Precision::F32, || {
-                        simd::with_level(level, || {
-                            expert_down_combine(
-                                hb.floats(),
-                                tokens,
-                                &idx,
-                                top_k,
-                                sb.floats(),
-                                &w,
-                                y.floats_mut(),
-                            )
-                        })
-                    })
-                    .unwrap()
-                    .unwrap();
-                    check(
-                        dtype,
-                        round_products,
-                        &h,
-                        &idx,
-                        &scores,
-                        top_k,
-                        hidden,
-                        inter,
-                        &terms,
-                        &y.to_f32(),
-                    );
-                }
+                bounded(&h, &hb, &w, inter, &terms);
             }
             // Float expert weights, odd inner size.
             let inter = 40 * groups + 3;
@@ -246,34 +239,7 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
             let (wb, hb) = (Buf::from_f32(dtype, &wv), Buf::from_f32(dtype, &h));
             let w =
                 Weights::float(wb.floats(), WeightShape::stacked(experts, hidden, inter)).unwrap();
-            for level in simd::available_levels() {
-                let mut y = Buf::zeros(dtype, tokens * hidden);
-                simd::with_level(level, || {
-                    expert_down_combine(
-                        hb.floats(),
-                        tokens,
-                        &idx,
-                        top_k,
-                        sb.floats(),
-                        &w,
-                        y.floats_mut(),
-                    )
-                })
-                .unwrap()
-                .unwrap();
-                check(
-                    dtype,
-                    round_products,
-                    &h,
-                    &idx,
-                    &scores,
-                    top_k,
-                    hidden,
-                    inter,
-                    &wd,
-                    &y.to_f32(),
-                );
-            }
+            bounded(&h, &hb, &w, inter, &wd);
         }
     }
 }

@@ -7,7 +7,7 @@ use zmlx_kernels::cpu::{
     qmm, simd, with_precision, Dtype, Precision, QuantSpec, WeightShape, Weights,
 };
 
-use crate::data::{kernel_settings, quant_data, values, with_setting, Buf, Rng, DTYPES};
+use crate::data::{kernel_settings, quant_data, values, with_setting, Buf, QuantData, Rng, DTYPES};
 use crate::naive;
 use crate::tol;
 
@@ -38,6 +38,46 @@ fn check_exact(dtype: Dtype, x: &[f32], w: &[f32], m: usize, n: usize, k: usize,
                 "{dtype:?} m={m} n={n} k={k} at [{i},{j}]: got {got}, MLX gives {want}"
             );
         }
+    }
+}
+
+/// Runs `qmm` with `Precision::F32` at every level on the quantized `[n, k]` matrix
+/// `q` (`bits`, group size `gs`) and the `[m, k]` activations `x`, and checks each
+/// result against f64 with the derived bound.
+#[allow(clippy::too_many_arguments)]
+fn check_f32_precision(
+    dtype: Dtype,
+    q: &QuantData,
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    bits: u32,
+    gs: usize,
+) {
+    let (sb, bb, xb) = (
+        Buf::from_f32(dtype, &q.scales),
+        Buf::from_f32(dtype, &q.biases),
+        Buf::from_f32(dtype, x),
+    );
+    let spec = QuantSpec::new(bits, gs).unwrap();
+    let wt = Weights::quantized(
+        &q.packed,
+        sb.floats(),
+        bb.floats(),
+        WeightShape::matrix(n, k),
+        spec,
+    )
+    .unwrap();
+    let terms = naive::quant_terms(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
+    for level in simd::available_levels() {
+        let mut y = Buf::zeros(dtype, m * n);
+        with_precision(Precision::F32, || {
+            simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
+        })
+        .unwrap()
+        .unwrap();
+        check(dtype, x, &terms, m, n, k, &y.to_f32());
     }
 }
 
@@ -72,16 +112,7 @@ fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
                         .unwrap();
                     check_exact(dtype, &x, &w, m, n, k, &y.to_f32());
                 }
-                let terms = naive::quant_terms(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
-                for level in simd::available_levels() {
-                    let mut y = Buf::zeros(dtype, m * n);
-                    with_precision(Precision::F32, || {
-                        simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
-                    })
-                    .unwrap()
-                    .unwrap();
-                    check(dtype, &x, &terms, m, n, k, &y.to_f32());
-                }
+                check_f32_precision(dtype, &q, &x, m, n, k, bits, gs);
             }
         }
     }
@@ -242,30 +273,7 @@ fn f32_precision_denormal_activations() {
                 *v = 2f32.powi(-133);
             }
         }
-        let (sb, bb, xb) = (
-            Buf::from_f32(dtype, &q.scales),
-            Buf::from_f32(dtype, &q.biases),
-            Buf::from_f32(dtype, &x),
-        );
-        let spec = QuantSpec::new(bits, gs).unwrap();
-        let wt = Weights::quantized(
-            &q.packed,
-            sb.floats(),
-            bb.floats(),
-            WeightShape::matrix(n, k),
-            spec,
-        )
-        .unwrap();
-        let terms = naive::quant_terms(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
-        for level in simd::available_levels() {
-            let mut y = Buf::zeros(dtype, m * n);
-            with_precision(Precision::F32, || {
-                simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
-            })
-            .unwrap()
-            .unwrap();
-            check(dtype, &x, &terms, m, n, k, &y.to_f32());
-        }
+        check_f32_precision(dtype, &q, &x, m, n, k, bits, gs);
     }
 }
 
@@ -287,30 +295,7 @@ fn f32_precision_model_widths() {
             let q = quant_data(&mut rng, dtype, n, k, bits, gs);
             for m in [1usize, 2] {
                 let x = values(&mut rng, dtype, m * k, -1.0, 1.0);
-                let (sb, bb, xb) = (
-                    Buf::from_f32(dtype, &q.scales),
-                    Buf::from_f32(dtype, &q.biases),
-                    Buf::from_f32(dtype, &x),
-                );
-                let spec = QuantSpec::new(bits, gs).unwrap();
-                let wt = Weights::quantized(
-                    &q.packed,
-                    sb.floats(),
-                    bb.floats(),
-                    WeightShape::matrix(n, k),
-                    spec,
-                )
-                .unwrap();
-                let terms = naive::quant_terms(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
-                for level in simd::available_levels() {
-                    let mut y = Buf::zeros(dtype, m * n);
-                    with_precision(Precision::F32, || {
-                        simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
-                    })
-                    .unwrap()
-                    .unwrap();
-                    check(dtype, &x, &terms, m, n, k, &y.to_f32());
-                }
+                check_f32_precision(dtype, &q, &x, m, n, k, bits, gs);
             }
         }
     }

@@ -165,17 +165,8 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, inter: usize, gro
             let qu = quant_data(&mut rng, dtype, experts * inter, k, bits, gs);
             let x = values(&mut rng, dtype, tokens * k, -1.0, 1.0);
             let per_expert = |q: &crate::data::QuantData, e: usize| {
-                let (wpe, gpe) = (inter * k * bits as usize / 32, inter * k / gs);
-                naive::mlx::dequantize(
-                    dtype,
-                    &q.packed[e * wpe..(e + 1) * wpe],
-                    &q.scales[e * gpe..(e + 1) * gpe],
-                    &q.biases[e * gpe..(e + 1) * gpe],
-                    inter,
-                    k,
-                    bits,
-                    gs,
-                )
+                let (p, sc, bi) = q.expert(e, inter, k, bits, gs);
+                naive::mlx::dequantize(dtype, p, sc, bi, inter, k, bits, gs)
             };
             let bufs = [&qg, &qu].map(|q| {
                 (
@@ -221,16 +212,8 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, inter: usize, gro
                 );
             }
             let terms = |q: &crate::data::QuantData, e: usize| {
-                let (wpe, gpe) = (inter * k * bits as usize / 32, inter * k / gs);
-                naive::quant_terms(
-                    &q.packed[e * wpe..(e + 1) * wpe],
-                    &q.scales[e * gpe..(e + 1) * gpe],
-                    &q.biases[e * gpe..(e + 1) * gpe],
-                    inter,
-                    k,
-                    bits,
-                    gs,
-                )
+                let (p, sc, bi) = q.expert(e, inter, k, bits, gs);
+                naive::quant_terms(p, sc, bi, inter, k, bits, gs)
             };
             let ex = expect(&x, &idx, top_k, inter, k, &|e| terms(&qg, e), &|e| {
                 terms(&qu, e)
