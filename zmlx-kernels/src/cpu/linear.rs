@@ -40,8 +40,9 @@ pub(crate) fn dot_row<T: Kernel>(level: SimdLevel, row: Row<'_, T>, x: PRow<'_>)
                 }
                 _ => unreachable!("`xb` is prepared for bf16 activations only"),
             },
-            4 => simd::q4_dot(
+            4 => simd::group_dot(
                 level,
+                4,
                 words,
                 x.xp,
                 x.xsum,
@@ -49,8 +50,9 @@ pub(crate) fn dot_row<T: Kernel>(level: SimdLevel, row: Row<'_, T>, x: PRow<'_>)
                 biases,
                 spec.group_size(),
             ),
-            8 => simd::q8_dot(
+            8 => simd::group_dot(
                 level,
+                8,
                 words,
                 x.xf,
                 x.xsum,

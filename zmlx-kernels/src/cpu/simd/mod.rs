@@ -160,8 +160,8 @@ impl Bf16Decode {
     }
 }
 
-/// Calls a kernel instantiated for the group size; the wrappers below assert that it
-/// is 32, 64 or 128 (the only sizes `QuantSpec` admits) before expanding this.
+/// Calls a kernel instantiated for the group size; `group_dot` asserts that it is 32,
+/// 64 or 128 (the only sizes `QuantSpec` admits) before expanding this.
 #[allow(unused_macros)]
 macro_rules! by_gs {
     ($m:ident :: $f:ident, $gs:expr, $($arg:expr),*) => {
@@ -171,38 +171,6 @@ macro_rules! by_gs {
             _ => $m::$f::<_, 128>($($arg),*),
         }
     };
-}
-
-/// 4-bit row dot product, activations in the nibble-split order.
-#[inline]
-pub(crate) fn q4_dot<T: Element>(
-    level: SimdLevel,
-    words: &[u32],
-    xp: &[f32],
-    xsum: &[f32],
-    scales: &[T],
-    biases: &[T],
-    gs: usize,
-) -> f32 {
-    let groups = scales.len();
-    assert!(
-        matches!(gs, 32 | 64 | 128)
-            && words.len() == groups * gs / 8
-            && xp.len() == groups * gs
-            && xsum.len() == groups
-            && biases.len() == groups,
-        "q4_dot: internal length invariant violated"
-    );
-    match level {
-        // SAFETY: the level is only selected when the CPU supports it; lengths checked.
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { by_gs!(avx512::q4_dot, gs, words, xp, xsum, scales, biases) },
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { by_gs!(avx2::q4_dot, gs, words, xp, xsum, scales, biases) },
-        #[cfg(target_arch = "aarch64")]
-        SimdLevel::Neon => unsafe { by_gs!(neon::q4_dot, gs, words, xp, xsum, scales, biases) },
-        _ => scalar::q4_dot(words, xp, xsum, scales, biases, gs),
-    }
 }
 
 /// How far ahead of the word being read the f32-precision quantized dots prefetch
@@ -282,10 +250,13 @@ pub(crate) fn q4_dot_bf16(
     }
 }
 
-/// 8-bit row dot product.
+/// 4- or 8-bit row dot product with f32 accumulation: `x` in the nibble-split order
+/// of `prep.rs` (`PRow::xp`) for 4 bits, in natural order (`PRow::xf`) for 8.
 #[inline]
-pub(crate) fn q8_dot<T: Element>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn group_dot<T: Element>(
     level: SimdLevel,
+    bits: u32,
     words: &[u32],
     x: &[f32],
     xsum: &[f32],
@@ -295,21 +266,33 @@ pub(crate) fn q8_dot<T: Element>(
 ) -> f32 {
     let groups = scales.len();
     assert!(
-        matches!(gs, 32 | 64 | 128)
-            && words.len() == groups * gs / 4
+        matches!(bits, 4 | 8)
+            && matches!(gs, 32 | 64 | 128)
+            && words.len() == groups * gs * bits as usize / 32
             && x.len() == groups * gs
             && xsum.len() == groups
             && biases.len() == groups,
-        "q8_dot: internal length invariant violated"
+        "group_dot: internal length invariant violated"
     );
+    // The level's 4-bit or 8-bit kernel, instantiated for the group size.
+    macro_rules! by_bits {
+        ($m:ident) => {
+            if bits == 4 {
+                by_gs!($m::q4_dot, gs, words, x, xsum, scales, biases)
+            } else {
+                by_gs!($m::q8_dot, gs, words, x, xsum, scales, biases)
+            }
+        };
+    }
     match level {
         // SAFETY: the level is only selected when the CPU supports it; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { by_gs!(avx512::q8_dot, gs, words, x, xsum, scales, biases) },
+        SimdLevel::Avx512 => unsafe { by_bits!(avx512) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { by_gs!(avx2::q8_dot, gs, words, x, xsum, scales, biases) },
+        SimdLevel::Avx2 => unsafe { by_bits!(avx2) },
         #[cfg(target_arch = "aarch64")]
-        SimdLevel::Neon => unsafe { by_gs!(neon::q8_dot, gs, words, x, xsum, scales, biases) },
+        SimdLevel::Neon => unsafe { by_bits!(neon) },
+        _ if bits == 4 => scalar::q4_dot(words, x, xsum, scales, biases, gs),
         _ => scalar::q8_dot(words, x, xsum, scales, biases, gs),
     }
 }
