@@ -43,6 +43,8 @@ pub(crate) struct PRow<'a> {
     pub xf: &'a [f32],
     pub xp: &'a [f32],
     pub xsum: &'a [f32],
+    /// Only x86_64 has the kernel that reads it; elsewhere it is always empty.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub xb: &'a [u16],
 }
 

@@ -191,7 +191,8 @@ impl<'a> Weights<'a> {
 pub(crate) trait Pick: Sized {
     fn pick(f: Floats<'_>) -> Option<&[Self]>;
     /// The same slice as bf16 when this type is bf16 (for kernels that exist for bf16
-    /// only).
+    /// only, on x86_64).
+    #[cfg(target_arch = "x86_64")]
     fn as_bf16(_: &[Self]) -> Option<&[bf16]> {
         None
     }
@@ -220,6 +221,7 @@ impl Pick for bf16 {
             _ => None,
         }
     }
+    #[cfg(target_arch = "x86_64")]
     fn as_bf16(s: &[Self]) -> Option<&[bf16]> {
         Some(s)
     }

@@ -178,6 +178,7 @@ macro_rules! by_gs {
 /// hardware prefetchers alone left the lm_head at 1.7x its memory floor on the
 /// Xeon of 2026-11-27; 1, 1.5, 2, 3 and 4 KiB measured 1.32-1.44x, 1.21x, 1.14x,
 /// 1.12x and 1.12x, the expert calls were best at 1-4 KiB (notebook.md).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const PREFETCH_AHEAD: usize = 2048;
 
 /// Prefetches the cache lines [`PREFETCH_AHEAD`] bytes past a group of `bytes` packed
