@@ -77,7 +77,7 @@ impl Prepared {
         let mut xp = vec![0.0f32; if need_xp { rows * k } else { 0 }];
         let mut xsum = vec![0.0f32; rows * groups];
         if k > 0 && rows > 0 {
-            // Three independent row-parallel passes; each is a plain zip of row chunks.
+            // Independent row-parallel passes; each is a plain zip of row chunks.
             x.par_chunks(k)
                 .zip(xf.par_chunks_mut(k))
                 .with_min_len(PREP_ROWS_PER_TASK)
