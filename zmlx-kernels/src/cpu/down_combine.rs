@@ -167,9 +167,17 @@ fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
         return Ok(());
     }
     let level = current_level();
-    let bf16 = current_bf16_decode();
     if let (Typed::Quant(qd), Precision::MlxExact) = (&td, current_precision()) {
-        exact((level, bf16), h, c, qd, &scores, round_products, &disp, y);
+        exact(
+            (level, current_bf16_decode()),
+            h,
+            c,
+            qd,
+            &scores,
+            round_products,
+            &disp,
+            y,
+        );
         return Ok(());
     }
     let prep = Prepared::new(h, pairs_n, inter, c.down.spec(), level);

@@ -63,10 +63,11 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
         return Ok(());
     }
     let level = current_level();
-    let bf16 = current_bf16_decode();
     let out = SharedOut::new(y);
     let work = m.saturating_mul(n).saturating_mul(k);
     if let (Typed::Quant(qv), Precision::MlxExact) = (&tw, current_precision()) {
+        // Read here: the first read times the exact chain's bf16 forms.
+        let bf16 = current_bf16_decode();
         let prep = Prepared::new(x, m, k, None, level);
         let xs: Vec<&[f32]> = (0..m).map(|i| prep.row(i).xf).collect();
         let chunk = task_size(n, 16, 16);

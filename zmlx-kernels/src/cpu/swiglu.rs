@@ -119,13 +119,12 @@ fn typed<T: Kernel>(
         return Ok(());
     }
     let level = current_level();
-    let bf16 = current_bf16_decode();
     let active: Vec<usize> = (0..experts).filter(|&e| disp.count(e) > 0).collect();
     if let (Typed::Quant(qg), Typed::Quant(qu), Precision::MlxExact) =
         (&tg, &tu, current_precision())
     {
         exact::<T>(
-            (level, bf16),
+            (level, current_bf16_decode()),
             x,
             tokens,
             k,

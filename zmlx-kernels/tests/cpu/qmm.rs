@@ -41,20 +41,19 @@ fn check_exact(dtype: Dtype, x: &[f32], w: &[f32], m: usize, n: usize, k: usize,
     }
 }
 
-/// Runs `qmm` with `Precision::F32` at every level on the quantized `[n, k]` matrix
-/// `q` (`bits`, group size `gs`) and the `[m, k]` activations `x`, and checks each
-/// result against f64 with the derived bound.
+/// Calls `f` with the quantized `[n, k]` matrix `q` (`bits`, group size `gs`) as
+/// kernel weights in `dtype`, and the activations `x` in `dtype`.
 #[allow(clippy::too_many_arguments)]
-fn check_f32_precision(
+fn with_quant_matrix<R>(
     dtype: Dtype,
     q: &QuantData,
     x: &[f32],
-    m: usize,
     n: usize,
     k: usize,
     bits: u32,
     gs: usize,
-) {
+    f: impl FnOnce(&Weights<'_>, &Buf) -> R,
+) -> R {
     let (sb, bb, xb) = (
         Buf::from_f32(dtype, &q.scales),
         Buf::from_f32(dtype, &q.biases),
@@ -69,16 +68,35 @@ fn check_f32_precision(
         spec,
     )
     .unwrap();
+    f(&wt, &xb)
+}
+
+/// Runs `qmm` with `Precision::F32` at every level on the quantized `[n, k]` matrix
+/// `q` (`bits`, group size `gs`) and the `[m, k]` activations `x`, and checks each
+/// result against f64 with the derived bound.
+#[allow(clippy::too_many_arguments)]
+fn check_f32_precision(
+    dtype: Dtype,
+    q: &QuantData,
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    bits: u32,
+    gs: usize,
+) {
     let terms = naive::quant_terms(&q.packed, &q.scales, &q.biases, n, k, bits, gs);
-    for level in simd::available_levels() {
-        let mut y = Buf::zeros(dtype, m * n);
-        with_precision(Precision::F32, || {
-            simd::with_level(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
-        })
-        .unwrap()
-        .unwrap();
-        check(dtype, x, &terms, m, n, k, &y.to_f32());
-    }
+    with_quant_matrix(dtype, q, x, n, k, bits, gs, |wt, xb| {
+        for level in simd::available_levels() {
+            let mut y = Buf::zeros(dtype, m * n);
+            with_precision(Precision::F32, || {
+                simd::with_level(level, || qmm(xb.floats(), m, wt, y.floats_mut()))
+            })
+            .unwrap()
+            .unwrap();
+            check(dtype, x, &terms, m, n, k, &y.to_f32());
+        }
+    });
 }
 
 fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
@@ -91,27 +109,15 @@ fn run_quantized(seed: u64, m: usize, n: usize, groups: usize) {
                 let x = values(&mut rng, dtype, m * k, -1.0, 1.0);
                 let w =
                     naive::mlx::dequantize(dtype, &q.packed, &q.scales, &q.biases, n, k, bits, gs);
-                let (sb, bb, xb) = (
-                    Buf::from_f32(dtype, &q.scales),
-                    Buf::from_f32(dtype, &q.biases),
-                    Buf::from_f32(dtype, &x),
-                );
-                let spec = QuantSpec::new(bits, gs).unwrap();
-                let wt = Weights::quantized(
-                    &q.packed,
-                    sb.floats(),
-                    bb.floats(),
-                    WeightShape::matrix(n, k),
-                    spec,
-                )
-                .unwrap();
-                for level in kernel_settings() {
-                    let mut y = Buf::zeros(dtype, m * n);
-                    with_setting(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
-                        .unwrap()
-                        .unwrap();
-                    check_exact(dtype, &x, &w, m, n, k, &y.to_f32());
-                }
+                with_quant_matrix(dtype, &q, &x, n, k, bits, gs, |wt, xb| {
+                    for level in kernel_settings() {
+                        let mut y = Buf::zeros(dtype, m * n);
+                        with_setting(level, || qmm(xb.floats(), m, wt, y.floats_mut()))
+                            .unwrap()
+                            .unwrap();
+                        check_exact(dtype, &x, &w, m, n, k, &y.to_f32());
+                    }
+                });
                 check_f32_precision(dtype, &q, &x, m, n, k, bits, gs);
             }
         }
