@@ -1,0 +1,111 @@
+// zmlx CUDA: router logits as MLX's `qmv_kernel` computes them (8-bit affine
+// weights, one token), for the SwiGLU kernel that computes its own router logits
+// (swiglu_router.cu). Appended after prelude.cuh, mma.cuh and route.cuh.
+//
+// What is reproduced: MLX 0.32.4's quantized_matmul with one row of activations
+// takes `qmv_kernel<rows_per_block 8, elems_per_thread 8, GROUP, has_bias,
+// has_residue_k false>` for 8-bit weights (mlx/backend/cuda/quantized/qmm/qmv.cu;
+// the kernel name is in the CUPTI traces of device run 65b). One warp a row; lane l
+// takes the 8 consecutive values at l * 8 + it * 256 for it = 0 .. K / 256 - 1 and
+// keeps 8 f32 sums, one per position: sums[i] = fma(x, w, sums[i]) with x and the
+// dequantized weight w widened from T (the product is exact). The weight is
+// dequantized in T as cutlass's `Array<T, 8>` operators compute `w * scale + bias`:
+// QDEQ 2 rounds q * scale + bias once (a fused multiply-add, what the same operators
+// give in MLX's gather_qmm, mma.cuh DEQ 2), QDEQ 0 rounds the product and the sum
+// each (gpu.rs, ZMLX_CUDA_QDEQ selects; tests/cuda_vs_reference.rs checks the
+// default against MLX). The lane then adds its 8 sums in order from 0, the warp
+// reduces with cooperative groups' butterfly (xor 16 .. 1, out + partner), and the
+// result is rounded to T.
+
+// Blocks a cluster of the router-computing SwiGLU kernel (8, the portable most).
+#define ZMLX_ROUTER_CLUSTER 8
+
+namespace zmlx {
+
+// Eight consecutive values of T from `p`, as raw 16-byte words: one vector load when
+// `p` is 16-byte aligned, else eight scalar loads.
+template <typename T>
+__device__ __forceinline__ uint4 load8(const T* p, bool aligned) {
+  if (aligned) {
+    return *reinterpret_cast<const uint4*>(p);
+  }
+  uint32_t h[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    h[i] = bits16(p[i]);
+  }
+  return make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16),
+                    h[6] | (h[7] << 16));
+}
+
+// Value i of eight values of T held as raw words (load8), widened.
+template <typename T>
+__device__ __forceinline__ float value8(const uint4& v, int i) {
+  const uint32_t word = (i < 2 ? v.x : i < 4 ? v.y : i < 6 ? v.z : v.w) >> (16 * (i & 1));
+  return gate_value(word & 0xffffu, T{});  // route.cuh: the T with these bits, widened
+}
+
+// One dequantized 8-bit weight in T.
+template <typename T, int QDEQ>
+__device__ __forceinline__ float qmv8_weight(uint32_t q, T s, T b) {
+  const T wq = from_float<T>(static_cast<float>(q));  // exact: q < 256
+  if constexpr (QDEQ == 0) {
+    return to_float(__hadd_rn(__hmul_rn(wq, s), b));
+  } else {
+    return to_float(__hfma(wq, s, b));
+  }
+}
+
+// The logit of one router row (`w`: the row's HID / 4 words of 8-bit codes, `s`/`b`:
+// its HID / GROUP scales and biases) for the token's activations `x` (`x_aligned`:
+// 16-byte aligned). Every lane of the warp calls it and gets the same value.
+template <typename T, int HID, int GROUP, int QDEQ>
+__device__ __forceinline__ T qmv8_row(const uint32_t* w, const T* s, const T* b, const T* x,
+                                      bool x_aligned, int lane) {
+  static_assert(HID % 256 == 0, "qmv8_row: MLX's qmv without a K residue");
+  static_assert(GROUP % 8 == 0, "qmv8_row: a lane's 8 values lie in one group");
+  constexpr int IT = HID / 256;
+  // Every load first, so the row costs one memory latency.
+  uint2 wv[IT];
+  uint4 xv[IT];
+  T sv[IT];
+  T bv[IT];
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+    const int idx = it * 256 + lane * 8;
+    wv[it] = *reinterpret_cast<const uint2*>(w + idx / 4);
+    xv[it] = load8(x + idx, x_aligned);
+    sv[it] = s[idx / GROUP];
+    bv[it] = b[idx / GROUP];
+  }
+  float sums[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t word = i < 4 ? wv[it].x : wv[it].y;
+      const uint32_t q = (word >> (8 * (i & 3))) & 0xffu;
+      sums[i] = __fmaf_rn(value8<T>(xv[it], i), qmv8_weight<T, QDEQ>(q, sv[it], bv[it]), sums[i]);
+    }
+  }
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    sum = __fadd_rn(sum, sums[i]);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    sum = __fadd_rn(sum, __shfl_xor_sync(0xffffffffu, sum, o));
+  }
+  return from_float<T>(sum);
+}
+
+}  // namespace zmlx
+
+// The kernel that includes this header runs as clusters of ZMLX_ROUTER_CLUSTER
+// blocks (sm_90): MLX writes the kernel's `__global__` line itself, so the cluster
+// size rides on that macro. Only this kernel's source includes this header.
+#ifndef ZMLX_SYNTAX_ONLY
+#undef __global__
+#define __global__ __location__(global) __cluster_dims__(ZMLX_ROUTER_CLUSTER, 1, 1)
+#endif
