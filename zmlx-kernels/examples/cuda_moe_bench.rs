@@ -10,7 +10,9 @@
 //! - `routed`: the SwiGLU kernel that routes (`FusedExpertSwiGlu::forward_routed`,
 //!   the `route_swiglu` slot), then `FusedDownCombine`: three ops a block;
 //! - `routed+res`: the same with the residual add inside down + combine (as the
-//!   patched model runs it): three ops a block with the add.
+//!   patched model runs it): three ops a block with the add;
+//! - `router+res`: `routed+res` with the router matmul inside the SwiGLU kernel too
+//!   (`forward_router_routed`, sm_90): two ops a block.
 //!
 //! Every variant is timed and compared as the block a decoder runs, `x + moe(x)`.
 //!
@@ -66,6 +68,8 @@ const QWEN3_ROUTER: RouterSpec = RouterSpec::SoftmaxTopK {
 
 struct Layer {
     router: QuantizedWeight,
+    /// The same router weight, as the fused router takes it.
+    router_w: Weight,
     gate: Weight,
     up: Weight,
     down: Weight,
@@ -78,6 +82,7 @@ enum Variant {
     FusedRouterKernel,
     Routed,
     RoutedResidual,
+    RouterResidual,
 }
 
 impl Variant {
@@ -88,6 +93,7 @@ impl Variant {
             Variant::FusedRouterKernel => "fused+router",
             Variant::Routed => "routed",
             Variant::RoutedResidual => "routed+res",
+            Variant::RouterResidual => "router+res",
         }
     }
 }
@@ -120,7 +126,7 @@ fn qw(
 /// kernel.
 fn step(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Array> {
     match v {
-        Variant::RoutedResidual => block(l, x, v, Some(x), s),
+        Variant::RoutedResidual | Variant::RouterResidual => block(l, x, v, Some(x), s),
         _ => ops::add(x, &block(l, x, v, None, s)?, s),
     }
 }
@@ -133,6 +139,23 @@ fn block(
     s: StreamOrDevice,
 ) -> mlx::Result<Array> {
     let spec = QWEN3_ROUTER;
+    if v == Variant::RouterResidual {
+        let (h, routing) = FusedExpertSwiGlu
+            .forward_router_routed(x, &l.router_w, &spec, &l.gate, &l.up, s)?
+            .ok_or_else(|| {
+                mlx::Error::invalid(
+                    "cuda_moe_bench",
+                    "the router-computing SwiGLU kernel declined this block",
+                )
+            })?;
+        let input = DownCombineInput {
+            hidden: &h,
+            down: &l.down,
+            routing: &routing,
+            residual,
+        };
+        return FusedDownCombine.forward(&input, s);
+    }
     let logits = quantized_matmul(x, &l.router, true, s)?;
     let (h, routing) = match v {
         Variant::Routed | Variant::RoutedResidual => FusedExpertSwiGlu
@@ -149,7 +172,7 @@ fn block(
             (h, routing)
         }
         // `fused`: the expert kernels with the reference router.
-        Variant::Fused | Variant::FusedRouterKernel => {
+        Variant::Fused | Variant::FusedRouterKernel | Variant::RouterResidual => {
             let routing = match v {
                 Variant::Fused => ReferenceRouter.route(&logits, &spec, s)?,
                 _ => FusedRouter.route(&logits, &spec, s)?,
@@ -205,8 +228,10 @@ fn main() -> mlx::Result<()> {
     let rspec = QuantSpec::affine(64, 8);
     let mut layers = Vec::new();
     for i in 0..n_weights as u64 {
+        let router = qw(&[EXPERTS, HIDDEN], rspec, 10 * i + 1, s)?;
         layers.push(Layer {
-            router: qw(&[EXPERTS, HIDDEN], rspec, 10 * i + 1, s)?,
+            router_w: Weight::Quantized(router.clone()),
+            router,
             gate: Weight::Quantized(qw(&[EXPERTS, INTER, HIDDEN], espec, 10 * i + 2, s)?),
             up: Weight::Quantized(qw(&[EXPERTS, INTER, HIDDEN], espec, 10 * i + 3, s)?),
             down: Weight::Quantized(qw(&[EXPERTS, HIDDEN, INTER], espec, 10 * i + 4, s)?),
@@ -236,6 +261,7 @@ fn main() -> mlx::Result<()> {
         Variant::FusedRouterKernel,
         Variant::Routed,
         Variant::RoutedResidual,
+        Variant::RouterResidual,
     ] {
         let yf = step(&layers[0], &x0, v, s)?;
         let d = ops::astype(&ops::subtract(&yf, &yr, s)?, Dtype::Float32, s)?;
@@ -278,6 +304,7 @@ fn main() -> mlx::Result<()> {
         Variant::FusedRouterKernel,
         Variant::Routed,
         Variant::RoutedResidual,
+        Variant::RouterResidual,
     ] {
         let label = v.label();
         for _ in 0..3 {

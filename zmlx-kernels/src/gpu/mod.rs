@@ -798,7 +798,12 @@ fn swiglu_tiles(g: &QuantizedWeight, hidden: i32, extra: i64) -> (i32, i32) {
 
 /// Whether the router-computing SwiGLU kernel's blocks for one token make whole
 /// clusters with these expert weights and `k` (its launch needs that).
-pub(crate) fn router_swiglu_clusters_fit(gate: &Weight, k: i32, experts: i32, dtype: Dtype) -> bool {
+pub(crate) fn router_swiglu_clusters_fit(
+    gate: &Weight,
+    k: i32,
+    experts: i32,
+    dtype: Dtype,
+) -> bool {
     let Weight::Quantized(g) = gate else {
         return false;
     };
@@ -945,7 +950,13 @@ fn swiglu_call(
                 ("RGROUP", TemplateArg::Int(router.spec.group_size)),
                 ("QDEQ", TemplateArg::Int(current_cuda_variants().router_deq)),
             ];
-            (shape, kern, &router.weight, vec![router_variant(), chunk], targs)
+            (
+                shape,
+                kern,
+                &router.weight,
+                vec![router_variant(), chunk],
+                targs,
+            )
         }
     };
     let k = *route_shape.last().unwrap_or(&1);
@@ -1356,7 +1367,10 @@ fn check_router_weight(
     let why = if router.spec.mode != QuantMode::Affine || router.biases.is_none() {
         Some("a router that is not affine-quantized with biases".to_string())
     } else if router.spec.bits != 8 {
-        Some(format!("a {}-bit router (the fused router takes 8)", router.spec.bits))
+        Some(format!(
+            "a {}-bit router (the fused router takes 8)",
+            router.spec.bits
+        ))
     } else if !matches!(router.spec.group_size, 32 | 64 | 128) {
         Some(format!("router groups of {}", router.spec.group_size))
     } else if !matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16)
@@ -1373,7 +1387,9 @@ fn check_router_weight(
             x.shape()
         ))
     } else if hidden % 256 != 0 {
-        Some(format!("{hidden} features (the fused router takes multiples of 256)"))
+        Some(format!(
+            "{hidden} features (the fused router takes multiples of 256)"
+        ))
     } else if router.weight.shape() != [experts, hidden / 4]
         || router.scales.shape() != [experts, hidden / router.spec.group_size]
     {
