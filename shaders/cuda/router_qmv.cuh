@@ -56,48 +56,71 @@ __device__ __forceinline__ float qmv8_weight(uint32_t q, T s, T b) {
   }
 }
 
-// The logit of one router row (`w`: the row's HID / 4 words of 8-bit codes, `s`/`b`:
-// its HID / GROUP scales and biases) for the token's activations `x` (`x_aligned`:
-// 16-byte aligned). Every lane of the warp calls it and gets the same value.
-template <typename T, int HID, int GROUP, int QDEQ>
-__device__ __forceinline__ T qmv8_row(const uint32_t* w, const T* s, const T* b, const T* x,
-                                      bool x_aligned, int lane) {
-  static_assert(HID % 256 == 0, "qmv8_row: MLX's qmv without a K residue");
-  static_assert(GROUP % 8 == 0, "qmv8_row: a lane's 8 values lie in one group");
-  constexpr int IT = HID / 256;
-  // Every load first, so the row costs one memory latency.
-  uint2 wv[IT];
-  uint4 xv[IT];
-  T sv[IT];
-  T bv[IT];
+// This lane's activations of the token (`x`, 16-byte aligned or not) for
+// qmv8_rows: the 8 values at lane * 8 + it * 256, as raw words.
+template <typename T, int HID>
+__device__ __forceinline__ void qmv8_activations(const T* x, bool aligned, int lane,
+                                                 uint4 (&xv)[HID / 256]) {
 #pragma unroll
-  for (int it = 0; it < IT; ++it) {
-    const int idx = it * 256 + lane * 8;
-    wv[it] = *reinterpret_cast<const uint2*>(w + idx / 4);
-    xv[it] = load8(x + idx, x_aligned);
-    sv[it] = s[idx / GROUP];
-    bv[it] = b[idx / GROUP];
+  for (int it = 0; it < HID / 256; ++it) {
+    xv[it] = load8(x + it * 256 + lane * 8, aligned);
   }
-  float sums[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+}
+
+// The logits of R router rows, row0, row0 + stride, ... (rows at or past `rows`
+// are skipped; their out values are unspecified): `w` holds each row's HID / 4
+// words of 8-bit codes, `s`/`b` its HID / GROUP scales and biases, `xv` the token's
+// activations (qmv8_activations). Every lane of the warp calls it and gets the same
+// values. All the rows' loads come first, so the R rows cost one memory latency.
+template <typename T, int HID, int GROUP, int QDEQ, int R>
+__device__ __forceinline__ void qmv8_rows(const uint32_t* w, const T* s, const T* b, int row0,
+                                          int stride, int rows, const uint4 (&xv)[HID / 256],
+                                          int lane, T (&out)[R]) {
+  static_assert(HID % 256 == 0, "qmv8_rows: MLX's qmv without a K residue");
+  static_assert(GROUP % 8 == 0, "qmv8_rows: a lane's 8 values lie in one group");
+  constexpr int IT = HID / 256;
+  constexpr int GPR = HID / GROUP;
+  uint2 wv[R][IT];
+  T sv[R][IT];
+  T bv[R][IT];
 #pragma unroll
-  for (int it = 0; it < IT; ++it) {
+  for (int r = 0; r < R; ++r) {
+    const int row = row0 + r * stride;
+    if (row < rows) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const uint32_t word = i < 4 ? wv[it].x : wv[it].y;
-      const uint32_t q = (word >> (8 * (i & 3))) & 0xffu;
-      sums[i] = __fmaf_rn(value8<T>(xv[it], i), qmv8_weight<T, QDEQ>(q, sv[it], bv[it]), sums[i]);
+      for (int it = 0; it < IT; ++it) {
+        const int idx = it * 256 + lane * 8;
+        wv[r][it] = *reinterpret_cast<const uint2*>(w + static_cast<long long>(row) * (HID / 4) +
+                                                     idx / 4);
+        sv[r][it] = s[static_cast<long long>(row) * GPR + idx / GROUP];
+        bv[r][it] = b[static_cast<long long>(row) * GPR + idx / GROUP];
+      }
     }
   }
-  float sum = 0.f;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    sum = __fadd_rn(sum, sums[i]);
-  }
+  for (int r = 0; r < R; ++r) {
+    float sums[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    sum = __fadd_rn(sum, __shfl_xor_sync(0xffffffffu, sum, o));
+    for (int it = 0; it < IT; ++it) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const uint32_t word = i < 4 ? wv[r][it].x : wv[r][it].y;
+        const uint32_t q = (word >> (8 * (i & 3))) & 0xffu;
+        sums[i] = __fmaf_rn(value8<T>(xv[it], i), qmv8_weight<T, QDEQ>(q, sv[r][it], bv[r][it]),
+                            sums[i]);
+      }
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      sum = __fadd_rn(sum, sums[i]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      sum = __fadd_rn(sum, __shfl_xor_sync(0xffffffffu, sum, o));
+    }
+    out[r] = from_float<T>(sum);
   }
-  return from_float<T>(sum);
 }
 
 }  // namespace zmlx

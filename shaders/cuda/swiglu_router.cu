@@ -8,7 +8,8 @@
 // swiglu_route.cu does from the logits input. A cluster reads the router weights
 // once (L2 hits after the first cluster), instead of each block.
 // Template arguments on top of expert_swiglu.cu's: RK, REXP, NORM (as
-// swiglu_route.cu), RGROUP (the router's group size), QDEQ (router_qmv.cuh).
+// swiglu_route.cu), RGROUP (the router's group size), QDEQ (router_qmv.cuh), RROWS
+// (router rows a warp loads at once: 1, 2 or 4; the same bits).
 // dims_in[3] = the router VARIANT, dims_in[4] = its score CHUNK. Inputs: w_router
 // [REXP, HID / 4] uint32 (8-bit codes) in the second slot, s_router and b_router
 // [REXP, HID / RGROUP] T last. Outputs on top of h_out: ids_out, scores_out [1, RK].
@@ -20,16 +21,28 @@ __shared__ T router_logits[REXP];
   constexpr int CW = ZMLX_ROUTER_CLUSTER * RW;      // warps a cluster
   const int rlane = threadIdx.x & 31;
   const int rwarp = static_cast<int>(cluster.block_rank()) * RW + (threadIdx.x >> 5);
-  const bool x16 = zmlx::aligned16(x_in);  // x_in: the one token
-  constexpr int RGPR = HID / RGROUP;
+  uint4 xv[HID / 256];
+  zmlx::qmv8_activations<T, HID>(x_in, zmlx::aligned16(x_in), rlane, xv);  // the one token
+  constexpr int RPW = (REXP + CW - 1) / CW;  // router rows a warp
+  constexpr int RB = RPW < RROWS ? RPW : RROWS;  // rows whose loads are in flight together
+  // A block may write another's shared memory only once that block runs: every
+  // block arrives now and waits before its first remote write, so the first rows'
+  // loads overlap the barrier.
+  auto started = cluster.barrier_arrive();
 #pragma unroll 1
-  for (int row = rwarp; row < REXP; row += CW) {
-    const T logit = zmlx::qmv8_row<T, HID, RGROUP, QDEQ>(
-        w_router + static_cast<long long>(row) * (HID / 4),
-        s_router + static_cast<long long>(row) * RGPR, b_router + static_cast<long long>(row) * RGPR,
-        x_in, x16, rlane);
-    if (rlane < ZMLX_ROUTER_CLUSTER) {
-      cluster.map_shared_rank(router_logits, rlane)[row] = logit;
+  for (int r0 = 0; r0 < RPW; r0 += RB) {
+    T logit[RB];
+    zmlx::qmv8_rows<T, HID, RGROUP, QDEQ, RB>(w_router, s_router, b_router, rwarp + r0 * CW, CW,
+                                              REXP, xv, rlane, logit);
+    if (r0 == 0) {
+      cluster.barrier_wait(static_cast<decltype(started)&&>(started));
+    }
+#pragma unroll
+    for (int r = 0; r < RB; ++r) {
+      const int row = rwarp + (r0 + r) * CW;
+      if (row < REXP && rlane < ZMLX_ROUTER_CLUSTER) {
+        cluster.map_shared_rank(router_logits, rlane)[row] = logit[r];
+      }
     }
   }
   // Every block's copy is complete after the barrier, and no block touches another's

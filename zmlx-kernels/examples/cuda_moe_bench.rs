@@ -389,6 +389,53 @@ fn main() -> mlx::Result<()> {
             median(&mut times)
         );
     }
+    // The routing SwiGLU alone (48 independent calls an eval): MLX's router matmul
+    // then the kernel that routes from its logits, against the kernel that computes
+    // the logits itself.
+    {
+        let spec = QWEN3_ROUTER;
+        for fused_router in [false, true] {
+            let mut times = Vec::with_capacity(iters);
+            for it in 0..iters + 3 {
+                let t = Instant::now();
+                let mut outs = Vec::with_capacity(n_layers);
+                for i in 0..n_layers {
+                    let l = &layers[i % layers.len()];
+                    let got = if fused_router {
+                        FusedExpertSwiGlu.forward_router_routed(
+                            &x0,
+                            &l.router_w,
+                            &spec,
+                            &l.gate,
+                            &l.up,
+                            s,
+                        )?
+                    } else {
+                        let logits = quantized_matmul(&x0, &l.router, true, s)?;
+                        FusedExpertSwiGlu.forward_routed(&x0, &logits, &spec, &l.gate, &l.up, s)?
+                    };
+                    let (h, _) = got.ok_or_else(|| {
+                        mlx::Error::invalid("cuda_moe_bench", "a routing SwiGLU kernel declined")
+                    })?;
+                    outs.push(h.h);
+                }
+                mlx::transforms::eval(&outs.iter().collect::<Vec<_>>())?;
+                mlx::synchronize()?;
+                if it >= 3 {
+                    times.push(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64);
+                }
+            }
+            println!(
+                "{}: {:8.1} us per call ({n_layers} per eval, median of {iters})",
+                if fused_router {
+                    "router swiglu kernel (logits inside)"
+                } else {
+                    "router matmul + routed swiglu kernel"
+                },
+                median(&mut times)
+            );
+        }
+    }
     if !std::env::args().any(|a| a == "--block-only") {
         per_op_costs(&layers, &x0, n_layers, iters, s)?;
     }

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 #define __device__
 #define __global__
@@ -108,7 +109,10 @@ __nv_bfloat16 __hfma(__nv_bfloat16, __nv_bfloat16, __nv_bfloat16);
 __nv_bfloat16 __hmul_rn(__nv_bfloat16, __nv_bfloat16);
 __nv_bfloat16 __hadd_rn(__nv_bfloat16, __nv_bfloat16);
 namespace cooperative_groups {
+struct arrival_token {};
 struct cluster_group {
+  arrival_token barrier_arrive() const;
+  void barrier_wait(arrival_token&&) const;
   unsigned int block_rank() const;
   void sync() const;
   template <typename T>

@@ -949,6 +949,10 @@ fn swiglu_call(
                 ("NORM", TemplateArg::Bool(normalize)),
                 ("RGROUP", TemplateArg::Int(router.spec.group_size)),
                 ("QDEQ", TemplateArg::Int(current_cuda_variants().router_deq)),
+                (
+                    "RROWS",
+                    TemplateArg::Int(current_cuda_variants().router_rows),
+                ),
             ];
             (
                 shape,

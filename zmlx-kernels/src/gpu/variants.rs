@@ -39,6 +39,9 @@ pub struct CudaVariants {
     /// `QDEQ` of shaders/cuda/router_qmv.cuh (0 or 2): how the fused router
     /// dequantizes.
     pub(crate) router_deq: i32,
+    /// `RROWS` of shaders/cuda/swiglu_router.cu (1, 2 or 4): router rows a warp
+    /// loads at once (the same bits).
+    pub(crate) router_rows: i32,
     /// Whether the model's MoE block lets the SwiGLU kernel compute the router
     /// logits itself where it can (`ZMLX_CUDA_FUSED_ROUTER=0` keeps MLX's router
     /// matmul, for A/B timing).
@@ -62,6 +65,7 @@ impl Default for CudaVariants {
             tiles_per_block: 2,
             router: 0,
             router_deq: 2,
+            router_rows: 2,
             fused_router: true,
             norm_fmav: 0,
             rope: 0,
@@ -100,7 +104,8 @@ impl CudaVariants {
     /// `ZMLX_CUDA_DEQ` (0-2), `ZMLX_CUDA_SUM` (0-5), `ZMLX_CUDA_ROWS` (8, 16),
     /// `ZMLX_CUDA_PIPE` (any integer, clamped to 2-8), `ZMLX_CUDA_CPS` (4, 8),
     /// `ZMLX_CUDA_TPB` (1, 2, 4), `ZMLX_ROUTER_VARIANT` (0, 1), `ZMLX_CUDA_QDEQ` (0,
-    /// 2), `ZMLX_CUDA_FUSED_ROUTER` (0 turns it off), `ZMLX_CUDA_NORM_FMA`
+    /// 2), `ZMLX_CUDA_RROWS` (1, 2, 4), `ZMLX_CUDA_FUSED_ROUTER` (0 turns it off),
+    /// `ZMLX_CUDA_NORM_FMA`
     /// (1 = the fused square, the default; 0 = a rounded square), `ZMLX_CUDA_ROPE`
     /// (0-2), `ZMLX_GPU_MINIFY` (0 passes sources as written). They exist for checks
     /// and A/B timings on a device.
@@ -125,6 +130,7 @@ impl CudaVariants {
             tiles_per_block: pick("ZMLX_CUDA_TPB", &[1, 2, 4], d.tiles_per_block),
             router: pick("ZMLX_ROUTER_VARIANT", &[0, 1], d.router),
             router_deq: pick("ZMLX_CUDA_QDEQ", &[0, 2], d.router_deq),
+            router_rows: pick("ZMLX_CUDA_RROWS", &[1, 2, 4], d.router_rows),
             fused_router: get("ZMLX_CUDA_FUSED_ROUTER").as_deref() != Some("0"),
             // ZMLX_CUDA_NORM_FMA=1 (the default) means the fma, which is FMAV 0.
             norm_fmav: 1 - pick("ZMLX_CUDA_NORM_FMA", &[0, 1], 1 - d.norm_fmav),
