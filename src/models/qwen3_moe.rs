@@ -18,8 +18,7 @@ use mlx::quantization::{QuantSpec as MlxQuantSpec, QuantizedWeight};
 use mlx::{ops, Array, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::{DownCombineInput, NextNorm, NormCounter};
 use zmlx_kernels::expert_swiglu::swiglu;
-use zmlx_kernels::expert_swiglu::ExpertHidden;
-use zmlx_kernels::moe_gate::{RouterSpec, Routing};
+use zmlx_kernels::moe_gate::RouterSpec;
 use zmlx_kernels::norm::{
     add_norm_support, fused_add_rms_norm, fused_head_norm_rope, fused_head_norm_rope_into_cache,
     head_norm_rope_support, kv_write_support, HeadNormRopeSpec,
@@ -283,34 +282,6 @@ impl CounterCell {
 }
 
 impl MoeBlock {
-    /// The router logits, then the routing and the expert SwiGLU: in one op where
-    /// the routed SwiGLU slot has a kernel for them, else in two.
-    fn route_and_swiglu(
-        &self,
-        slots: &Slots,
-        x: &Array,
-        s: StreamOrDevice,
-    ) -> Result<(ExpertHidden, Routing)> {
-        let logits = self.gate.forward(slots, x, s)?;
-        if slots.fuse_route_swiglu {
-            if let Some(both) = slots.expert_swiglu.forward_routed(
-                x,
-                &logits,
-                &self.router,
-                &self.gate_proj,
-                &self.up_proj,
-                s,
-            )? {
-                return Ok(both);
-            }
-        }
-        let routing = slots.router.route(&logits, &self.router, s)?;
-        let hidden = slots
-            .expert_swiglu
-            .forward(x, &self.gate_proj, &self.up_proj, &routing, s)?;
-        Ok((hidden, routing))
-    }
-
     /// `residual + moe(x)`: the residual add travels with the down + combine op,
     /// which the fused implementation folds into its kernel (one op fewer). With
     /// `next`, the norm that follows may come back too, computed in the same op.
@@ -322,12 +293,11 @@ impl MoeBlock {
         next: Option<&RmsNorm>,
         s: StreamOrDevice,
     ) -> Result<(Array, Option<Array>)> {
-        // With the routed SwiGLU slot, the kernel may compute the router logits too
-        // (one op for router, routing and SwiGLU); else it routes from them.
-        let fused = match slots.fuse_route_swiglu {
-            true => slots.expert_swiglu.forward_router_routed(
+        let logits = self.gate.forward(slots, x, s)?;
+        let routed = match slots.fuse_route_swiglu {
+            true => slots.expert_swiglu.forward_routed(
                 x,
-                &self.gate.weight,
+                &logits,
                 &self.router,
                 &self.gate_proj,
                 &self.up_proj,
@@ -335,9 +305,16 @@ impl MoeBlock {
             )?,
             false => None,
         };
-        let (hidden, routing) = match fused {
+        let (hidden, routing) = match routed {
             Some(both) => both,
-            None => self.route_and_swiglu(slots, x, s)?,
+            None => {
+                let routing = slots.router.route(&logits, &self.router, s)?;
+                let hidden =
+                    slots
+                        .expert_swiglu
+                        .forward(x, &self.gate_proj, &self.up_proj, &routing, s)?;
+                (hidden, routing)
+            }
         };
         let input = DownCombineInput {
             hidden: &hidden,

@@ -94,28 +94,6 @@ pub trait ExpertSwiGluOp: Send + Sync {
         let _ = (x, logits, spec, gate, up, s);
         Ok(None)
     }
-
-    /// [`forward_routed`](Self::forward_routed) that also computes the router
-    /// logits (`x @ router.T`, `router` being `[experts, hidden]`) inside the op, bit
-    /// for bit as MLX's matmul would: the router, the routing and the expert SwiGLU
-    /// in one op. `Ok(None)` where the implementation has no such op for this case:
-    /// the caller then computes the logits and calls `forward_routed`. The default
-    /// has none.
-    ///
-    /// # Errors
-    /// On shape or dtype mismatches, or when MLX fails.
-    fn forward_router_routed(
-        &self,
-        x: &Array,
-        router: &Weight,
-        spec: &RouterSpec,
-        gate: &Weight,
-        up: &Weight,
-        s: StreamOrDevice,
-    ) -> Result<Option<(ExpertHidden, Routing)>> {
-        let _ = (x, router, spec, gate, up, s);
-        Ok(None)
-    }
 }
 
 /// Down projection of each (token, expert) activation and the weighted sum over

@@ -360,57 +360,15 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
             up,
             s,
         )?;
-        Ok(Some(routed_outputs(h, indices, scores)))
+        let indices_shape = indices.shape().to_vec();
+        Ok(Some((
+            ExpertHidden {
+                h,
+                idx: indices.clone(),
+                inv_order: None,
+                indices_shape,
+            },
+            Routing { indices, scores },
+        )))
     }
-
-    fn forward_router_routed(
-        &self,
-        x: &Array,
-        router: &Weight,
-        spec: &RouterSpec,
-        gate: &Weight,
-        up: &Weight,
-        s: StreamOrDevice,
-    ) -> Result<Option<(ExpertHidden, Routing)>> {
-        let RouterSpec::SoftmaxTopK { k, .. } = *spec else {
-            return Ok(None);
-        };
-        let experts = gate.experts();
-        let device = s.device()?;
-        if !crate::gpu::current_cuda_variants().fused_router_on()
-            || !self
-                .supports_routed(spec, experts, gate, up, device)
-                .is_yes()
-            || x.dtype() != gate.activation_dtype()
-            || !crate::gpu::router_weight_support(router, x, experts).is_yes()
-            || !crate::gpu::router_swiglu_clusters_fit(gate, k, experts, x.dtype())
-            || (k as usize) < crate::gpu::MIN_EXACT_PAIRS
-        {
-            return Ok(None);
-        }
-        let (h, indices, scores) = crate::gpu::router_expert_swiglu(
-            mlx::kernel::KernelBackend::Cuda,
-            x,
-            router,
-            spec,
-            gate,
-            up,
-            s,
-        )?;
-        Ok(Some(routed_outputs(h, indices, scores)))
-    }
-}
-
-/// The routed kernels' outputs as the two-op path returns them.
-fn routed_outputs(h: Array, indices: Array, scores: Array) -> (ExpertHidden, Routing) {
-    let indices_shape = indices.shape().to_vec();
-    (
-        ExpertHidden {
-            h,
-            idx: indices.clone(),
-            inv_order: None,
-            indices_shape,
-        },
-        Routing { indices, scores },
-    )
 }

@@ -5,7 +5,6 @@
 #include <math.h>
 #include <cstdint>
 #include <limits>
-#include <utility>
 
 #define __device__
 #define __global__
@@ -98,26 +97,3 @@ int __any_sync(unsigned int, int);
 unsigned int __reduce_max_sync(unsigned int, unsigned int);
 unsigned int max(unsigned int, unsigned int);
 // ---- end of router keys --------------------------------------------------------
-// ---- Fused router (router_qmv.cuh, swiglu_router.cu) ---------------------------
-struct uint2 {
-  unsigned int x, y;
-};
-__half __hfma(__half, __half, __half);
-__half __hmul_rn(__half, __half);
-__half __hadd_rn(__half, __half);
-__nv_bfloat16 __hfma(__nv_bfloat16, __nv_bfloat16, __nv_bfloat16);
-__nv_bfloat16 __hmul_rn(__nv_bfloat16, __nv_bfloat16);
-__nv_bfloat16 __hadd_rn(__nv_bfloat16, __nv_bfloat16);
-namespace cooperative_groups {
-struct arrival_token {};
-struct cluster_group {
-  arrival_token barrier_arrive() const;
-  void barrier_wait(arrival_token&&) const;
-  unsigned int block_rank() const;
-  void sync() const;
-  template <typename T>
-  T* map_shared_rank(T* addr, unsigned int rank) const;
-};
-cluster_group this_cluster();
-}  // namespace cooperative_groups
-// ---- end of fused router -------------------------------------------------------
