@@ -16,6 +16,8 @@
 //!
 //! Before timing, one block of each variant is compared with the reference: the
 //! count of outputs whose bits differ (0 = bit-identical) and the max difference.
+//! That block runs with its kernels' outputs poisoned (NaN before the kernel runs),
+//! so a kernel that leaves an output unwritten cannot pass on a recycled buffer.
 //!
 //! Each timed iteration chains `--layers` blocks (x <- x + moe(x), cycling through
 //! `--weights` distinct weight sets so that the expert weights come from HBM),
@@ -52,7 +54,7 @@ use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDo
 use zmlx_kernels::expert_swiglu::{FusedExpertSwiGlu, ReferenceExpertSwiGlu};
 use zmlx_kernels::moe_gate::{FusedRouter, ReferenceRouter, RouterSpec, Routing};
 use zmlx_kernels::norm::{fused_add_rms_norm, fused_head_norm_rope, HeadNormRopeSpec};
-use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
+use zmlx_kernels::{gpu, DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
 
 const HIDDEN: i32 = 2048;
 const INTER: i32 = 768;
@@ -237,7 +239,10 @@ fn main() -> mlx::Result<()> {
         Variant::Routed,
         Variant::RoutedResidual,
     ] {
-        let yf = step(&layers[0], &x0, v, s)?;
+        // Outputs poisoned with NaN: an output a kernel never writes could otherwise
+        // hold the reference's values from a recycled buffer.
+        let poisoned = gpu::process_cuda_variants().with_poisoned_outputs(true);
+        let yf = gpu::with_cuda_variants(poisoned, || step(&layers[0], &x0, v, s))?;
         let d = ops::astype(&ops::subtract(&yf, &yr, s)?, Dtype::Float32, s)?;
         let dv = d.to_vec::<f32>()?;
         let rv = ops::astype(&yr, Dtype::Float32, s)?.to_vec::<f32>()?;

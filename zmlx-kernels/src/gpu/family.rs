@@ -61,15 +61,28 @@ impl KernelFamily {
     /// # Errors
     /// When MLX refuses the kernel or the call, or a template argument is a dtype
     /// CUDA code has no type for.
+    /// With [`CudaVariants::with_poisoned_outputs`](super::CudaVariants) the outputs
+    /// start as NaN, so that a kernel that leaves an output unwritten cannot pass a
+    /// check on values MLX's allocator happened to recycle.
     pub fn call(&self, launch: &KernelLaunch<'_>, s: StreamOrDevice) -> Result<Vec<Array>> {
+        let poison =
+            super::current_cuda_variants().poisoned_outputs() && launch.init_value.is_none();
+        let launch = KernelLaunch {
+            init_value: if poison {
+                Some(f32::NAN)
+            } else {
+                launch.init_value
+            },
+            ..launch.clone()
+        };
         if let Some(k) = &self.shared {
-            return k.call(launch, s);
+            return k.call(&launch, s);
         }
         let kernel = self.variant(launch.template_args)?;
         kernel.call(
             &KernelLaunch {
                 template_args: &[],
-                ..launch.clone()
+                ..launch
             },
             s,
         )

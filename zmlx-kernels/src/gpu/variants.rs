@@ -42,6 +42,9 @@ pub struct CudaVariants {
     pub(crate) rope: i32,
     /// Whether kernel sources go to MLX without comments and indentation.
     pub(crate) minify: bool,
+    /// Whether every zmlx kernel's outputs start as NaN (for checks; see
+    /// [`CudaVariants::with_poisoned_outputs`]).
+    pub(crate) poison: bool,
 }
 
 impl Default for CudaVariants {
@@ -57,6 +60,7 @@ impl Default for CudaVariants {
             norm_fmav: 0,
             rope: 0,
             minify: true,
+            poison: false,
         }
     }
 }
@@ -92,8 +96,9 @@ impl CudaVariants {
     /// `ZMLX_CUDA_PIPE` (any integer, clamped to 2-8), `ZMLX_CUDA_CPS` (4, 8),
     /// `ZMLX_CUDA_TPB` (1, 2, 4), `ZMLX_ROUTER_VARIANT` (0, 1), `ZMLX_CUDA_NORM_FMA`
     /// (1 = the fused square, the default; 0 = a rounded square), `ZMLX_CUDA_ROPE`
-    /// (0-2), `ZMLX_GPU_MINIFY` (0 passes sources as written). They exist for checks
-    /// and A/B timings on a device.
+    /// (0-2), `ZMLX_GPU_MINIFY` (0 passes sources as written), `ZMLX_GPU_POISON` (1
+    /// fills every output with NaN before the kernel runs). They exist for checks and
+    /// A/B timings on a device.
     pub fn from_env() -> Self {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -118,7 +123,22 @@ impl CudaVariants {
             norm_fmav: 1 - pick("ZMLX_CUDA_NORM_FMA", &[0, 1], 1 - d.norm_fmav),
             rope: pick("ZMLX_CUDA_ROPE", &[0, 1, 2], d.rope),
             minify: get("ZMLX_GPU_MINIFY").as_deref() != Some("0"),
+            poison: get("ZMLX_GPU_POISON").as_deref() == Some("1"),
         }
+    }
+
+    /// With every zmlx GPU kernel's outputs filled with NaN before it runs (`on`), or
+    /// not (the default). For checks against a reference: MLX recycles freed buffers,
+    /// so an output a kernel never writes may otherwise hold the very values the
+    /// reference just computed (device run 104, notes/cuda-kernels.md). Costs a fill
+    /// per output.
+    pub fn with_poisoned_outputs(self, on: bool) -> Self {
+        Self { poison: on, ..self }
+    }
+
+    /// Whether outputs are poisoned (see [`CudaVariants::with_poisoned_outputs`]).
+    pub fn poisoned_outputs(&self) -> bool {
+        self.poison
     }
 
     /// With dequantization variant `deq`: 2 = `q * scale + bias` rounded once to the
@@ -211,9 +231,10 @@ mod tests {
             ("ZMLX_CUDA_PIPE", "40"),
             ("ZMLX_CUDA_NORM_FMA", "0"),
             ("ZMLX_GPU_MINIFY", "0"),
+            ("ZMLX_GPU_POISON", "1"),
         ]));
         assert_eq!((v.deq, v.sum, v.pipe_cap), (0, 0, 8));
-        assert_eq!((v.norm_fmav, v.minify), (1, false));
+        assert_eq!((v.norm_fmav, v.minify, v.poison), (1, false, true));
     }
 
     #[test]
