@@ -56,14 +56,14 @@ impl KernelFamily {
         })
     }
 
-    /// Queues one call of the variant `launch.template_args` names.
+    /// Queues one call of the variant `launch.template_args` names. With
+    /// [`CudaVariants::with_poisoned_outputs`](super::CudaVariants) the outputs start
+    /// as NaN, so that a kernel that leaves an output unwritten cannot pass a check on
+    /// values MLX's allocator happened to recycle.
     ///
     /// # Errors
     /// When MLX refuses the kernel or the call, or a template argument is a dtype
     /// CUDA code has no type for.
-    /// With [`CudaVariants::with_poisoned_outputs`](super::CudaVariants) the outputs
-    /// start as NaN, so that a kernel that leaves an output unwritten cannot pass a
-    /// check on values MLX's allocator happened to recycle.
     pub fn call(&self, launch: &KernelLaunch<'_>, s: StreamOrDevice) -> Result<Vec<Array>> {
         let poison =
             super::current_cuda_variants().poisoned_outputs() && launch.init_value.is_none();

@@ -242,6 +242,10 @@ mod tests {
         assert!(CudaVariants::default().with_dequant(3).is_err());
         assert!(CudaVariants::default().with_tile_rows(12).is_err());
         assert!(CudaVariants::default().with_pipe_cap(1).is_err());
+        assert!(!CudaVariants::default().poisoned_outputs());
+        assert!(CudaVariants::default()
+            .with_poisoned_outputs(true)
+            .poisoned_outputs());
         let v = CudaVariants::default()
             .with_k_sum(5)
             .and_then(|v| v.with_pipe_cap(2))
