@@ -21,7 +21,9 @@ use super::chain::chain_rows;
 use super::dispatch::ExpertDispatch;
 use super::dtype::{Dtype, Element, Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
-use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
+use super::linear::{
+    dot_row, dot_rows, load_tile, tile_dots, tile_rows, ROWS_A_PASS, TILE_MIN_ROWS,
+};
 use super::par::{for_each_task, task_size, SharedOut};
 use super::precision::{current_precision, Precision};
 use super::prep::Prepared;
@@ -214,7 +216,23 @@ fn typed<T: Kernel>(h: &[T], c: &Call<'_>, y: &mut [T]) -> Result<()> {
             for &e in &active {
                 let pairs = disp.pairs(e);
                 if pairs.len() < TILE_MIN_ROWS {
-                    for r in 0..nr {
+                    // One pair (decode): four rows a pass where a kernel takes them.
+                    let mut r0 = 0;
+                    if let [p] = *pairs {
+                        let p = p as usize;
+                        while r0 + ROWS_A_PASS <= nr {
+                            let rows = core::array::from_fn(|i| td.row(e, n0 + r0 + i));
+                            let Some(d) = dot_rows::<T, ROWS_A_PASS>(rows, prep.row(p), true)
+                            else {
+                                break;
+                            };
+                            for (i, d) in d.into_iter().enumerate() {
+                                acc[(p / top_k) * nr + r0 + i] += combine(d, p);
+                            }
+                            r0 += ROWS_A_PASS;
+                        }
+                    }
+                    for r in r0..nr {
                         let wr = td.row(e, n0 + r);
                         for &p in pairs {
                             let p = p as usize;

@@ -66,6 +66,63 @@ pub(crate) fn dot_row<T: Kernel>(level: SimdLevel, row: Row<'_, T>, x: PRow<'_>)
     }
 }
 
+/// Weight rows a decode pass of the f32 paths takes together ([`dot_rows`]).
+pub(crate) const ROWS_A_PASS: usize = 4;
+
+/// `R` rows' [`dot_row`] against the same activations in one pass (`consecutive`:
+/// the rows are consecutive rows of one matrix), where a kernel
+/// for that exists (4-bit rows with bf16 scales and biases and activations prepared
+/// for `vdpbf16ps`, on x86_64); `None` elsewhere, and the caller takes [`dot_row`]
+/// row by row. Short rows (the down projection's 768 values) spend much of a single
+/// row's time on fixed costs that `R` rows share here.
+#[inline]
+pub(crate) fn dot_rows<T: Kernel, const R: usize>(
+    rows: [Row<'_, T>; R],
+    x: PRow<'_>,
+    consecutive: bool,
+) -> Option<[f32; R]> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x.xb.is_empty() {
+            return None;
+        }
+        let mut words = [&[][..]; R];
+        let mut scales = [&[][..]; R];
+        let mut biases = [&[][..]; R];
+        let mut gs = 0;
+        for (i, row) in rows.iter().enumerate() {
+            let Row::Quant {
+                words: w,
+                scales: s,
+                biases: b,
+                spec,
+            } = *row
+            else {
+                return None;
+            };
+            if spec.bits() != 4 {
+                return None;
+            }
+            (words[i], scales[i], biases[i]) = (w, T::as_bf16(s)?, T::as_bf16(b)?);
+            gs = spec.group_size();
+        }
+        Some(simd::q4_dots_bf16(
+            words,
+            x.xb,
+            x.xsum,
+            scales,
+            biases,
+            gs,
+            consecutive,
+        ))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (rows, x, consecutive);
+        None
+    }
+}
+
 /// Fills `tile` with rows `n0..n0 + nrows` of expert `e` as f32 (dequantized or
 /// widened), row-major with row length K.
 pub(crate) fn load_tile<T: Kernel>(

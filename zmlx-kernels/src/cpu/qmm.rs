@@ -3,7 +3,9 @@
 use super::chain::chain_rows;
 use super::dtype::{Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
-use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
+use super::linear::{
+    dot_row, dot_rows, load_tile, tile_dots, tile_rows, ROWS_A_PASS, TILE_MIN_ROWS,
+};
 use super::par::{for_each_task, task_size, SharedOut};
 use super::precision::{current_precision, Precision};
 use super::prep::Prepared;
@@ -84,7 +86,24 @@ fn qmm_typed<T: Kernel>(x: &[T], m: usize, w: &Weights<'_>, y: &mut [T]) -> Resu
         let prep = Prepared::new(x, m, k, tw.spec(), level);
         let chunk = task_size(n, 16, 1);
         for_each_task(n.div_ceil(chunk), work, |c| {
-            for row in c * chunk..n.min((c + 1) * chunk) {
+            let end = n.min((c + 1) * chunk);
+            let mut row = c * chunk;
+            // One activation row (decode): four weight rows a pass where a kernel
+            // takes them.
+            if m == 1 {
+                while row + ROWS_A_PASS <= end {
+                    let rows = core::array::from_fn(|j| tw.row(0, row + j));
+                    let Some(v) = dot_rows::<T, ROWS_A_PASS>(rows, prep.row(0), true) else {
+                        break;
+                    };
+                    for (j, v) in v.into_iter().enumerate() {
+                        // SAFETY: task `c` alone owns columns `c*chunk..(c+1)*chunk`.
+                        unsafe { out.write(row + j, T::from_f32(v)) };
+                    }
+                    row += ROWS_A_PASS;
+                }
+            }
+            for row in row..end {
                 let wr = tw.row(0, row);
                 for i in 0..m {
                     let v = dot_row(level, wr, prep.row(i));

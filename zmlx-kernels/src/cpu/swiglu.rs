@@ -17,7 +17,7 @@ use super::chain::chain_rows;
 use super::dispatch::ExpertDispatch;
 use super::dtype::{Element, Floats, FloatsMut};
 use super::error::{check_len, checked_prod, KernelError, Result};
-use super::linear::{dot_row, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
+use super::linear::{dot_row, dot_rows, load_tile, tile_dots, tile_rows, TILE_MIN_ROWS};
 use super::mlx_math;
 use super::par::{for_each_task, task_size, SharedOut};
 use super::precision::{current_precision, Precision};
@@ -156,7 +156,10 @@ fn typed<T: Kernel>(
                 let (gr, ur) = (tg.row(e, r), tu.row(e, r));
                 for &p in pairs {
                     let xr = prep.row(p as usize / top_k);
-                    let v = swiglu_act::<T>(dot_row(level, gr, xr), dot_row(level, ur, xr));
+                    // The gate and up rows in one pass where a kernel takes them.
+                    let [g, u] = dot_rows::<T, 2>([gr, ur], xr, false)
+                        .unwrap_or_else(|| [dot_row(level, gr, xr), dot_row(level, ur, xr)]);
+                    let v = swiglu_act::<T>(g, u);
                     unsafe { out.write(p as usize * inter + r, T::from_f32(v)) };
                 }
             }

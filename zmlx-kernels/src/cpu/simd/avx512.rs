@@ -51,8 +51,12 @@ pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
     _mm512_reduce_add_ps(total) + bias_acc
 }
 
-/// 4-bit row dot product for bf16 activations through `vdpbf16ps`: per 128 values,
-/// one 64-byte load, four shift + `vpternlogd` pairs and four `vdpbf16ps`.
+/// 4-bit dot products of `R` rows of one matrix with the same bf16 activations,
+/// through `vdpbf16ps`: per row and 128 values, one 64-byte load, four shift +
+/// `vpternlogd` pairs and four `vdpbf16ps`; the activation chunks are loaded once for
+/// all rows, and the rows' chains run side by side, so a short row's fixed costs
+/// (setup, the final reduction, the call) are shared by `R` rows. Each row's words
+/// are prefetched `lead` times [`super::PREFETCH_AHEAD`] ahead.
 ///
 /// Each 16-bit lane `l` of a chunk holds values `4l .. 4l + 4` (one nibble each); the
 /// nibble `q` of position `j` becomes the bf16 number `1 + q/16` by moving it under
@@ -72,83 +76,91 @@ pub(crate) unsafe fn q4_dot<T: Element, const GS: usize>(
 ///
 /// # Safety
 /// AVX-512F, AVX512BW, AVX512VL and AVX512_BF16 available; `GS` is 32, 64 or 128;
-/// `words.len() == scales.len() * GS / 8`, `xb.len()` is `scales.len() * GS` rounded
-/// up to a multiple of [`BF16_CHUNK`] with zeros after the row's values; `xsum` and
-/// `biases` as long as `scales`.
+/// `R > 0`; every row has `words[r].len() == scales[r].len() * GS / 8`, and all rows
+/// have the same lengths; `xb.len()` is `scales[0].len() * GS` rounded up to a
+/// multiple of [`BF16_CHUNK`] with zeros after the row's values; `xsum` and each
+/// row's `biases` as long as its `scales`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-pub(crate) unsafe fn q4_dot_bf16<const GS: usize>(
-    words: &[u32],
+pub(crate) unsafe fn q4_dots_bf16<const GS: usize, const R: usize>(
+    words: [&[u32]; R],
     xb: &[u16],
     xsum: &[f32],
-    scales: &[half::bf16],
-    biases: &[half::bf16],
-) -> f32 {
-    let groups = scales.len();
-    let nwords = words.len();
+    scales: [&[half::bf16]; R],
+    biases: [&[half::bf16]; R],
+    lead: usize,
+) -> [f32; R] {
+    let groups = scales[0].len();
+    let nwords = words[0].len();
     let chunks = nwords.div_ceil(16);
-    // (A & B) | C with A = the shifted lanes, B = the nibble's place, C = 1.0's bits.
     const SET: i32 = 0xEA;
     let place = _mm512_set1_epi16(0x0078);
     let one = _mm512_set1_epi16(0x3F80);
-    // Lane i of a chunk's sum covers word i, values 8i..8i + 8: its group's offset
-    // from the chunk's first group.
     let lane_group: [i32; 16] = core::array::from_fn(|i| (8 * i / GS) as i32);
     let lane_group = _mm512_loadu_si512(lane_group.as_ptr().cast());
     let step = _mm512_set1_epi32((BF16_CHUNK / GS) as i32);
     let widen = |v: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)));
-    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let (mut sx, mut bx) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let zero = _mm512_setzero_ps();
+    let mut acc = [zero; R];
+    let (mut sx, mut bx) = ([zero; R], [zero; R]);
     let chunks_per_block = 16 * GS / BF16_CHUNK;
     let mut c = 0;
     for g0 in (0..groups).step_by(16) {
         let gm: __mmask16 = (((1u32 << (groups - g0).min(16)) - 1) & 0xFFFF) as u16;
-        let s = widen(_mm256_maskz_loadu_epi16(gm, scales.as_ptr().add(g0).cast()));
-        let b = widen(_mm256_maskz_loadu_epi16(gm, biases.as_ptr().add(g0).cast()));
         let xs = _mm512_maskz_loadu_ps(gm, xsum.as_ptr().add(g0));
-        sx = _mm512_fmadd_ps(s, xs, sx);
-        bx = _mm512_fmadd_ps(b, xs, bx);
+        let mut s = [zero; R];
+        for r in 0..R {
+            s[r] = widen(_mm256_maskz_loadu_epi16(
+                gm,
+                scales[r].as_ptr().add(g0).cast(),
+            ));
+            let b = widen(_mm256_maskz_loadu_epi16(
+                gm,
+                biases[r].as_ptr().add(g0).cast(),
+            ));
+            sx[r] = _mm512_fmadd_ps(s[r], xs, sx[r]);
+            bx[r] = _mm512_fmadd_ps(b, xs, bx[r]);
+        }
         let mut idx = lane_group;
         let end = chunks.min(c + chunks_per_block);
         while c < end {
             let w0 = 16 * c;
-            super::prefetch_group(words.as_ptr().add(w0).cast(), 64);
-            let v = if w0 + 16 <= nwords {
-                _mm512_loadu_si512(words.as_ptr().add(w0).cast())
-            } else {
-                let wm = (((1u32 << (nwords - w0)) - 1) & 0xFFFF) as u16;
-                _mm512_maskz_loadu_epi32(wm, words.as_ptr().add(w0).cast())
-            };
-            let f = [
-                _mm512_slli_epi16::<3>(v),
-                _mm512_srli_epi16::<1>(v),
-                _mm512_srli_epi16::<5>(v),
-                _mm512_srli_epi16::<9>(v),
-            ]
-            .map(|a| {
-                core::mem::transmute::<__m512i, __m512bh>(_mm512_ternarylogic_epi32::<SET>(
-                    a, place, one,
-                ))
-            });
             let xp = xb.as_ptr().add(BF16_CHUNK * c);
-            let x = |j: usize| {
+            let x: [__m512bh; 4] = core::array::from_fn(|j| {
                 core::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(xp.add(32 * j).cast()))
-            };
-            let mut d = _mm512_dpbf16_ps(_mm512_setzero_ps(), f[0], x(0));
-            d = _mm512_dpbf16_ps(d, f[1], x(1));
-            d = _mm512_dpbf16_ps(d, f[2], x(2));
-            d = _mm512_dpbf16_ps(d, f[3], x(3));
-            let sv = _mm512_permutexvar_ps(idx, s);
-            if c % 2 == 0 {
-                acc0 = _mm512_fmadd_ps(sv, d, acc0);
-            } else {
-                acc1 = _mm512_fmadd_ps(sv, d, acc1);
+            });
+            for r in 0..R {
+                super::prefetch_group_lead(words[r].as_ptr().add(w0).cast(), 64, lead);
+                let v = if w0 + 16 <= nwords {
+                    _mm512_loadu_si512(words[r].as_ptr().add(w0).cast())
+                } else {
+                    let wm = (((1u32 << (nwords - w0)) - 1) & 0xFFFF) as u16;
+                    _mm512_maskz_loadu_epi32(wm, words[r].as_ptr().add(w0).cast())
+                };
+                let f = [
+                    _mm512_slli_epi16::<3>(v),
+                    _mm512_srli_epi16::<1>(v),
+                    _mm512_srli_epi16::<5>(v),
+                    _mm512_srli_epi16::<9>(v),
+                ]
+                .map(|a| {
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_ternarylogic_epi32::<SET>(
+                        a, place, one,
+                    ))
+                });
+                let mut d = _mm512_dpbf16_ps(zero, f[0], x[0]);
+                d = _mm512_dpbf16_ps(d, f[1], x[1]);
+                d = _mm512_dpbf16_ps(d, f[2], x[2]);
+                d = _mm512_dpbf16_ps(d, f[3], x[3]);
+                acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, s[r]), d, acc[r]);
             }
             idx = _mm512_add_epi32(idx, step);
             c += 1;
         }
     }
-    let f = _mm512_sub_ps(_mm512_add_ps(acc0, acc1), sx);
-    _mm512_reduce_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(16.0), f, bx))
+    core::array::from_fn(|r| {
+        let f = _mm512_sub_ps(acc[r], sx[r]);
+        _mm512_reduce_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(16.0), f, bx[r]))
+    })
 }
 
 /// See [`super::scalar::q8_dot`].

@@ -188,10 +188,21 @@ pub(crate) const PREFETCH_AHEAD: usize = 2048;
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch_group(group: *const u8, bytes: usize) {
+    prefetch_group_lead(group, bytes, 1);
+}
+
+/// [`prefetch_group`] from `lead` times as far ahead: a kernel that walks `lead`
+/// consecutive rows of one matrix side by side moves through it `lead` times as
+/// fast, so the same lead in time is `lead` times the distance.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_group_lead(group: *const u8, bytes: usize, lead: usize) {
     use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     for off in (0..bytes).step_by(64) {
         // SAFETY: `prefetch` is a hint (SSE, baseline on x86_64) with no memory access.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(group.wrapping_add(off + PREFETCH_AHEAD).cast()) };
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(group.wrapping_add(off + lead * PREFETCH_AHEAD).cast())
+        };
     }
 }
 
@@ -244,9 +255,49 @@ pub(crate) fn q4_dot_bf16(
     // SAFETY: features checked above (and cached), lengths checked.
     unsafe {
         match gs {
-            32 => avx512::q4_dot_bf16::<32>(words, xb, xsum, scales, biases),
-            64 => avx512::q4_dot_bf16::<64>(words, xb, xsum, scales, biases),
-            _ => avx512::q4_dot_bf16::<128>(words, xb, xsum, scales, biases),
+            32 => avx512::q4_dots_bf16::<32, 1>([words], xb, xsum, [scales], [biases], 1)[0],
+            64 => avx512::q4_dots_bf16::<64, 1>([words], xb, xsum, [scales], [biases], 1)[0],
+            _ => avx512::q4_dots_bf16::<128, 1>([words], xb, xsum, [scales], [biases], 1)[0],
+        }
+    }
+}
+
+/// [`q4_dot_bf16`] for `R` rows against the same activations, in one pass
+/// (`avx512::q4_dots_bf16`, which both run); `consecutive`: the rows are consecutive
+/// rows of one matrix (prefetches then reach `R` times as far). Callers check
+/// [`bf16_dot_available`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn q4_dots_bf16<const R: usize>(
+    words: [&[u32]; R],
+    xb: &[u16],
+    xsum: &[f32],
+    scales: [&[bf16]; R],
+    biases: [&[bf16]; R],
+    gs: usize,
+    consecutive: bool,
+) -> [f32; R] {
+    let lead = if consecutive { R } else { 1 };
+    let groups = scales[0].len();
+    assert!(
+        R > 0
+            && bf16_dot_available(SimdLevel::Avx512)
+            && matches!(gs, 32 | 64 | 128)
+            && xb.len() == (groups * gs).next_multiple_of(BF16_CHUNK)
+            && xsum.len() == groups
+            && (0..R).all(|r| {
+                words[r].len() == groups * gs / 8
+                    && scales[r].len() == groups
+                    && biases[r].len() == groups
+            }),
+        "q4_dots_bf16: internal invariant violated"
+    );
+    // SAFETY: features checked above (and cached), lengths checked for every row.
+    unsafe {
+        match gs {
+            32 => avx512::q4_dots_bf16::<32, R>(words, xb, xsum, scales, biases, lead),
+            64 => avx512::q4_dots_bf16::<64, R>(words, xb, xsum, scales, biases, lead),
+            _ => avx512::q4_dots_bf16::<128, R>(words, xb, xsum, scales, biases, lead),
         }
     }
 }
