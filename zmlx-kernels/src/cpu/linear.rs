@@ -100,7 +100,9 @@ pub(crate) fn dot_rows<T: Kernel, const R: usize>(
             else {
                 return None;
             };
-            if spec.bits() != 4 {
+            // One layout for all rows (the kernel takes one group size and length).
+            if spec.bits() != 4 || (i > 0 && (spec.group_size() != gs || w.len() != words[0].len()))
+            {
                 return None;
             }
             (words[i], scales[i], biases[i]) = (w, T::as_bf16(s)?, T::as_bf16(b)?);
