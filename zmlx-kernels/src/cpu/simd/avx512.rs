@@ -92,9 +92,12 @@ pub(crate) unsafe fn q4_dots_bf16<const GS: usize, const R: usize>(
     let groups = scales[0].len();
     let nwords = words[0].len();
     let chunks = nwords.div_ceil(16);
+    // (A & B) | C with A = the shifted lanes, B = the nibble's place, C = 1.0's bits.
     const SET: i32 = 0xEA;
     let place = _mm512_set1_epi16(0x0078);
     let one = _mm512_set1_epi16(0x3F80);
+    // Lane i of a chunk's sum covers word i, values 8i..8i + 8: its group's offset
+    // from the chunk's first group.
     let lane_group: [i32; 16] = core::array::from_fn(|i| (8 * i / GS) as i32);
     let lane_group = _mm512_loadu_si512(lane_group.as_ptr().cast());
     let step = _mm512_set1_epi32((BF16_CHUNK / GS) as i32);
