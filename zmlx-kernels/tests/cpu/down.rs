@@ -128,6 +128,19 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
             let scores = values(&mut rng, sdtype, tokens * top_k, 0.0, 1.0);
             let sb = Buf::from_f32(sdtype, &scores);
             let round_products = !scores_f32 && dtype != Dtype::F32;
+            // One call of the op on these routing and scores (the callers pick the
+            // precision and level around it).
+            let down = |hb: &Buf, w: &Weights, y: &mut Buf| {
+                expert_down_combine(
+                    hb.floats(),
+                    tokens,
+                    &idx,
+                    top_k,
+                    sb.floats(),
+                    w,
+                    y.floats_mut(),
+                )
+            };
             // The f32-accumulating path (float weights, or quantized weights under
             // `Precision::F32`) at every level, against the interval bound.
             let bounded = |h: &[f32],
@@ -138,17 +151,7 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
                 for level in simd::available_levels() {
                     let mut y = Buf::zeros(dtype, tokens * hidden);
                     with_precision(Precision::F32, || {
-                        simd::with_level(level, || {
-                            expert_down_combine(
-                                hb.floats(),
-                                tokens,
-                                &idx,
-                                top_k,
-                                sb.floats(),
-                                w,
-                                y.floats_mut(),
-                            )
-                        })
+                        simd::with_level(level, || down(hb, w, &mut y))
                     })
                     .unwrap()
                     .unwrap();
@@ -198,19 +201,9 @@ fn run(seed: u64, tokens: usize, experts: usize, top_k: usize, hidden: usize, gr
                 .unwrap();
                 for level in kernel_settings() {
                     let mut y = Buf::zeros(dtype, tokens * hidden);
-                    with_setting(level, || {
-                        expert_down_combine(
-                            hb.floats(),
-                            tokens,
-                            &idx,
-                            top_k,
-                            sb.floats(),
-                            &w,
-                            y.floats_mut(),
-                        )
-                    })
-                    .unwrap()
-                    .unwrap();
+                    with_setting(level, || down(&hb, &w, &mut y))
+                        .unwrap()
+                        .unwrap();
                     check_exact(
                         dtype,
                         round_products,

@@ -233,28 +233,17 @@ fn guard_edges() {
             x[5] = f32::INFINITY;
         }
         let w = naive::mlx::dequantize(dtype, &q.packed, &q.scales, &q.biases, n, k, bits, gs);
-        let (sb, bb) = (
-            Buf::from_f32(dtype, &q.scales),
-            Buf::from_f32(dtype, &q.biases),
-        );
-        let spec = QuantSpec::new(bits, gs).unwrap();
-        let wt = Weights::quantized(
-            &q.packed,
-            sb.floats(),
-            bb.floats(),
-            WeightShape::matrix(n, k),
-            spec,
-        )
-        .unwrap();
         for m in [1, 2] {
-            let xb = Buf::from_f32(dtype, &x[..m * k]);
-            for level in kernel_settings() {
-                let mut y = Buf::zeros(dtype, m * n);
-                with_setting(level, || qmm(xb.floats(), m, &wt, y.floats_mut()))
-                    .unwrap()
-                    .unwrap();
-                check_exact(dtype, &x[..m * k], &w, m, n, k, &y.to_f32());
-            }
+            let xm = &x[..m * k];
+            with_quant_matrix(dtype, &q, xm, n, k, bits, gs, |wt, xb| {
+                for level in kernel_settings() {
+                    let mut y = Buf::zeros(dtype, m * n);
+                    with_setting(level, || qmm(xb.floats(), m, wt, y.floats_mut()))
+                        .unwrap()
+                        .unwrap();
+                    check_exact(dtype, xm, &w, m, n, k, &y.to_f32());
+                }
+            });
         }
     }
 }
