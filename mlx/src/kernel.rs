@@ -22,8 +22,9 @@ static CALL_COUNT: AtomicU64 = AtomicU64::new(0);
 static CALL_NANOS: AtomicU64 = AtomicU64::new(0);
 
 /// Turns on (or off) the timing of [`CustomKernel::call`]'s time inside MLX (the C
-/// shim and MLX's kernel call, which builds the kernel's source and its graph node),
-/// for host-cost measurements; off by default, when a call only reads one flag.
+/// shim and, on a launch not seen before, MLX's kernel call, which builds the kernel's
+/// source and its graph node), for host-cost measurements; off by default, when a call
+/// only reads one flag.
 pub fn set_call_timing(on: bool) {
     CALL_TIMING.store(on, Ordering::Relaxed);
 }
@@ -184,6 +185,12 @@ impl CustomKernel {
     }
 
     /// Queues one call (lazily, like any op) and returns its outputs.
+    ///
+    /// The first call of a launch (stream, input and output dtypes, grid, threadgroup,
+    /// fill value, template arguments) has MLX build the kernel's graph node; later
+    /// calls with the same launch reuse it, so that a decode loop does not pay MLX's
+    /// source assembly on every call. A kernel keeps the nodes of its 32 latest
+    /// launches.
     ///
     /// # Errors
     /// On a wrong number of inputs or outputs, a non-positive grid or threadgroup,
