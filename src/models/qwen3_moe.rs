@@ -18,7 +18,8 @@ use mlx::quantization::{QuantSpec as MlxQuantSpec, QuantizedWeight};
 use mlx::{ops, Array, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::{DownCombineInput, NextNorm, NormCounter};
 use zmlx_kernels::expert_swiglu::swiglu;
-use zmlx_kernels::moe_gate::RouterSpec;
+use zmlx_kernels::expert_swiglu::{ExpertHidden, RouterScratch};
+use zmlx_kernels::moe_gate::{RouterSpec, Routing};
 use zmlx_kernels::norm::{
     add_norm_support, fused_add_rms_norm, fused_head_norm_rope, fused_head_norm_rope_into_cache,
     head_norm_rope_support, kv_write_support, HeadNormRopeSpec,
@@ -256,32 +257,69 @@ pub struct MoeBlock {
     pub router: RouterSpec,
     /// Scratch of the down + combine op that also computes the next norm (made on
     /// first use; a clone of the block gets its own).
-    pub norm_counter: CounterCell,
+    pub norm_counter: ScratchCell<NormCounter>,
+    /// Scratch of the SwiGLU op that also computes the router logits (made on first
+    /// use; a clone of the block gets its own).
+    pub router_scratch: ScratchCell<RouterScratch>,
 }
 
-/// A [`NormCounter`] made on first use. Each MoE block owns one, since calls that
-/// share a counter must run one after another; cloning gives an empty cell, so two
-/// clones of a model never share one.
-#[derive(Debug, Default)]
-pub struct CounterCell(OnceLock<NormCounter>);
+/// Kernel scratch ([`NormCounter`], [`RouterScratch`]) made on first use. Each MoE
+/// block owns its own, since calls that share scratch must run one after another;
+/// cloning gives an empty cell, so two clones of a model never share one.
+#[derive(Debug)]
+pub struct ScratchCell<T>(OnceLock<T>);
 
-impl Clone for CounterCell {
-    fn clone(&self) -> Self {
-        CounterCell::default()
+impl<T> Default for ScratchCell<T> {
+    fn default() -> Self {
+        ScratchCell(OnceLock::new())
     }
 }
 
-impl CounterCell {
-    fn get(&self) -> Result<&NormCounter> {
+impl<T> Clone for ScratchCell<T> {
+    fn clone(&self) -> Self {
+        ScratchCell::default()
+    }
+}
+
+impl<T> ScratchCell<T> {
+    fn get(&self, make: impl FnOnce() -> Result<T>) -> Result<&T> {
         if let Some(c) = self.0.get() {
             return Ok(c);
         }
-        let c = NormCounter::new()?;
+        let c = make()?;
         Ok(self.0.get_or_init(|| c))
     }
 }
 
 impl MoeBlock {
+    /// The router logits, then the routing and the expert SwiGLU: in one op where
+    /// the routed SwiGLU slot has a kernel for them, else in two.
+    fn route_and_swiglu(
+        &self,
+        slots: &Slots,
+        x: &Array,
+        s: StreamOrDevice,
+    ) -> Result<(ExpertHidden, Routing)> {
+        let logits = self.gate.forward(slots, x, s)?;
+        if slots.fuse_route_swiglu {
+            if let Some(both) = slots.expert_swiglu.forward_routed(
+                x,
+                &logits,
+                &self.router,
+                &self.gate_proj,
+                &self.up_proj,
+                s,
+            )? {
+                return Ok(both);
+            }
+        }
+        let routing = slots.router.route(&logits, &self.router, s)?;
+        let hidden = slots
+            .expert_swiglu
+            .forward(x, &self.gate_proj, &self.up_proj, &routing, s)?;
+        Ok((hidden, routing))
+    }
+
     /// `residual + moe(x)`: the residual add travels with the down + combine op,
     /// which the fused implementation folds into its kernel (one op fewer). With
     /// `next`, the norm that follows may come back too, computed in the same op.
@@ -293,11 +331,13 @@ impl MoeBlock {
         next: Option<&RmsNorm>,
         s: StreamOrDevice,
     ) -> Result<(Array, Option<Array>)> {
-        let logits = self.gate.forward(slots, x, s)?;
-        let routed = match slots.fuse_route_swiglu {
-            true => slots.expert_swiglu.forward_routed(
+        // With the routed SwiGLU slot, the kernel may compute the router logits too
+        // (one op for router, routing and SwiGLU); else it routes from them.
+        let fused = match slots.fuse_route_swiglu {
+            true => slots.expert_swiglu.forward_router_routed(
                 x,
-                &logits,
+                &self.gate.weight,
+                self.router_scratch.get(|| Ok(RouterScratch::new()?))?,
                 &self.router,
                 &self.gate_proj,
                 &self.up_proj,
@@ -305,16 +345,9 @@ impl MoeBlock {
             )?,
             false => None,
         };
-        let (hidden, routing) = match routed {
+        let (hidden, routing) = match fused {
             Some(both) => both,
-            None => {
-                let routing = slots.router.route(&logits, &self.router, s)?;
-                let hidden =
-                    slots
-                        .expert_swiglu
-                        .forward(x, &self.gate_proj, &self.up_proj, &routing, s)?;
-                (hidden, routing)
-            }
+            None => self.route_and_swiglu(slots, x, s)?,
         };
         let input = DownCombineInput {
             hidden: &hidden,
@@ -326,7 +359,7 @@ impl MoeBlock {
             let next = NextNorm {
                 weight: &norm.weight,
                 eps: norm.eps,
-                counter: self.norm_counter.get()?,
+                counter: self.norm_counter.get(|| Ok(NormCounter::new()?))?,
             };
             if let Some((h, n)) = slots.down_combine.forward_normed(&input, &next, s)? {
                 return Ok((h, Some(n)));
@@ -524,7 +557,8 @@ impl Qwen3Moe {
                         k: c.num_experts_per_tok as i32,
                         normalize: c.norm_topk_prob,
                     },
-                    norm_counter: CounterCell::default(),
+                    norm_counter: ScratchCell::default(),
+                    router_scratch: ScratchCell::default(),
                 })
             } else {
                 let inter = c.intermediate_size as i32;

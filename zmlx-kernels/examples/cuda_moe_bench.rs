@@ -10,7 +10,9 @@
 //! - `routed`: the SwiGLU kernel that routes (`FusedExpertSwiGlu::forward_routed`,
 //!   the `route_swiglu` slot), then `FusedDownCombine`: three ops a block;
 //! - `routed+res`: the same with the residual add inside down + combine (as the
-//!   patched model runs it): three ops a block with the add.
+//!   patched model runs it): three ops a block with the add;
+//! - `router+res`: `routed+res` with the router matmul inside the SwiGLU kernel too
+//!   (`forward_router_routed`): two ops a block.
 //!
 //! Every variant is timed and compared as the block a decoder runs, `x + moe(x)`.
 //!
@@ -51,7 +53,7 @@ use std::time::Instant;
 use mlx::quantization::{quantize, quantized_matmul, QuantSpec, QuantizedWeight};
 use mlx::{ops, random, Array, Device, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDownCombine};
-use zmlx_kernels::expert_swiglu::{FusedExpertSwiGlu, ReferenceExpertSwiGlu};
+use zmlx_kernels::expert_swiglu::{FusedExpertSwiGlu, ReferenceExpertSwiGlu, RouterScratch};
 use zmlx_kernels::moe_gate::{FusedRouter, ReferenceRouter, RouterSpec, Routing};
 use zmlx_kernels::norm::{fused_add_rms_norm, fused_head_norm_rope, HeadNormRopeSpec};
 use zmlx_kernels::{gpu, DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
@@ -68,6 +70,11 @@ const QWEN3_ROUTER: RouterSpec = RouterSpec::SoftmaxTopK {
 
 struct Layer {
     router: QuantizedWeight,
+    /// The same router weight, as the fused router takes it.
+    router_w: Weight,
+    /// The fused router's scratch (the blocks of one chain use each layer's one
+    /// after another).
+    scratch: RouterScratch,
     gate: Weight,
     up: Weight,
     down: Weight,
@@ -80,6 +87,7 @@ enum Variant {
     FusedRouterKernel,
     Routed,
     RoutedResidual,
+    RouterResidual,
 }
 
 impl Variant {
@@ -90,6 +98,7 @@ impl Variant {
             Variant::FusedRouterKernel => "fused+router",
             Variant::Routed => "routed",
             Variant::RoutedResidual => "routed+res",
+            Variant::RouterResidual => "router+res",
         }
     }
 }
@@ -122,7 +131,7 @@ fn qw(
 /// kernel.
 fn step(l: &Layer, x: &Array, v: Variant, s: StreamOrDevice) -> mlx::Result<Array> {
     match v {
-        Variant::RoutedResidual => block(l, x, v, Some(x), s),
+        Variant::RoutedResidual | Variant::RouterResidual => block(l, x, v, Some(x), s),
         _ => ops::add(x, &block(l, x, v, None, s)?, s),
     }
 }
@@ -135,6 +144,23 @@ fn block(
     s: StreamOrDevice,
 ) -> mlx::Result<Array> {
     let spec = QWEN3_ROUTER;
+    if v == Variant::RouterResidual {
+        let (h, routing) = FusedExpertSwiGlu
+            .forward_router_routed(x, &l.router_w, &l.scratch, &spec, &l.gate, &l.up, s)?
+            .ok_or_else(|| {
+                mlx::Error::invalid(
+                    "cuda_moe_bench",
+                    "the router-computing SwiGLU kernel declined this block",
+                )
+            })?;
+        let input = DownCombineInput {
+            hidden: &h,
+            down: &l.down,
+            routing: &routing,
+            residual,
+        };
+        return FusedDownCombine.forward(&input, s);
+    }
     let logits = quantized_matmul(x, &l.router, true, s)?;
     let (h, routing) = match v {
         Variant::Routed | Variant::RoutedResidual => FusedExpertSwiGlu
@@ -151,7 +177,7 @@ fn block(
             (h, routing)
         }
         // `fused`: the expert kernels with the reference router.
-        Variant::Fused | Variant::FusedRouterKernel => {
+        Variant::Fused | Variant::FusedRouterKernel | Variant::RouterResidual => {
             let routing = match v {
                 Variant::Fused => ReferenceRouter.route(&logits, &spec, s)?,
                 _ => FusedRouter.route(&logits, &spec, s)?,
@@ -207,8 +233,11 @@ fn main() -> mlx::Result<()> {
     let rspec = QuantSpec::affine(64, 8);
     let mut layers = Vec::new();
     for i in 0..n_weights as u64 {
+        let router = qw(&[EXPERTS, HIDDEN], rspec, 10 * i + 1, s)?;
         layers.push(Layer {
-            router: qw(&[EXPERTS, HIDDEN], rspec, 10 * i + 1, s)?,
+            router_w: Weight::Quantized(router.clone()),
+            scratch: RouterScratch::new()?,
+            router,
             gate: Weight::Quantized(qw(&[EXPERTS, INTER, HIDDEN], espec, 10 * i + 2, s)?),
             up: Weight::Quantized(qw(&[EXPERTS, INTER, HIDDEN], espec, 10 * i + 3, s)?),
             down: Weight::Quantized(qw(&[EXPERTS, HIDDEN, INTER], espec, 10 * i + 4, s)?),
@@ -238,6 +267,7 @@ fn main() -> mlx::Result<()> {
         Variant::FusedRouterKernel,
         Variant::Routed,
         Variant::RoutedResidual,
+        Variant::RouterResidual,
     ] {
         // Outputs poisoned with NaN: an output a kernel never writes could otherwise
         // hold the reference's values from a recycled buffer.
@@ -283,6 +313,7 @@ fn main() -> mlx::Result<()> {
         Variant::FusedRouterKernel,
         Variant::Routed,
         Variant::RoutedResidual,
+        Variant::RouterResidual,
     ] {
         let label = v.label();
         for _ in 0..3 {
@@ -366,6 +397,59 @@ fn main() -> mlx::Result<()> {
             "swiglu+down kernels only: {:8.1} us per block ({n_layers} per eval, median of {iters})",
             median(&mut times)
         );
+    }
+    // The routing SwiGLU alone (48 independent calls an eval): MLX's router matmul
+    // then the kernel that routes from its logits, against the kernel that computes
+    // the logits itself.
+    {
+        let spec = QWEN3_ROUTER;
+        // The calls of one eval are independent graph nodes, which MLX may run at the
+        // same time: each gets a scratch of its own.
+        let scratches = (0..n_layers)
+            .map(|_| RouterScratch::new())
+            .collect::<mlx::Result<Vec<_>>>()?;
+        for fused_router in [false, true] {
+            let mut times = Vec::with_capacity(iters);
+            for it in 0..iters + 3 {
+                let t = Instant::now();
+                let mut outs = Vec::with_capacity(n_layers);
+                for i in 0..n_layers {
+                    let l = &layers[i % layers.len()];
+                    let got = if fused_router {
+                        FusedExpertSwiGlu.forward_router_routed(
+                            &x0,
+                            &l.router_w,
+                            &scratches[i],
+                            &spec,
+                            &l.gate,
+                            &l.up,
+                            s,
+                        )?
+                    } else {
+                        let logits = quantized_matmul(&x0, &l.router, true, s)?;
+                        FusedExpertSwiGlu.forward_routed(&x0, &logits, &spec, &l.gate, &l.up, s)?
+                    };
+                    let (h, _) = got.ok_or_else(|| {
+                        mlx::Error::invalid("cuda_moe_bench", "a routing SwiGLU kernel declined")
+                    })?;
+                    outs.push(h.h);
+                }
+                mlx::transforms::eval(&outs.iter().collect::<Vec<_>>())?;
+                mlx::synchronize()?;
+                if it >= 3 {
+                    times.push(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64);
+                }
+            }
+            println!(
+                "{}: {:8.1} us per call ({n_layers} per eval, median of {iters})",
+                if fused_router {
+                    "router swiglu kernel (logits inside)"
+                } else {
+                    "router matmul + routed swiglu kernel"
+                },
+                median(&mut times)
+            );
+        }
     }
     if !std::env::args().any(|a| a == "--block-only") {
         per_op_costs(&layers, &x0, n_layers, iters, s)?;

@@ -15,6 +15,43 @@ use crate::weight::Weight;
 /// mlx-lm sorts (token, expert) pairs by expert from this many pairs on.
 pub const SORT_THRESHOLD: usize = 64;
 
+/// Scratch in which the SwiGLU kernel that computes the router logits
+/// ([`ExpertSwiGluOp::forward_router_routed`], CUDA) hands the logits from the
+/// blocks that compute them to the others, with two counts that the kernel leaves
+/// zeroed again. The kernel writes it although MLX sees it as an input, so two calls
+/// may share a scratch only when one runs after the other: give each call site (each
+/// MoE layer) its own. (Not `Clone`: a clone would share the buffer.)
+#[derive(Debug)]
+pub struct RouterScratch {
+    words: Array,
+}
+
+impl RouterScratch {
+    /// uint32 words: the two counts, then room for the logits of up to
+    /// [`crate::gpu::MAX_ROUTER_EXPERTS`] experts in a 16-bit dtype (two a word) or
+    /// 32-bit one.
+    pub const WORDS: usize = 2 + crate::gpu::MAX_ROUTER_EXPERTS as usize;
+
+    /// A zeroed scratch, materialised now (the kernel needs a dense buffer of its
+    /// own, not a broadcast of a constant).
+    ///
+    /// # Errors
+    /// When MLX fails.
+    pub fn new() -> Result<RouterScratch> {
+        let words = Array::from_slice(
+            &[0u32; RouterScratch::WORDS],
+            &[RouterScratch::WORDS as i32],
+        )?;
+        words.eval()?;
+        Ok(RouterScratch { words })
+    }
+
+    /// The words (uint32).
+    pub fn array(&self) -> &Array {
+        &self.words
+    }
+}
+
 /// The activations of every (token, expert) pair, as the down projection takes them.
 #[derive(Clone, Debug)]
 pub struct ExpertHidden {
@@ -360,15 +397,58 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
             up,
             s,
         )?;
-        let indices_shape = indices.shape().to_vec();
-        Ok(Some((
-            ExpertHidden {
-                h,
-                idx: indices.clone(),
-                inv_order: None,
-                indices_shape,
-            },
-            Routing { indices, scores },
-        )))
+        Ok(Some(routed_outputs(h, indices, scores)))
     }
+
+    fn forward_router_routed(
+        &self,
+        x: &Array,
+        router: &Weight,
+        scratch: &RouterScratch,
+        spec: &RouterSpec,
+        gate: &Weight,
+        up: &Weight,
+        s: StreamOrDevice,
+    ) -> Result<Option<(ExpertHidden, Routing)>> {
+        let RouterSpec::SoftmaxTopK { k, .. } = *spec else {
+            return Ok(None);
+        };
+        let experts = gate.experts();
+        let device = s.device()?;
+        if !crate::gpu::current_cuda_variants().fused_router_on()
+            || !self
+                .supports_routed(spec, experts, gate, up, device)
+                .is_yes()
+            || x.dtype() != gate.activation_dtype()
+            || !crate::gpu::router_weight_support(router, x, experts).is_yes()
+            || (k as usize) < crate::gpu::MIN_EXACT_PAIRS
+        {
+            return Ok(None);
+        }
+        let (h, indices, scores) = crate::gpu::router_expert_swiglu(
+            mlx::kernel::KernelBackend::Cuda,
+            x,
+            router,
+            scratch,
+            spec,
+            gate,
+            up,
+            s,
+        )?;
+        Ok(Some(routed_outputs(h, indices, scores)))
+    }
+}
+
+/// The routed kernels' outputs as the two-op path returns them.
+fn routed_outputs(h: Array, indices: Array, scores: Array) -> (ExpertHidden, Routing) {
+    let indices_shape = indices.shape().to_vec();
+    (
+        ExpertHidden {
+            h,
+            idx: indices.clone(),
+            inv_order: None,
+            indices_shape,
+        },
+        Routing { indices, scores },
+    )
 }

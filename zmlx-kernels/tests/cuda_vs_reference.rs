@@ -19,12 +19,12 @@ mod common;
 
 use common::{cuda, gpu_stream, ok};
 use mlx::kernel::KernelBackend;
-use mlx::quantization::{quantize, QuantSpec, QuantizedWeight};
+use mlx::quantization::{quantize, quantized_matmul, QuantSpec, QuantizedWeight};
 use mlx::{fast, ops, random, Array, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::{
     DownCombineInput, FusedDownCombine, NextNorm, NormCounter, ReferenceDownCombine,
 };
-use zmlx_kernels::expert_swiglu::{ExpertHidden, ReferenceExpertSwiGlu};
+use zmlx_kernels::expert_swiglu::{ExpertHidden, ReferenceExpertSwiGlu, RouterScratch};
 use zmlx_kernels::gpu;
 use zmlx_kernels::moe_gate::{ReferenceRouter, RouterSpec, Routing};
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
@@ -1126,6 +1126,144 @@ fn routed_swiglu_matches_router_then_swiglu() {
                     failed.push(what);
                 }
             }
+        }
+    }
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}
+
+/// One class of `router_swiglu_matches_matmul_then_router_then_swiglu`: activation
+/// dtype, router group size, hidden, intermediate, experts, top-k, renormalise.
+struct RouterClass(Dtype, i32, i32, i32, i32, i32, bool);
+
+/// The SwiGLU kernel that also computes the router logits
+/// (`gpu::router_expert_swiglu`, and the trait's `forward_router_routed`) against
+/// the reference it replaces: MLX's `quantized_matmul` with the 8-bit router weight,
+/// `ReferenceRouter`, `ReferenceExpertSwiGlu`. The activations, the expert ids (in
+/// order) and the scores, bitwise, for one token (aligned and at an odd element
+/// offset), three seeds a class. Classes: Qwen3's shapes (bf16, router g64, H2048
+/// I768 E128, top-8), router groups 32 and 128 at E64 and E256, f16 at E16 (four
+/// blocks compute the logits). Both router dequantizations are run: QDEQ 2 (the
+/// default) must be exact; QDEQ 0 is reported. The direct call and the trait's each
+/// get a scratch of their own (they are independent graph nodes, which MLX may run at
+/// the same time), and both scratches must end with their counts back at zero.
+#[test]
+fn router_swiglu_matches_matmul_then_router_then_swiglu() {
+    let _serial = serial();
+    if !cuda() {
+        return;
+    }
+    let s = gpu_stream();
+    let classes = [
+        RouterClass(Dtype::Bfloat16, 64, 2048, 768, 128, 8, true),
+        RouterClass(Dtype::Bfloat16, 32, 512, 384, 64, 8, false),
+        RouterClass(Dtype::Bfloat16, 128, 1024, 512, 256, 8, true),
+        RouterClass(Dtype::Float16, 64, 256, 256, 16, 8, true),
+    ];
+    let scratch = [
+        ok(RouterScratch::new(), "scratch"),
+        ok(RouterScratch::new(), "scratch"),
+    ];
+    let mut failed = Vec::new();
+    for (ci, &RouterClass(dt, rg, hidden, inter, e, k, normalize)) in classes.iter().enumerate() {
+        let espec = QuantSpec::affine(64, 4);
+        let seed0 = 9500 + ci as u64 * 20;
+        let gate = qweight(&[e, inter, hidden], dt, espec, seed0);
+        let up = qweight(&[e, inter, hidden], dt, espec, seed0 + 1);
+        let router = RouterSpec::SoftmaxTopK { k, normalize };
+        for seed in seed0 + 2..seed0 + 5 {
+            let rw = qweight(&[e, hidden], dt, QuantSpec::affine(rg, 8), seed);
+            let Weight::Quantized(rq) = &rw else {
+                unreachable!("qweight quantizes")
+            };
+            for unaligned in [false, true] {
+                let x = if unaligned {
+                    odd_offset_view(1, hidden, dt, seed + 50)
+                } else {
+                    let key = ok(random::key(seed + 50), "key");
+                    ok(
+                        random::normal(&[1, hidden], dt, 0.0, 1.0, Some(&key), s),
+                        "x",
+                    )
+                };
+                let what = format!(
+                    "{} router g{rg} H{hidden} I{inter} E{e} k{k} seed {seed} unaligned {unaligned}",
+                    name(dt)
+                );
+                let xr = aligned_copy(&x);
+                let logits = ok(quantized_matmul(&xr, rq, true, s), "router matmul");
+                let rr = ok(ReferenceRouter.route(&logits, &router, s), "ref route");
+                let rh = ok(
+                    ReferenceExpertSwiGlu.forward(&xr, &gate, &up, &rr, s),
+                    "ref swiglu",
+                );
+                let rh = ok(ops::reshape(&rh.h, &[1, k, inter], s), "reshape");
+                let rids = ok(rr.indices.to_vec::<u32>(), "ids");
+                let rsc = host(&rr.scores);
+                for qdeq in [2, 0] {
+                    let variants = ok(
+                        gpu::CudaVariants::default().with_router_dequant(qdeq),
+                        "variant",
+                    );
+                    let got = gpu::with_cuda_variants(variants, || {
+                        let direct = gpu::router_expert_swiglu(
+                            KernelBackend::Cuda,
+                            &x,
+                            &rw,
+                            &scratch[0],
+                            &router,
+                            &gate,
+                            &up,
+                            s,
+                        );
+                        let via_trait = zmlx_kernels::expert_swiglu::FusedExpertSwiGlu
+                            .forward_router_routed(&x, &rw, &scratch[1], &router, &gate, &up, s);
+                        (direct, via_trait)
+                    });
+                    let (h, ids, scores) = ok(got.0, &format!("router swiglu {what}"));
+                    let Some((th, tr)) = ok(got.1, "forward_router_routed") else {
+                        failed.push(format!("{what}: forward_router_routed declined"));
+                        continue;
+                    };
+                    let mut bad = Vec::new();
+                    for (label, h, ids, scores) in [
+                        ("direct", &h, &ids, &scores),
+                        ("trait", &th.h, &tr.indices, &tr.scores),
+                    ] {
+                        if ok(ids.to_vec::<u32>(), "ids") != rids {
+                            bad.push(format!("{label} ids"));
+                        }
+                        let sc = host(scores);
+                        if sc.iter().zip(&rsc).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                            bad.push(format!("{label} scores"));
+                        }
+                        let h = ok(ops::reshape(h, &[1, k, inter], s), "reshape");
+                        let d = Diff::of(&h, &rh, dt);
+                        if d.mismatched > 0 {
+                            bad.push(format!(
+                                "{label} h: {}/{} differ (max {:.2} units)",
+                                d.mismatched, d.elems, d.max_units
+                            ));
+                        }
+                    }
+                    println!(
+                        "ROUTER QDEQ {qdeq} {what}: {}",
+                        if bad.is_empty() {
+                            "EXACT".to_string()
+                        } else {
+                            bad.join(", ")
+                        }
+                    );
+                    if qdeq == 2 && !bad.is_empty() {
+                        failed.push(what.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (i, sc) in scratch.iter().enumerate() {
+        let words = ok(sc.array().to_vec::<u32>(), "scratch words");
+        if words[..2] != [0, 0] {
+            failed.push(format!("scratch {i}: counts left at {:?}", &words[..2]));
         }
     }
     assert!(failed.is_empty(), "failed: {failed:?}");

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 #define __device__
 #define __global__
@@ -97,3 +98,17 @@ int __any_sync(unsigned int, int);
 unsigned int __reduce_max_sync(unsigned int, unsigned int);
 unsigned int max(unsigned int, unsigned int);
 // ---- end of router keys --------------------------------------------------------
+// ---- Fused router (router_qmv.cuh, swiglu_router.cu) ---------------------------
+struct uint2 {
+  unsigned int x, y;
+};
+__half __hfma(__half, __half, __half);
+__half __hmul_rn(__half, __half);
+__half __hadd_rn(__half, __half);
+__nv_bfloat16 __hfma(__nv_bfloat16, __nv_bfloat16, __nv_bfloat16);
+__nv_bfloat16 __hmul_rn(__nv_bfloat16, __nv_bfloat16);
+__nv_bfloat16 __hadd_rn(__nv_bfloat16, __nv_bfloat16);
+void __nanosleep(unsigned int);
+unsigned int atomicExch(unsigned int*, unsigned int);
+int min(int, int);
+// ---- end of fused router -------------------------------------------------------

@@ -26,6 +26,7 @@ use mlx::{ops, Array, Device, DeviceType, Dtype, Error, Result, StreamOrDevice};
 
 use crate::contract::Support;
 use crate::down_combine::NextNorm;
+use crate::expert_swiglu::RouterScratch;
 use crate::moe_gate::RouterSpec;
 use crate::weight::Weight;
 use family::{FamilySource, KernelFamily};
@@ -245,6 +246,9 @@ struct Sources {
     gate: &'static str,
     /// Header and body of the SwiGLU kernel that also routes (CUDA only).
     routed_swiglu: Option<(&'static str, &'static str)>,
+    /// Header and body of the SwiGLU kernel that also computes the router logits
+    /// (CUDA only).
+    router_swiglu: Option<(&'static str, &'static str)>,
     /// Header and body of the down + combine kernel that also normalises its
     /// output (CUDA only).
     down_norm: Option<(&'static str, &'static str)>,
@@ -276,6 +280,18 @@ const CUDA: Sources = Sources {
             include_str!("../../../shaders/cuda/expert_swiglu.cu")
         ),
     )),
+    router_swiglu: Some((
+        concat!(
+            include_str!("../../../shaders/cuda/prelude.cuh"),
+            include_str!("../../../shaders/cuda/mma.cuh"),
+            include_str!("../../../shaders/cuda/route.cuh"),
+            include_str!("../../../shaders/cuda/router_qmv.cuh")
+        ),
+        concat!(
+            include_str!("../../../shaders/cuda/swiglu_router.cu"),
+            include_str!("../../../shaders/cuda/expert_swiglu.cu")
+        ),
+    )),
     down_norm: Some((
         concat!(
             include_str!("../../../shaders/cuda/prelude.cuh"),
@@ -296,6 +312,7 @@ const METAL: Sources = Sources {
     down: include_str!("../../../shaders/metal/down_combine.metal"),
     gate: include_str!("../../../shaders/metal/moe_gate.metal"),
     routed_swiglu: None,
+    router_swiglu: None,
     down_norm: None,
 };
 
@@ -656,14 +673,68 @@ pub fn routed_expert_swiglu(
         up,
         s,
     )?;
+    three(out)
+}
+
+/// The three outputs of a routing SwiGLU kernel: `h`, ids, scores.
+fn three(out: Vec<Array>) -> Result<(Array, Array, Array)> {
     let mut it = out.into_iter();
     match (it.next(), it.next(), it.next()) {
         (Some(h), Some(ids), Some(scores)) => Ok((h, ids, scores)),
         _ => Err(Error::invalid(
-            "routed_expert_swiglu",
+            "expert_swiglu",
             "the kernel returned fewer than three outputs",
         )),
     }
+}
+
+/// [`routed_expert_swiglu`] that also computes the router logits: `router` is the
+/// router's 8-bit weight (`[experts, hidden]`), `x` one token. The kernel's first
+/// blocks compute the logits as MLX's `quantized_matmul` does (its `qmv` kernel, bit
+/// for bit) into `scratch` and signal the others through it; every block then
+/// routes as [`route`] does. Returns `h` and the routing as [`routed_expert_swiglu`]
+/// does. Calls that share a `scratch` must run one after another (see
+/// [`RouterScratch`]).
+///
+/// # Errors
+/// As [`routed_expert_swiglu`]; also where [`router_weight_support`] says no.
+#[allow(clippy::too_many_arguments)]
+pub fn router_expert_swiglu(
+    backend: KernelBackend,
+    x: &Array,
+    router: &Weight,
+    scratch: &RouterScratch,
+    spec: &RouterSpec,
+    gate: &Weight,
+    up: &Weight,
+    s: StreamOrDevice,
+) -> Result<(Array, Array, Array)> {
+    let RouterSpec::SoftmaxTopK { k, normalize } = *spec else {
+        return Err(Error::invalid(
+            "expert_swiglu",
+            "the router-computing SwiGLU kernel does softmax top-k routing only",
+        ));
+    };
+    let Weight::Quantized(router) = router else {
+        return Err(Error::invalid(
+            "expert_swiglu",
+            "a float router weight (the fused router takes 8-bit affine)",
+        ));
+    };
+    let out = swiglu_call(
+        backend,
+        x,
+        PairExperts::Router {
+            router,
+            scratch,
+            k,
+            normalize,
+        },
+        gate,
+        up,
+        s,
+    )?;
+    three(out)
 }
 
 /// The SwiGLU kernels' inputs: the activations, where each pair's expert comes from
@@ -680,6 +751,13 @@ static SWIGLU_INPUTS: [&str; 9] = swiglu_inputs("expert_ids");
 /// Inputs of the SwiGLU kernel that routes from the logits itself.
 static ROUTED_SWIGLU_INPUTS: [&str; 9] = swiglu_inputs("logits_in");
 
+/// Inputs of the SwiGLU kernel that computes the router logits too: the router's
+/// codes take the second slot, its scales and biases and the scratch come last.
+static ROUTER_SWIGLU_INPUTS: [&str; 12] = [
+    "x_in", "w_router", "dims_in", "w_gate", "s_gate", "b_gate", "w_up", "s_up", "b_up",
+    "s_router", "b_router", "rscr_in",
+];
+
 /// Where the SwiGLU kernel takes each pair's expert from.
 enum PairExperts<'a> {
     /// The router's indices, `[..., k]` uint32.
@@ -690,6 +768,34 @@ enum PairExperts<'a> {
         k: i32,
         normalize: bool,
     },
+    /// The router's 8-bit weight: the kernel computes one token's logits (MLX's
+    /// `qmv` bits) and routes (softmax top-k).
+    Router {
+        router: &'a QuantizedWeight,
+        scratch: &'a RouterScratch,
+        k: i32,
+        normalize: bool,
+    },
+}
+
+/// The shared memory of a SwiGLU block with `tpb` tiles of `rows` rows: two rings
+/// (gate, up) and the up tile per tile, plus `extra` bytes.
+fn swiglu_rings(g: &QuantizedWeight, hidden: i32, rows: i32, tpb: i32, extra: i64) -> Rings {
+    Rings {
+        bits: g.spec.bits,
+        group: g.spec.group_size,
+        kin: hidden,
+        rows,
+        warps: 2 * tpb,
+        other: 2 * i64::from(rows) * i64::from(tpb) + extra,
+    }
+}
+
+/// The SwiGLU kernel's tile rows and tiles a block for these weights.
+fn swiglu_tiles(g: &QuantizedWeight, hidden: i32, extra: i64) -> (i32, i32) {
+    let tpb = cuda_swiglu_tiles_per_block();
+    let rows = cuda_tile_rows(|r| swiglu_rings(g, hidden, r, tpb, extra).fit(2, PIPE_CHUNKS));
+    (rows, tpb)
 }
 
 /// The SwiGLU launch shared by [`expert_swiglu`] and [`routed_expert_swiglu`]:
@@ -704,6 +810,7 @@ fn swiglu_call(
 ) -> Result<Vec<Array>> {
     static SLOTS: [Slot; 2] = [OnceLock::new(), OnceLock::new()];
     static ROUTED: Slot = OnceLock::new();
+    static ROUTER: Slot = OnceLock::new();
     const OP: &str = "expert_swiglu";
     let (g, u) = (quantized(OP, gate)?, quantized(OP, up)?);
     if g.spec != u.spec || g.scales.dtype() != u.scales.dtype() {
@@ -791,6 +898,62 @@ fn swiglu_call(
             ];
             (shape, kern, logits, vec![router_variant(), chunk], targs)
         }
+        PairExperts::Router {
+            router,
+            scratch,
+            k,
+            normalize,
+        } => {
+            let Some((header, body)) = sources(backend).router_swiglu else {
+                return Err(Error::invalid(
+                    OP,
+                    "no router-computing SwiGLU kernel on this backend",
+                ));
+            };
+            check_router_weight(OP, router, x, hidden, experts)?;
+            check_router_k(OP, experts, k)?;
+            if scratch.array().size() < 2 + experts as usize {
+                return Err(Error::invalid(
+                    OP,
+                    format!("a router scratch too small for {experts} experts"),
+                ));
+            }
+            let kern = kernel_with_header(
+                &ROUTER,
+                backend,
+                "zmlx_router_swiglu",
+                &ROUTER_SWIGLU_INPUTS,
+                &["h_out", "ids_out", "scores_out"],
+                body,
+                header,
+            )?;
+            let mut shape = x.shape().to_vec();
+            *shape.last_mut().expect("checked: x has a feature axis") = k;
+            // The score chunk `route` would pass for logits shaped like `x`.
+            let chunk = if x.ndim() == 1 {
+                8
+            } else {
+                16 / dtype.size() as i32
+            };
+            let targs = vec![
+                ("RK", TemplateArg::Int(k)),
+                ("REXP", TemplateArg::Int(experts)),
+                ("NORM", TemplateArg::Bool(normalize)),
+                ("RGROUP", TemplateArg::Int(router.spec.group_size)),
+                ("QDEQ", TemplateArg::Int(current_cuda_variants().router_deq)),
+                (
+                    "RROWS",
+                    TemplateArg::Int(current_cuda_variants().router_rows),
+                ),
+            ];
+            (
+                shape,
+                kern,
+                &router.weight,
+                vec![router_variant(), chunk],
+                targs,
+            )
+        }
     };
     let k = *route_shape.last().unwrap_or(&1);
     let pairs = route_shape.iter().product::<i32>();
@@ -798,18 +961,13 @@ fn swiglu_call(
     // CUDA: two warps per (pair, `rows` rows), `tpb` such tiles a block; Metal: `lpr`
     // lanes per row.
     let lpr = lanes_per_row(hidden * bits / 128);
-    let tpb = cuda_swiglu_tiles_per_block();
-    let group = g.spec.group_size;
-    // Two rings (gate, up) and the up tile (`rows` values) per tile of a block.
-    let rings = |rows: i32| Rings {
-        bits,
-        group,
-        kin: hidden,
-        rows,
-        warps: 2 * tpb,
-        other: 2 * i64::from(rows) * i64::from(tpb),
+    // The router-computing kernel keeps the token's logits in shared memory too.
+    let logits_smem = match experts_of {
+        PairExperts::Router { .. } => i64::from(experts) * dtype.size() as i64,
+        _ => 0,
     };
-    let rows = cuda_tile_rows(|r| rings(r).fit(2, PIPE_CHUNKS));
+    let (rows, tpb) = swiglu_tiles(g, hidden, logits_smem);
+    let rings = |rows: i32| swiglu_rings(g, hidden, rows, tpb, logits_smem);
     let (grid, tg) = match backend {
         KernelBackend::Cuda => {
             check_cuda_shape(OP, gate, pairs)?;
@@ -846,9 +1004,17 @@ fn swiglu_call(
     let mut dims = vec![pairs, k, experts];
     dims.extend(extra_dims);
     let dims = dims_array(&dims)?;
-    let inputs = [
+    let mut inputs = vec![
         x, first, &dims, &g.weight, &g.scales, gb, &u.weight, &u.scales, ub,
     ];
+    if let PairExperts::Router {
+        router, scratch, ..
+    } = &experts_of
+    {
+        inputs.push(&router.scales);
+        inputs.push(biases(OP, router)?);
+        inputs.push(scratch.array());
+    }
     let outputs: Vec<(&[i32], Dtype)> = if matches!(experts_of, PairExperts::Ids(_)) {
         vec![(&shape, dtype)]
     } else {
@@ -1149,6 +1315,72 @@ fn check_next_norm(
 /// It changes results only above 16 * (16 / itemsize) experts (more than 128 for
 /// bf16/f16, 64 for f32). `ZMLX_ROUTER_VARIANT=1` selects the latter;
 /// tests/cuda_vs_reference.rs tries both.
+/// Whether [`router_expert_swiglu`] takes this router weight for the activations
+/// `x` (`[..., hidden]`) and `experts` experts, apart from the expert weights: one
+/// token, an affine 8-bit `[experts, hidden]` router with biases, groups of 32, 64
+/// or 128, `hidden` a multiple of 256, scales in the activation dtype (f16 or bf16).
+pub fn router_weight_support(router: &Weight, x: &Array, experts: i32) -> Support {
+    let Weight::Quantized(q) = router else {
+        return Support::No("a float router weight (the fused router takes 8-bit affine)".into());
+    };
+    let hidden = x.shape().last().copied().unwrap_or(0);
+    match check_router_weight("router_swiglu", q, x, hidden, experts) {
+        Ok(()) => Support::Yes,
+        Err(e) => Support::No(e.to_string()),
+    }
+}
+
+/// The router weights and activations [`router_expert_swiglu`] takes (see
+/// [`router_weight_support`]).
+fn check_router_weight(
+    op: &'static str,
+    router: &QuantizedWeight,
+    x: &Array,
+    hidden: i32,
+    experts: i32,
+) -> Result<()> {
+    let why = if router.spec.mode != QuantMode::Affine || router.biases.is_none() {
+        Some("a router that is not affine-quantized with biases".to_string())
+    } else if router.spec.bits != 8 {
+        Some(format!(
+            "a {}-bit router (the fused router takes 8)",
+            router.spec.bits
+        ))
+    } else if !matches!(router.spec.group_size, 32 | 64 | 128) {
+        Some(format!("router groups of {}", router.spec.group_size))
+    } else if !matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16)
+        || router.scales.dtype() != x.dtype()
+    {
+        Some(format!(
+            "router scales {:?} for activations {:?} (both f16 or both bf16)",
+            router.scales.dtype(),
+            x.dtype()
+        ))
+    } else if x.ndim() == 0 || x.shape().last() != Some(&hidden) || x.size() != hidden as usize {
+        Some(format!(
+            "activations {:?} (the fused router takes one token of {hidden} features)",
+            x.shape()
+        ))
+    } else if hidden % 256 != 0 {
+        Some(format!(
+            "{hidden} features (the fused router takes multiples of 256)"
+        ))
+    } else if router.weight.shape() != [experts, hidden / 4]
+        || router.scales.shape() != [experts, hidden / router.spec.group_size]
+    {
+        Some(format!(
+            "a router weight {:?} for {experts} experts of {hidden} features",
+            router.weight.shape()
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::invalid(op, why)),
+        None => Ok(()),
+    }
+}
+
 /// The router kernel's limits: up to [`MAX_ROUTER_EXPERTS`] experts, top-`k` for
 /// `k` from 1 to [`MAX_ROUTER_K`] (and at most the expert count).
 fn check_router_k(op: &'static str, experts: i32, k: i32) -> Result<()> {

@@ -36,6 +36,16 @@ pub struct CudaVariants {
     pub(crate) tiles_per_block: i32,
     /// `VARIANT` of shaders/cuda/moe_gate.cu (0 or 1).
     pub(crate) router: i32,
+    /// `QDEQ` of shaders/cuda/router_qmv.cuh (0 or 2): how the fused router
+    /// dequantizes.
+    pub(crate) router_deq: i32,
+    /// `RROWS` of shaders/cuda/swiglu_router.cu (1, 2 or 4): router rows a warp
+    /// loads at once (the same bits).
+    pub(crate) router_rows: i32,
+    /// Whether the model's MoE block lets the SwiGLU kernel compute the router
+    /// logits itself where it can (`ZMLX_CUDA_FUSED_ROUTER=0` keeps MLX's router
+    /// matmul, for A/B timing).
+    pub(crate) fused_router: bool,
     /// `FMAV` of shaders/cuda/norm.cuh (0 or 1).
     pub(crate) norm_fmav: i32,
     /// `ROPEV` of shaders/cuda/head_norm_rope.cu (0..=2).
@@ -57,6 +67,9 @@ impl Default for CudaVariants {
             stage_chunks: 8,
             tiles_per_block: 2,
             router: 0,
+            router_deq: 2,
+            router_rows: 2,
+            fused_router: true,
             norm_fmav: 0,
             rope: 0,
             minify: true,
@@ -94,7 +107,9 @@ impl CudaVariants {
     /// allowed value taking its place (other values are ignored):
     /// `ZMLX_CUDA_DEQ` (0-2), `ZMLX_CUDA_SUM` (0-5), `ZMLX_CUDA_ROWS` (8, 16),
     /// `ZMLX_CUDA_PIPE` (any integer, clamped to 2-8), `ZMLX_CUDA_CPS` (4, 8),
-    /// `ZMLX_CUDA_TPB` (1, 2, 4), `ZMLX_ROUTER_VARIANT` (0, 1), `ZMLX_CUDA_NORM_FMA`
+    /// `ZMLX_CUDA_TPB` (1, 2, 4), `ZMLX_ROUTER_VARIANT` (0, 1), `ZMLX_CUDA_QDEQ` (0,
+    /// 2), `ZMLX_CUDA_RROWS` (1, 2, 4), `ZMLX_CUDA_FUSED_ROUTER` (0 turns it off),
+    /// `ZMLX_CUDA_NORM_FMA`
     /// (1 = the fused square, the default; 0 = a rounded square), `ZMLX_CUDA_ROPE`
     /// (0-2), `ZMLX_GPU_MINIFY` (0 passes sources as written), `ZMLX_GPU_POISON` (1
     /// fills every output with NaN before the kernel runs). They exist for checks and
@@ -119,6 +134,9 @@ impl CudaVariants {
             stage_chunks: pick("ZMLX_CUDA_CPS", &[4, 8], d.stage_chunks),
             tiles_per_block: pick("ZMLX_CUDA_TPB", &[1, 2, 4], d.tiles_per_block),
             router: pick("ZMLX_ROUTER_VARIANT", &[0, 1], d.router),
+            router_deq: pick("ZMLX_CUDA_QDEQ", &[0, 2], d.router_deq),
+            router_rows: pick("ZMLX_CUDA_RROWS", &[1, 2, 4], d.router_rows),
+            fused_router: get("ZMLX_CUDA_FUSED_ROUTER").as_deref() != Some("0"),
             // ZMLX_CUDA_NORM_FMA=1 (the default) means the fma, which is FMAV 0.
             norm_fmav: 1 - pick("ZMLX_CUDA_NORM_FMA", &[0, 1], 1 - d.norm_fmav),
             rope: pick("ZMLX_CUDA_ROPE", &[0, 1, 2], d.rope),
@@ -149,6 +167,29 @@ impl CudaVariants {
             deq: checked("dequantization", deq, DEQ_VALUES)?,
             ..self
         })
+    }
+
+    /// With the fused router's dequantization `qdeq`: 2 = `q * scale + bias` rounded
+    /// once (the default), 0 = the product and the sum each rounded. An error for
+    /// other values.
+    pub fn with_router_dequant(self, qdeq: i32) -> Result<Self> {
+        Ok(Self {
+            router_deq: checked("router dequantization", qdeq, &[0, 2])?,
+            ..self
+        })
+    }
+
+    /// With the fused router on or off (see [`CudaVariants::fused_router_on`]).
+    pub fn with_fused_router(self, on: bool) -> Self {
+        Self {
+            fused_router: on,
+            ..self
+        }
+    }
+
+    /// Whether the SwiGLU kernel computes the router logits itself where it can.
+    pub fn fused_router_on(&self) -> bool {
+        self.fused_router
     }
 
     /// With k-sum variant `sum` of the down + combine kernel (0 = sequential in the
