@@ -119,9 +119,11 @@ pub struct Slots {
     /// Whether the residual add after attention and the next norm run as one fused
     /// op (where [`zmlx_kernels::norm::add_norm_support`] says so per call).
     pub fuse_add_norm: bool,
-    /// Whether MoE blocks route inside the expert SwiGLU op
-    /// ([`zmlx_kernels::ExpertSwiGluOp::forward_routed`], where `expert_swiglu`
-    /// has it for the case; otherwise `router` then `expert_swiglu`).
+    /// Whether MoE blocks route inside the expert SwiGLU op, and compute the router
+    /// logits there too where `expert_swiglu` can
+    /// ([`zmlx_kernels::ExpertSwiGluOp::forward_router_routed`], then
+    /// [`zmlx_kernels::ExpertSwiGluOp::forward_routed`]; otherwise `router` then
+    /// `expert_swiglu`).
     pub fuse_route_swiglu: bool,
     /// Whether the fused q/k norm + RoPE op of one-token steps also writes the keys
     /// and values into the KV cache (where the cache has room; otherwise the cache
