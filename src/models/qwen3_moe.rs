@@ -18,7 +18,7 @@ use mlx::quantization::{QuantSpec as MlxQuantSpec, QuantizedWeight};
 use mlx::{ops, Array, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::{DownCombineInput, NextNorm, NormCounter};
 use zmlx_kernels::expert_swiglu::swiglu;
-use zmlx_kernels::expert_swiglu::{ExpertHidden, RouterScratch};
+use zmlx_kernels::expert_swiglu::{ExpertHidden, RouterMatmul, RouterScratch};
 use zmlx_kernels::moe_gate::{RouterSpec, Routing};
 use zmlx_kernels::norm::{
     add_norm_support, fused_add_rms_norm, fused_head_norm_rope, fused_head_norm_rope_into_cache,
@@ -336,8 +336,10 @@ impl MoeBlock {
         let fused = match slots.fuse_route_swiglu {
             true => slots.expert_swiglu.forward_router_routed(
                 x,
-                &self.gate.weight,
-                self.router_scratch.get(|| Ok(RouterScratch::new()?))?,
+                &RouterMatmul {
+                    weight: &self.gate.weight,
+                    scratch: self.router_scratch.get(|| Ok(RouterScratch::new()?))?,
+                },
                 &self.router,
                 &self.gate_proj,
                 &self.up_proj,

@@ -53,7 +53,9 @@ use std::time::Instant;
 use mlx::quantization::{quantize, quantized_matmul, QuantSpec, QuantizedWeight};
 use mlx::{ops, random, Array, Device, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::{DownCombineInput, FusedDownCombine, ReferenceDownCombine};
-use zmlx_kernels::expert_swiglu::{FusedExpertSwiGlu, ReferenceExpertSwiGlu, RouterScratch};
+use zmlx_kernels::expert_swiglu::{
+    FusedExpertSwiGlu, ReferenceExpertSwiGlu, RouterMatmul, RouterScratch,
+};
 use zmlx_kernels::moe_gate::{FusedRouter, ReferenceRouter, RouterSpec, Routing};
 use zmlx_kernels::norm::{fused_add_rms_norm, fused_head_norm_rope, HeadNormRopeSpec};
 use zmlx_kernels::{gpu, DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
@@ -146,7 +148,17 @@ fn block(
     let spec = QWEN3_ROUTER;
     if v == Variant::RouterResidual {
         let (h, routing) = FusedExpertSwiGlu
-            .forward_router_routed(x, &l.router_w, &l.scratch, &spec, &l.gate, &l.up, s)?
+            .forward_router_routed(
+                x,
+                &RouterMatmul {
+                    weight: &l.router_w,
+                    scratch: &l.scratch,
+                },
+                &spec,
+                &l.gate,
+                &l.up,
+                s,
+            )?
             .ok_or_else(|| {
                 mlx::Error::invalid(
                     "cuda_moe_bench",
@@ -418,8 +430,10 @@ fn main() -> mlx::Result<()> {
                     let got = if fused_router {
                         FusedExpertSwiGlu.forward_router_routed(
                             &x0,
-                            &l.router_w,
-                            &scratches[i],
+                            &RouterMatmul {
+                                weight: &l.router_w,
+                                scratch: &scratches[i],
+                            },
                             &spec,
                             &l.gate,
                             &l.up,

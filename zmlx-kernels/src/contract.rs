@@ -9,7 +9,7 @@
 use mlx::{Array, Result, StreamOrDevice};
 
 use crate::down_combine::{DownCombineInput, NextNorm};
-use crate::expert_swiglu::{ExpertHidden, RouterScratch};
+use crate::expert_swiglu::{ExpertHidden, RouterMatmul};
 use crate::moe_gate::{RouterSpec, Routing};
 use crate::weight::Weight;
 
@@ -98,7 +98,8 @@ pub trait ExpertSwiGluOp: Send + Sync {
     /// [`forward_routed`](Self::forward_routed) that also computes the router
     /// logits (`x @ router.T`, `router` being `[experts, hidden]`) inside the op, bit
     /// for bit as MLX's matmul would: the router, the routing and the expert SwiGLU
-    /// in one op. `scratch` is the call site's own (see [`RouterScratch`]).
+    /// in one op. The scratch in `router` is the call site's own (see
+    /// [`RouterScratch`](crate::expert_swiglu::RouterScratch)).
     /// `Ok(None)` where the implementation has no such op for this case: the caller
     /// then computes the logits and calls `forward_routed`. The default has none.
     ///
@@ -107,14 +108,13 @@ pub trait ExpertSwiGluOp: Send + Sync {
     fn forward_router_routed(
         &self,
         x: &Array,
-        router: &Weight,
-        scratch: &RouterScratch,
+        router: &RouterMatmul<'_>,
         spec: &RouterSpec,
         gate: &Weight,
         up: &Weight,
         s: StreamOrDevice,
     ) -> Result<Option<(ExpertHidden, Routing)>> {
-        let _ = (x, router, scratch, spec, gate, up, s);
+        let _ = (x, router, spec, gate, up, s);
         Ok(None)
     }
 }

@@ -26,6 +26,16 @@ pub struct RouterScratch {
     words: Array,
 }
 
+/// The router matmul that [`ExpertSwiGluOp::forward_router_routed`] computes inside
+/// the op: the router's weight and the call site's scratch.
+#[derive(Clone, Copy, Debug)]
+pub struct RouterMatmul<'a> {
+    /// The router's weight, `[experts, hidden]` (the CUDA kernel takes 8-bit affine).
+    pub weight: &'a Weight,
+    /// The call site's own scratch.
+    pub scratch: &'a RouterScratch,
+}
+
 impl RouterScratch {
     /// uint32 words: the two counts, then room for the logits of up to
     /// [`crate::gpu::MAX_ROUTER_EXPERTS`] experts in a 16-bit dtype (two a word) or
@@ -403,8 +413,7 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
     fn forward_router_routed(
         &self,
         x: &Array,
-        router: &Weight,
-        scratch: &RouterScratch,
+        router: &RouterMatmul<'_>,
         spec: &RouterSpec,
         gate: &Weight,
         up: &Weight,
@@ -420,7 +429,7 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
                 .supports_routed(spec, experts, gate, up, device)
                 .is_yes()
             || x.dtype() != gate.activation_dtype()
-            || !crate::gpu::router_weight_support(router, x, experts).is_yes()
+            || !crate::gpu::router_weight_support(router.weight, x, experts).is_yes()
             || (k as usize) < crate::gpu::MIN_EXACT_PAIRS
         {
             return Ok(None);
@@ -429,7 +438,6 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
             mlx::kernel::KernelBackend::Cuda,
             x,
             router,
-            scratch,
             spec,
             gate,
             up,
@@ -451,4 +459,20 @@ fn routed_outputs(h: Array, indices: Array, scores: Array) -> (ExpertHidden, Rou
         },
         Routing { indices, scores },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouterScratch;
+
+    /// The kernel needs the two counts at zero and room after them for the logits of
+    /// the most experts it takes, two 16-bit values a word.
+    #[test]
+    fn router_scratch_starts_zeroed_with_room_for_every_logit() {
+        let scratch = RouterScratch::new().unwrap();
+        let words = scratch.array().to_vec::<u32>().unwrap();
+        assert_eq!(words.len(), RouterScratch::WORDS);
+        assert!(words.iter().all(|&w| w == 0));
+        assert!(RouterScratch::WORDS >= 2 + crate::gpu::MAX_ROUTER_EXPERTS as usize / 2);
+    }
 }

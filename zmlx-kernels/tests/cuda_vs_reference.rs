@@ -24,7 +24,9 @@ use mlx::{fast, ops, random, Array, Dtype, StreamOrDevice};
 use zmlx_kernels::down_combine::{
     DownCombineInput, FusedDownCombine, NextNorm, NormCounter, ReferenceDownCombine,
 };
-use zmlx_kernels::expert_swiglu::{ExpertHidden, ReferenceExpertSwiGlu, RouterScratch};
+use zmlx_kernels::expert_swiglu::{
+    ExpertHidden, ReferenceExpertSwiGlu, RouterMatmul, RouterScratch,
+};
 use zmlx_kernels::gpu;
 use zmlx_kernels::moe_gate::{ReferenceRouter, RouterSpec, Routing};
 use zmlx_kernels::{DownCombineOp, ExpertSwiGluOp, RouterOp, Weight};
@@ -1208,15 +1210,27 @@ fn router_swiglu_matches_matmul_then_router_then_swiglu() {
                         let direct = gpu::router_expert_swiglu(
                             KernelBackend::Cuda,
                             &x,
-                            &rw,
-                            &scratch[0],
+                            &RouterMatmul {
+                                weight: &rw,
+                                scratch: &scratch[0],
+                            },
                             &router,
                             &gate,
                             &up,
                             s,
                         );
                         let via_trait = zmlx_kernels::expert_swiglu::FusedExpertSwiGlu
-                            .forward_router_routed(&x, &rw, &scratch[1], &router, &gate, &up, s);
+                            .forward_router_routed(
+                                &x,
+                                &RouterMatmul {
+                                    weight: &rw,
+                                    scratch: &scratch[1],
+                                },
+                                &router,
+                                &gate,
+                                &up,
+                                s,
+                            );
                         (direct, via_trait)
                     });
                     let (h, ids, scores) = ok(got.0, &format!("router swiglu {what}"));

@@ -26,7 +26,7 @@ use mlx::{ops, Array, Device, DeviceType, Dtype, Error, Result, StreamOrDevice};
 
 use crate::contract::Support;
 use crate::down_combine::NextNorm;
-use crate::expert_swiglu::RouterScratch;
+use crate::expert_swiglu::{RouterMatmul, RouterScratch};
 use crate::moe_gate::RouterSpec;
 use crate::weight::Weight;
 use family::{FamilySource, KernelFamily};
@@ -688,22 +688,20 @@ fn three(out: Vec<Array>) -> Result<(Array, Array, Array)> {
     }
 }
 
-/// [`routed_expert_swiglu`] that also computes the router logits: `router` is the
-/// router's 8-bit weight (`[experts, hidden]`), `x` one token. The kernel's first
-/// blocks compute the logits as MLX's `quantized_matmul` does (its `qmv` kernel, bit
-/// for bit) into `scratch` and signal the others through it; every block then
-/// routes as [`route`] does. Returns `h` and the routing as [`routed_expert_swiglu`]
-/// does. Calls that share a `scratch` must run one after another (see
-/// [`RouterScratch`]).
+/// [`routed_expert_swiglu`] that also computes the router logits: `router.weight`
+/// is the router's 8-bit weight (`[experts, hidden]`), `x` one token. The kernel's
+/// first blocks compute the logits as MLX's `quantized_matmul` does (its `qmv`
+/// kernel, bit for bit) into `router.scratch` and signal the others through it;
+/// every block then routes as [`route`] does. Returns `h` and the routing as
+/// [`routed_expert_swiglu`] does. Calls that share a scratch must run one after
+/// another (see [`RouterScratch`]).
 ///
 /// # Errors
 /// As [`routed_expert_swiglu`]; also where [`router_weight_support`] says no.
-#[allow(clippy::too_many_arguments)]
 pub fn router_expert_swiglu(
     backend: KernelBackend,
     x: &Array,
-    router: &Weight,
-    scratch: &RouterScratch,
+    router: &RouterMatmul<'_>,
     spec: &RouterSpec,
     gate: &Weight,
     up: &Weight,
@@ -715,7 +713,8 @@ pub fn router_expert_swiglu(
             "the router-computing SwiGLU kernel does softmax top-k routing only",
         ));
     };
-    let Weight::Quantized(router) = router else {
+    let scratch = router.scratch;
+    let Weight::Quantized(router) = router.weight else {
         return Err(Error::invalid(
             "expert_swiglu",
             "a float router weight (the fused router takes 8-bit affine)",
@@ -1514,7 +1513,8 @@ pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
 mod tests {
     use super::{
         combine_smem, cuda_shape_support, cuda_tile_rows, lanes_per_row, minify,
-        with_cuda_variants, CudaVariants, Rings, DOWN_INPUTS, DOWN_NORM_INPUTS, PIPE_CHUNKS,
+        router_weight_support, with_cuda_variants, CudaVariants, Rings, DOWN_INPUTS,
+        DOWN_NORM_INPUTS, PIPE_CHUNKS,
     };
     use crate::contract::Support;
     use crate::weight::Weight;
@@ -1746,6 +1746,64 @@ mod tests {
             biases: Some(zeros(&[8, n, k / group], Dtype::Bfloat16)),
             spec: mlx::quantization::QuantSpec::affine(group, bits),
         })
+    }
+
+    #[test]
+    fn router_weight_support_takes_one_token_of_an_8bit_router() {
+        let s = StreamOrDevice::Device(mlx::Device::cpu());
+        let zeros = |shape: &[i32], dt| mlx::ops::zeros(shape, dt, s).expect("zeros");
+        let router = |experts: i32, hidden: i32, group: i32, bits: i32, dt: Dtype| {
+            Weight::Quantized(QuantizedWeight {
+                weight: zeros(&[experts, hidden * bits / 32], Dtype::Uint32),
+                scales: zeros(&[experts, hidden / group], dt),
+                biases: Some(zeros(&[experts, hidden / group], dt)),
+                spec: mlx::quantization::QuantSpec::affine(group, bits),
+            })
+        };
+        let x = |tokens: i32, hidden: i32, dt: Dtype| zeros(&[tokens, hidden], dt);
+        let bf = Dtype::Bfloat16;
+        assert!(
+            router_weight_support(&router(128, 2048, 64, 8, bf), &x(1, 2048, bf), 128).is_yes()
+        );
+        let refused = [
+            (router(128, 2048, 64, 4, bf), x(1, 2048, bf), 128, "4-bit"),
+            (
+                router(128, 2048, 64, 8, bf),
+                x(2, 2048, bf),
+                128,
+                "one token",
+            ),
+            (
+                router(128, 2048, 64, 8, bf),
+                x(1, 2048, Dtype::Float16),
+                128,
+                "both f16",
+            ),
+            (
+                router(128, 640, 64, 8, bf),
+                x(1, 640, bf),
+                128,
+                "multiples of 256",
+            ),
+            (
+                router(64, 2048, 64, 8, bf),
+                x(1, 2048, bf),
+                128,
+                "for 128 experts",
+            ),
+            (
+                router(128, 2048, 16, 8, bf),
+                x(1, 2048, bf),
+                128,
+                "groups of 16",
+            ),
+        ];
+        for (w, x, experts, want) in refused {
+            match router_weight_support(&w, &x, experts) {
+                Support::No(why) => assert!(why.contains(want), "{why} (wanted {want:?})"),
+                Support::Yes => panic!("accepted a router the kernel cannot take ({want})"),
+            }
+        }
     }
 
     #[test]
