@@ -889,12 +889,8 @@ fn swiglu_call(
             let mut shape = logits.shape().to_vec();
             *shape.last_mut().expect("logits have an expert axis") = k;
             // The router's VARIANT and score chunk, as `route` passes them.
-            let chunk = router_score_chunk(logits);
-            let targs = vec![
-                ("RK", TemplateArg::Int(k)),
-                ("REXP", TemplateArg::Int(experts)),
-                ("NORM", TemplateArg::Bool(normalize)),
-            ];
+            let chunk = router_score_chunk(logits.ndim(), logits.dtype());
+            let targs = route_targs(k, experts, normalize);
             (shape, kern, logits, vec![router_variant(), chunk], targs)
         }
         PairExperts::Router {
@@ -929,22 +925,16 @@ fn swiglu_call(
             let mut shape = x.shape().to_vec();
             *shape.last_mut().expect("checked: x has a feature axis") = k;
             // The score chunk `route` would pass for logits shaped like `x`.
-            let chunk = if x.ndim() == 1 {
-                8
-            } else {
-                16 / dtype.size() as i32
-            };
-            let targs = vec![
-                ("RK", TemplateArg::Int(k)),
-                ("REXP", TemplateArg::Int(experts)),
-                ("NORM", TemplateArg::Bool(normalize)),
+            let chunk = router_score_chunk(x.ndim(), dtype);
+            let mut targs = route_targs(k, experts, normalize);
+            targs.extend([
                 ("RGROUP", TemplateArg::Int(router.spec.group_size)),
                 ("QDEQ", TemplateArg::Int(current_cuda_variants().router_deq)),
                 (
                     "RROWS",
                     TemplateArg::Int(current_cuda_variants().router_rows),
                 ),
-            ];
+            ]);
             (
                 shape,
                 kern,
@@ -1393,14 +1383,25 @@ fn check_router_k(op: &'static str, experts: i32, k: i32) -> Result<()> {
 }
 
 /// The chunk of scores one thread of MLX's sum folds when it renormalises the
-/// router's scores: 16 bytes a thread in its row reduce (`[..., k]` scores), 8 values
-/// in its all-reduce (1-D scores of one token).
-fn router_score_chunk(logits: &Array) -> i32 {
-    if logits.ndim() == 1 {
+/// router's scores, for logits of `ndim` axes in `dtype`: 16 bytes a thread in its
+/// row reduce (`[..., k]` scores), 8 values in its all-reduce (1-D scores of one
+/// token).
+fn router_score_chunk(ndim: usize, dtype: Dtype) -> i32 {
+    if ndim == 1 {
         8
     } else {
-        16 / logits.dtype().size() as i32
+        16 / dtype.size() as i32
     }
+}
+
+/// The routing kernels' template arguments: top-`k` of `experts`, renormalised or
+/// not.
+fn route_targs(k: i32, experts: i32, normalize: bool) -> Vec<(&'static str, TemplateArg)> {
+    vec![
+        ("RK", TemplateArg::Int(k)),
+        ("REXP", TemplateArg::Int(experts)),
+        ("NORM", TemplateArg::Bool(normalize)),
+    ]
 }
 
 fn router_variant() -> i32 {
@@ -1454,7 +1455,7 @@ pub fn route_variant(
         return Err(Error::invalid(OP, format!("router variant {variant}")));
     }
     let ntok = (logits.size() / experts as usize) as i32;
-    let chunk = router_score_chunk(logits);
+    let chunk = router_score_chunk(logits.ndim(), dtype);
     let kern = kernel_with_header(
         &SLOTS[slot_index(backend)],
         backend,
