@@ -26,16 +26,6 @@ pub struct RouterScratch {
     words: Array,
 }
 
-/// The router matmul that [`ExpertSwiGluOp::forward_router_routed`] computes inside
-/// the op: the router's weight and the call site's scratch.
-#[derive(Clone, Copy, Debug)]
-pub struct RouterMatmul<'a> {
-    /// The router's weight, `[experts, hidden]` (the CUDA kernel takes 8-bit affine).
-    pub weight: &'a Weight,
-    /// The call site's own scratch.
-    pub scratch: &'a RouterScratch,
-}
-
 impl RouterScratch {
     /// uint32 words: the two counts, then room for the logits of up to
     /// [`crate::gpu::MAX_ROUTER_EXPERTS`] experts in a 16-bit dtype (two a word) or
@@ -60,6 +50,16 @@ impl RouterScratch {
     pub fn array(&self) -> &Array {
         &self.words
     }
+}
+
+/// The router matmul that [`ExpertSwiGluOp::forward_router_routed`] computes inside
+/// the op: the router's weight and the call site's scratch.
+#[derive(Clone, Copy, Debug)]
+pub struct RouterMatmul<'a> {
+    /// The router's weight, `[experts, hidden]` (the CUDA kernel takes 8-bit affine).
+    pub weight: &'a Weight,
+    /// The call site's own scratch.
+    pub scratch: &'a RouterScratch,
 }
 
 /// The activations of every (token, expert) pair, as the down projection takes them.
