@@ -1296,14 +1296,6 @@ fn check_next_norm(
     Ok(())
 }
 
-/// How the CUDA router reproduces one step of MLX's softmax that MLX leaves to the
-/// compiler (`VARIANT` in shaders/cuda/moe_gate.cu): 0 = rounded product then
-/// addition (the default: bit-identical to MLX 0.32.4 on an H100 for f32, bf16 and
-/// f16, notes/cuda-kernels.md device run 2), 1 = the per-warp product contracted
-/// into the first butterfly addition (an fma: 15-17 f32 score elements differed).
-/// It changes results only above 16 * (16 / itemsize) experts (more than 128 for
-/// bf16/f16, 64 for f32). `ZMLX_ROUTER_VARIANT=1` selects the latter;
-/// tests/cuda_vs_reference.rs tries both.
 /// Whether [`router_expert_swiglu`] takes this router weight for the activations
 /// `x` (`[..., hidden]`) and `experts` experts, apart from the expert weights: one
 /// token, an affine 8-bit `[experts, hidden]` router with biases, groups of 32, 64
@@ -1404,6 +1396,14 @@ fn route_targs(k: i32, experts: i32, normalize: bool) -> Vec<(&'static str, Temp
     ]
 }
 
+/// How the CUDA router reproduces one step of MLX's softmax that MLX leaves to the
+/// compiler (`VARIANT` in shaders/cuda/moe_gate.cu): 0 = rounded product then
+/// addition (the default: bit-identical to MLX 0.32.4 on an H100 for f32, bf16 and
+/// f16, notes/cuda-kernels.md device run 2), 1 = the per-warp product contracted
+/// into the first butterfly addition (an fma: 15-17 f32 score elements differed).
+/// It changes results only above 16 * (16 / itemsize) experts (more than 128 for
+/// bf16/f16, 64 for f32). `ZMLX_ROUTER_VARIANT=1` selects the latter;
+/// tests/cuda_vs_reference.rs tries both.
 fn router_variant() -> i32 {
     current_cuda_variants().router
 }
