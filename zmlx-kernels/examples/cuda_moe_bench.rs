@@ -30,7 +30,10 @@
 //! with `async_eval`, so the host builds chain i + 1 while the GPU runs chain i; the
 //! wall time of all of them divided by the block count (median of 3). The memory floor is the bytes
 //! one block reads (router gate and the k experts' packed weights, scales and
-//! biases) at 3.0 TB/s.
+//! biases) at 3.0 TB/s. Then the chained timing once more with the reference and
+//! the two patched blocks (`routed+res`, `router+res`) interleaved, one chain each
+//! per iteration: the median of the per-iteration ratios, which the host's drift
+//! between variants does not move.
 //!
 //! Then the per-op costs: single MLX ops, each fused kernel, and the attention-side
 //! fusions (q/k norms + RoPE, residual add + norm) beside the MLX ops they replace.
@@ -371,6 +374,38 @@ fn main() -> mlx::Result<()> {
             floor_us / c
         );
         results.push((label, c, p));
+    }
+    // The same chained timing with the variants interleaved: each iteration times
+    // the reference and then each fused block once, and the ratio is taken within
+    // the iteration. The host's speed drifts over seconds (the reference ran 111-176
+    // us a block within one session), which the figures above, one variant after
+    // another, take into their ratios; a paired ratio does not.
+    {
+        let fused = [Variant::RoutedResidual, Variant::RouterResidual];
+        let mut ratios = vec![Vec::with_capacity(iters); fused.len()];
+        let time_chain = |v: Variant| -> mlx::Result<f64> {
+            let t = Instant::now();
+            let y = chain(&layers, n_layers, &x0, v, s)?;
+            y.eval()?;
+            mlx::synchronize()?;
+            Ok(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64)
+        };
+        for _ in 0..iters {
+            let r = time_chain(Variant::Reference)?;
+            for (v, ratios) in fused.iter().zip(&mut ratios) {
+                ratios.push(r / time_chain(*v)?);
+            }
+        }
+        for (v, ratios) in fused.iter().zip(&mut ratios) {
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            let at_3x = ratios.iter().filter(|&&x| x >= 3.0).count();
+            println!(
+                "interleaved chained, {}: reference / fused median {:.2}x (range {lo:.2}-{hi:.2}x, 3x or more in {at_3x} of {iters})",
+                v.label(),
+                median(ratios)
+            );
+        }
     }
     // The two expert kernels alone on a fixed routing (no router, no residual):
     // how much of a fused block is kernel time rather than per-op overhead.
