@@ -463,7 +463,46 @@ fn routed_outputs(h: Array, indices: Array, scores: Array) -> (ExpertHidden, Rou
 
 #[cfg(test)]
 mod tests {
-    use super::RouterScratch;
+    use super::{FusedExpertSwiGlu, ReferenceExpertSwiGlu, RouterMatmul, RouterScratch};
+    use crate::contract::ExpertSwiGluOp;
+    use crate::moe_gate::RouterSpec;
+    use crate::weight::Weight;
+    use mlx::quantization::{quantize, QuantSpec};
+    use mlx::{random, Device, Dtype, StreamOrDevice};
+
+    /// Off CUDA no implementation computes the router logits inside the op, so the
+    /// model takes the router matmul and the two-op path; neither may fail.
+    #[test]
+    fn router_inside_the_op_declines_off_cuda() {
+        let s = StreamOrDevice::Device(Device::cpu());
+        let key = random::key(3).unwrap();
+        let q = |shape: &[i32], bits: i32| {
+            let w = random::normal(shape, Dtype::Bfloat16, 0.0, 0.02, Some(&key), s).unwrap();
+            Weight::Quantized(quantize(&w, QuantSpec::affine(64, bits), s).unwrap())
+        };
+        let (gate, up, router) = (q(&[8, 128, 256], 4), q(&[8, 128, 256], 4), q(&[8, 256], 8));
+        let x = random::normal(&[1, 256], Dtype::Bfloat16, 0.0, 1.0, Some(&key), s).unwrap();
+        let scratch = RouterScratch::new().unwrap();
+        let rm = RouterMatmul {
+            weight: &router,
+            scratch: &scratch,
+        };
+        let spec = RouterSpec::SoftmaxTopK {
+            k: 2,
+            normalize: true,
+        };
+        let ops: [&dyn ExpertSwiGluOp; 2] = [&FusedExpertSwiGlu, &ReferenceExpertSwiGlu];
+        for op in ops {
+            let got = op
+                .forward_router_routed(&x, &rm, &spec, &gate, &up, s)
+                .unwrap();
+            assert!(
+                got.is_none(),
+                "{} computed the router on the CPU",
+                op.name()
+            );
+        }
+    }
 
     /// The kernel needs the two counts at zero and room after them for the logits of
     /// the most experts it takes, two 16-bit values a word.
