@@ -273,9 +273,13 @@ mod tests {
             ("ZMLX_CUDA_NORM_FMA", "0"),
             ("ZMLX_GPU_MINIFY", "0"),
             ("ZMLX_GPU_POISON", "1"),
+            ("ZMLX_CUDA_QDEQ", "1"),
+            ("ZMLX_CUDA_RROWS", "4"),
+            ("ZMLX_CUDA_FUSED_ROUTER", "0"),
         ]));
         assert_eq!((v.deq, v.sum, v.pipe_cap), (0, 0, 8));
         assert_eq!((v.norm_fmav, v.minify, v.poison), (1, false, true));
+        assert_eq!((v.router_deq, v.router_rows, v.fused_router), (2, 4, false));
     }
 
     #[test]
@@ -283,6 +287,11 @@ mod tests {
         assert!(CudaVariants::default().with_dequant(3).is_err());
         assert!(CudaVariants::default().with_tile_rows(12).is_err());
         assert!(CudaVariants::default().with_pipe_cap(1).is_err());
+        assert!(CudaVariants::default().with_router_dequant(1).is_err());
+        assert!(CudaVariants::default().fused_router_on());
+        assert!(!CudaVariants::default()
+            .with_fused_router(false)
+            .fused_router_on());
         assert!(!CudaVariants::default().poisoned_outputs());
         assert!(CudaVariants::default()
             .with_poisoned_outputs(true)
