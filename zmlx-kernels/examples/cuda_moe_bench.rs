@@ -872,6 +872,12 @@ fn host_costs(
             "MoE block routed, residual folded (3 ops)",
             Box::new(|x| step(l, x, Variant::RoutedResidual, s)),
         ),
+        (
+            // One layer's scratch for the whole chain: each element takes the
+            // previous one's output, so the calls run one after another.
+            "MoE block, router inside SwiGLU (2 ops)",
+            Box::new(|x| step(l, x, Variant::RouterResidual, s)),
+        ),
     ];
     println!("host cost per chain element (us; {n} chained, median of {iters}): build / encode / GPU wait after / total; custom-kernel calls' time inside MLX (part of build)");
     for (label, op) in &rows {
