@@ -321,6 +321,14 @@ fn main() -> mlx::Result<()> {
         bytes / 1e6
     );
 
+    // One chain of `n_layers` blocks built, evaluated and waited for: us per block.
+    let time_chain = |v: Variant| -> mlx::Result<f64> {
+        let t = Instant::now();
+        let y = chain(&layers, n_layers, &x0, v, s)?;
+        y.eval()?;
+        mlx::synchronize()?;
+        Ok(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64)
+    };
     let mut results = Vec::new();
     for v in [
         Variant::Reference,
@@ -335,14 +343,9 @@ fn main() -> mlx::Result<()> {
             chain(&layers, n_layers, &x0, v, s)?.eval()?;
         }
         mlx::synchronize()?;
-        let mut chained = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let t = Instant::now();
-            let y = chain(&layers, n_layers, &x0, v, s)?;
-            y.eval()?;
-            mlx::synchronize()?;
-            chained.push(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64);
-        }
+        let mut chained = (0..iters)
+            .map(|_| time_chain(v))
+            .collect::<mlx::Result<Vec<_>>>()?;
         let mut single = Vec::with_capacity(iters);
         for i in 0..iters {
             let t = Instant::now();
@@ -383,13 +386,6 @@ fn main() -> mlx::Result<()> {
     {
         let fused = [Variant::RoutedResidual, Variant::RouterResidual];
         let mut ratios = vec![Vec::with_capacity(iters); fused.len()];
-        let time_chain = |v: Variant| -> mlx::Result<f64> {
-            let t = Instant::now();
-            let y = chain(&layers, n_layers, &x0, v, s)?;
-            y.eval()?;
-            mlx::synchronize()?;
-            Ok(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64)
-        };
         for _ in 0..iters {
             let r = time_chain(Variant::Reference)?;
             for (v, ratios) in fused.iter().zip(&mut ratios) {

@@ -259,6 +259,22 @@ impl FusedExpertSwiGlu {
         }
         self.supports(gate, up, device)
     }
+
+    /// What both routing SwiGLU kernels need before their own router checks: the
+    /// routed op's support, and activations in the weights' dtype.
+    fn routing_kernel_takes(
+        &self,
+        x: &Array,
+        spec: &RouterSpec,
+        experts: i32,
+        gate: &Weight,
+        up: &Weight,
+        device: mlx::Device,
+    ) -> bool {
+        self.supports_routed(spec, experts, gate, up, device)
+            .is_yes()
+            && x.dtype() == gate.activation_dtype()
+    }
 }
 
 impl ExpertSwiGluOp for FusedExpertSwiGlu {
@@ -385,10 +401,7 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
         };
         let device = s.device()?;
         let experts = crate::moe_gate::check_router_args(logits, spec)?;
-        if !self
-            .supports_routed(spec, experts, gate, up, device)
-            .is_yes()
-            || x.dtype() != gate.activation_dtype()
+        if !self.routing_kernel_takes(x, spec, experts, gate, up, device)
             || logits.dtype() != x.dtype()
         {
             return Ok(None);
@@ -425,10 +438,7 @@ impl ExpertSwiGluOp for FusedExpertSwiGlu {
         let experts = gate.experts();
         let device = s.device()?;
         if !crate::gpu::current_cuda_variants().fused_router_on()
-            || !self
-                .supports_routed(spec, experts, gate, up, device)
-                .is_yes()
-            || x.dtype() != gate.activation_dtype()
+            || !self.routing_kernel_takes(x, spec, experts, gate, up, device)
             || !crate::gpu::router_weight_support(router.weight, x, experts).is_yes()
             || (k as usize) < crate::gpu::MIN_EXACT_PAIRS
         {

@@ -750,6 +750,19 @@ static SWIGLU_INPUTS: [&str; 9] = swiglu_inputs("expert_ids");
 /// Inputs of the SwiGLU kernel that routes from the logits itself.
 static ROUTED_SWIGLU_INPUTS: [&str; 9] = swiglu_inputs("logits_in");
 
+/// Outputs of the SwiGLU kernels that route: `h`, the expert ids, the scores.
+static ROUTING_SWIGLU_OUTPUTS: [&str; 3] = ["h_out", "ids_out", "scores_out"];
+
+/// `a`'s shape with its last axis (checked to exist) set to `n`: the routing's shape
+/// `[..., k]` from logits or activations of one token set.
+fn with_last(a: &Array, n: i32) -> Vec<i32> {
+    let mut shape = a.shape().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = n;
+    }
+    shape
+}
+
 /// Inputs of the SwiGLU kernel that computes the router logits too: the router's
 /// codes take the second slot, its scales and biases and the scratch come last.
 static ROUTER_SWIGLU_INPUTS: [&str; 12] = [
@@ -882,12 +895,11 @@ fn swiglu_call(
                 backend,
                 "zmlx_routed_swiglu",
                 &ROUTED_SWIGLU_INPUTS,
-                &["h_out", "ids_out", "scores_out"],
+                &ROUTING_SWIGLU_OUTPUTS,
                 body,
                 header,
             )?;
-            let mut shape = logits.shape().to_vec();
-            *shape.last_mut().expect("logits have an expert axis") = k;
+            let shape = with_last(logits, k);
             // The router's VARIANT and score chunk, as `route` passes them.
             let chunk = router_score_chunk(logits.ndim(), logits.dtype());
             let targs = route_targs(k, experts, normalize);
@@ -918,22 +930,19 @@ fn swiglu_call(
                 backend,
                 "zmlx_router_swiglu",
                 &ROUTER_SWIGLU_INPUTS,
-                &["h_out", "ids_out", "scores_out"],
+                &ROUTING_SWIGLU_OUTPUTS,
                 body,
                 header,
             )?;
-            let mut shape = x.shape().to_vec();
-            *shape.last_mut().expect("checked: x has a feature axis") = k;
+            let shape = with_last(x, k);
             // The score chunk `route` would pass for logits shaped like `x`.
             let chunk = router_score_chunk(x.ndim(), dtype);
+            let variants = current_cuda_variants();
             let mut targs = route_targs(k, experts, normalize);
             targs.extend([
                 ("RGROUP", TemplateArg::Int(router.spec.group_size)),
-                ("QDEQ", TemplateArg::Int(current_cuda_variants().router_deq)),
-                (
-                    "RROWS",
-                    TemplateArg::Int(current_cuda_variants().router_rows),
-                ),
+                ("QDEQ", TemplateArg::Int(variants.router_deq)),
+                ("RROWS", TemplateArg::Int(variants.router_rows)),
             ]);
             (
                 shape,
@@ -1466,8 +1475,7 @@ pub fn route_variant(
         sources(backend).gate_header,
     )?;
     let (grid, tg) = launch_dims(i64::from(ntok))?;
-    let mut shape = logits.shape().to_vec();
-    *shape.last_mut().expect("logits have an expert axis") = k;
+    let shape = with_last(logits, k);
     let dims = dims_array(&[ntok, variant, chunk])?;
     let out = kern.call(
         &KernelLaunch::new(
@@ -1485,8 +1493,6 @@ pub fn route_variant(
         ),
         s,
     )?;
-    let mut shape = logits.shape().to_vec();
-    *shape.last_mut().expect("logits have an expert axis") = k;
     let (ids, scores) = two(out)?;
     Ok((
         ops::reshape(&ids, &shape, s)?,
