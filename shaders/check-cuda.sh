@@ -46,7 +46,7 @@ for ty in __half __nv_bfloat16; do
     check routed_swiglu "$ty" "$swiglu_consts constexpr int RK = 8; constexpr int REXP = 128; constexpr bool NORM = true;" \
       "const T* x_in, const T* logits_in, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, T* h_out, uint32_t* ids_out, T* scores_out" \
       "prelude.cuh mma.cuh route.cuh" "swiglu_route.cu expert_swiglu.cu"
-    check router_swiglu "$ty" "$swiglu_consts constexpr int RK = 8; constexpr int REXP = 128; constexpr bool NORM = true; constexpr int RGROUP = 64; constexpr int QDEQ = 2; constexpr int RROWS = 2;" \
+    check router_swiglu "$ty" "$swiglu_consts constexpr int RK = 8; constexpr int REXP = 128; constexpr bool NORM = true; constexpr int RGROUP = 64; constexpr int QDEQ = 2; constexpr int RROWS = 2; constexpr int RWAIT = 1000000;" \
       "const T* x_in, const uint32_t* w_router, const uint32_t* dims_in, const uint32_t* w_gate, const T* s_gate, const T* b_gate, const uint32_t* w_up, const T* s_up, const T* b_up, const T* s_router, const T* b_router, const uint32_t* rscr_in, T* h_out, uint32_t* ids_out, T* scores_out" \
       "prelude.cuh mma.cuh route.cuh router_qmv.cuh" "swiglu_router.cu expert_swiglu.cu"
     check down_combine "$ty" \

@@ -51,6 +51,14 @@ __device__ __forceinline__ bool aligned4(const void* p) {
   return (reinterpret_cast<unsigned long long>(p) & 3ull) == 0;
 }
 
+// The GPU's global clock in nanoseconds (PTX %globaltimer): for waits that must give
+// up rather than hang.
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 }  // namespace zmlx
 
 // ---- Router (moe_gate.cu) helpers: MLX CUDA router arithmetic ------------------

@@ -11,10 +11,12 @@
 // so the next call finds them zero. The waiting needs the producers to run while
 // other blocks wait: they are the lowest block indices, which the GPU starts first,
 // and a one-token grid (k * INTER / ROWS / TPB blocks) fits on the GPU at once.
-// Calls that share a scratch must run one after another (gpu.rs says so).
+// Calls that share a scratch must run one after another (gpu.rs says so); if either
+// assumption fails, the wait ends in a trap after RWAIT microseconds, not a hang.
 // Template arguments on top of expert_swiglu.cu's: RK, REXP, NORM (as
 // swiglu_route.cu), RGROUP (the router's group size), QDEQ (router_qmv.cuh), RROWS
-// (router rows a warp loads at once: 1, 2 or 4; the same bits).
+// (router rows a warp loads at once: 1, 2 or 4; the same bits), RWAIT (how many
+// microseconds a block waits for the logits before it traps).
 // dims_in[3] = the router VARIANT, dims_in[4] = its score CHUNK. Inputs: w_router
 // [REXP, HID / 4] uint32 (8-bit codes) in the second slot, s_router and b_router
 // [REXP, HID / RGROUP] T and rscr_in (uint32, 2 + REXP words, words 0 and 1 zero
@@ -56,7 +58,15 @@ __shared__ T router_logits[REXP];
     }
   }
   if (threadIdx.x == 0) {
+    // The wait is bounded: logits that have not come after RWAIT microseconds never
+    // will (producers not scheduled, or a scratch shared by calls running at once,
+    // whose last block zeroed the count early), and a trap fails the launch, which
+    // MLX reports, where spinning on would hang the GPU.
+    const unsigned long long start = zmlx::global_ns();
     while (atomicAdd(counts, 0u) < static_cast<unsigned int>(producers)) {
+      if (zmlx::global_ns() - start > static_cast<unsigned long long>(RWAIT) * 1000ull) {
+        __trap();
+      }
       __nanosleep(64);
     }
     __threadfence();

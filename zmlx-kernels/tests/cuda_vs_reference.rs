@@ -1283,6 +1283,114 @@ fn router_swiglu_matches_matmul_then_router_then_swiglu() {
     assert!(failed.is_empty(), "failed: {failed:?}");
 }
 
+/// Set in the child process of `router_swiglu_wait_traps_instead_of_hanging`.
+const TRAP_CHILD: &str = "ZMLX_TEST_ROUTER_TRAP_CHILD";
+
+/// The fused router's bounded wait: with a bound of 0 us the blocks that find the
+/// logits not yet there trap. That must end the process's work with an error (or
+/// end the process), never hang it. The trap leaves the CUDA context unusable, so the
+/// call runs in a child process (this test binary again, with `TRAP_CHILD` set), which
+/// prints what the call returned; the parent gives it two minutes.
+#[test]
+fn router_swiglu_wait_traps_instead_of_hanging() {
+    if std::env::var_os(TRAP_CHILD).is_some() {
+        router_trap_child();
+        return;
+    }
+    let _serial = serial();
+    if !cuda() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("this test binary");
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "router_swiglu_wait_traps_instead_of_hanging",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(TRAP_CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the child");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the child still ran after 120 s: the wait hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let out = child.wait_with_output().expect("the child's output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "child ended after {:.1} s with {status}\nstdout:\n{stdout}\nstderr (last 2000 bytes):\n{}",
+        start.elapsed().as_secs_f64(),
+        &stderr[stderr.len().saturating_sub(2000)..]
+    );
+    assert!(
+        !stdout.contains("TRAP CHILD: no error"),
+        "the call returned without an error: no block trapped"
+    );
+    // Either the call returned MLX's error, or the process ended on it (an abort
+    // inside MLX), not on a panic of the child's own setup.
+    let reported = stdout.contains("TRAP CHILD: error");
+    let aborted = !status.success() && !stderr.contains("panicked");
+    assert!(
+        reported || aborted,
+        "the child neither reported an error nor ended on one"
+    );
+}
+
+/// The child's part: the fused router at Qwen3's shapes with a 0 us wait.
+fn router_trap_child() {
+    let s = gpu_stream();
+    let (dt, hidden, inter, e, k) = (Dtype::Bfloat16, 2048, 768, 128, 8);
+    let espec = QuantSpec::affine(64, 4);
+    let gate = qweight(&[e, inter, hidden], dt, espec, 9700);
+    let up = qweight(&[e, inter, hidden], dt, espec, 9701);
+    let rw = qweight(&[e, hidden], dt, QuantSpec::affine(64, 8), 9702);
+    let key = ok(random::key(9703), "key");
+    let x = ok(
+        random::normal(&[1, hidden], dt, 0.0, 1.0, Some(&key), s),
+        "x",
+    );
+    let scratch = ok(RouterScratch::new(), "scratch");
+    let variants = ok(
+        gpu::CudaVariants::default().with_router_wait_us(0),
+        "variant",
+    );
+    let got = gpu::with_cuda_variants(variants, || {
+        gpu::router_expert_swiglu(
+            KernelBackend::Cuda,
+            &x,
+            &RouterMatmul {
+                weight: &rw,
+                scratch: &scratch,
+            },
+            &RouterSpec::SoftmaxTopK { k, normalize: true },
+            &gate,
+            &up,
+            s,
+        )
+    });
+    let result = got.and_then(|(h, _, _)| h.eval());
+    match result {
+        Ok(()) => println!("TRAP CHILD: no error"),
+        Err(err) => println!("TRAP CHILD: error: {err}"),
+    }
+    // The CUDA context is unusable after a trap: leave without MLX's teardown.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(0);
+}
+
 /// The down + combine kernel that also normalises its output (the next layer's
 /// input norm) against the reference down + combine then MLX's `fast::rms_norm`,
 /// bitwise, twice in a row with one counter (the kernel must leave it zeroed),

@@ -109,6 +109,7 @@ __nv_bfloat16 __hfma(__nv_bfloat16, __nv_bfloat16, __nv_bfloat16);
 __nv_bfloat16 __hmul_rn(__nv_bfloat16, __nv_bfloat16);
 __nv_bfloat16 __hadd_rn(__nv_bfloat16, __nv_bfloat16);
 void __nanosleep(unsigned int);
+void __trap();
 unsigned int atomicExch(unsigned int*, unsigned int);
 int min(int, int);
 // ---- end of fused router -------------------------------------------------------

@@ -943,6 +943,7 @@ fn swiglu_call(
                 ("RGROUP", TemplateArg::Int(router.spec.group_size)),
                 ("QDEQ", TemplateArg::Int(variants.router_deq)),
                 ("RROWS", TemplateArg::Int(variants.router_rows)),
+                ("RWAIT", TemplateArg::Int(variants.router_wait_us)),
             ]);
             (
                 shape,

@@ -42,6 +42,10 @@ pub struct CudaVariants {
     /// `RROWS` of shaders/cuda/swiglu_router.cu (1, 2 or 4): router rows a warp
     /// loads at once (the same bits).
     pub(crate) router_rows: i32,
+    /// `RWAIT` of shaders/cuda/swiglu_router.cu: how many microseconds a block of
+    /// the fused router waits for the logits before it traps (a failed launch that
+    /// MLX reports, instead of a hung GPU).
+    pub(crate) router_wait_us: i32,
     /// Whether the model's MoE block lets the SwiGLU kernel compute the router
     /// logits itself where it can (`ZMLX_CUDA_FUSED_ROUTER=0` keeps MLX's router
     /// matmul, for A/B timing).
@@ -69,6 +73,7 @@ impl Default for CudaVariants {
             router: 0,
             router_deq: 2,
             router_rows: 2,
+            router_wait_us: ROUTER_WAIT_DEFAULT_US,
             fused_router: true,
             norm_fmav: 0,
             rope: 0,
@@ -82,6 +87,14 @@ impl Default for CudaVariants {
 const DEQ_VALUES: &[i32] = &[0, 1, 2];
 const SUM_VALUES: &[i32] = &[0, 1, 2, 3, 4, 5];
 const ROWS_VALUES: &[i32] = &[8, 16];
+
+/// The fused router's default bound on its wait: one second. A call's router logits
+/// take microseconds; a second leaves room for the GPU being time-sliced with other
+/// processes and still ends a wait that can never end.
+const ROUTER_WAIT_DEFAULT_US: i32 = 1_000_000;
+
+/// The longest bound [`CudaVariants::with_router_wait_us`] takes: one minute.
+const ROUTER_WAIT_MAX_US: i32 = 60_000_000;
 
 /// `raw` as an integer when it is one of `allowed`, else `default`.
 fn choice(raw: Option<&str>, allowed: &[i32], default: i32) -> i32 {
@@ -136,6 +149,7 @@ impl CudaVariants {
             router: pick("ZMLX_ROUTER_VARIANT", &[0, 1], d.router),
             router_deq: pick("ZMLX_CUDA_QDEQ", &[0, 2], d.router_deq),
             router_rows: pick("ZMLX_CUDA_RROWS", &[1, 2, 4], d.router_rows),
+            router_wait_us: d.router_wait_us,
             fused_router: get("ZMLX_CUDA_FUSED_ROUTER").as_deref() != Some("0"),
             // ZMLX_CUDA_NORM_FMA=1 (the default) means the fma, which is FMAV 0.
             norm_fmav: 1 - pick("ZMLX_CUDA_NORM_FMA", &[0, 1], 1 - d.norm_fmav),
@@ -175,6 +189,23 @@ impl CudaVariants {
     pub fn with_router_dequant(self, qdeq: i32) -> Result<Self> {
         Ok(Self {
             router_deq: checked("router dequantization", qdeq, &[0, 2])?,
+            ..self
+        })
+    }
+
+    /// With the fused router's blocks waiting at most `us` microseconds for the
+    /// router logits before they trap (default one second; 0 traps unless the logits
+    /// are already there, which the device tests use to check that a trap becomes an
+    /// error). An error outside 0 to 60,000,000.
+    pub fn with_router_wait_us(self, us: i32) -> Result<Self> {
+        if !(0..=ROUTER_WAIT_MAX_US).contains(&us) {
+            return Err(Error::invalid(
+                "CudaVariants",
+                format!("router wait {us} us is outside 0..={ROUTER_WAIT_MAX_US}"),
+            ));
+        }
+        Ok(Self {
+            router_wait_us: us,
             ..self
         })
     }
@@ -288,6 +319,17 @@ mod tests {
         assert!(CudaVariants::default().with_tile_rows(12).is_err());
         assert!(CudaVariants::default().with_pipe_cap(1).is_err());
         assert!(CudaVariants::default().with_router_dequant(1).is_err());
+        assert!(CudaVariants::default().with_router_wait_us(-1).is_err());
+        assert!(CudaVariants::default()
+            .with_router_wait_us(ROUTER_WAIT_MAX_US + 1)
+            .is_err());
+        assert_eq!(
+            CudaVariants::default()
+                .with_router_wait_us(0)
+                .map(|v| v.router_wait_us)
+                .ok(),
+            Some(0)
+        );
         assert!(CudaVariants::default().fused_router_on());
         assert!(!CudaVariants::default()
             .with_fused_router(false)
