@@ -20,7 +20,11 @@ pub const SORT_THRESHOLD: usize = 64;
 /// blocks that compute them to the others, with two counts that the kernel leaves
 /// zeroed again. The kernel writes it although MLX sees it as an input, so two calls
 /// may share a scratch only when one runs after the other: give each call site (each
-/// MoE layer) its own. (Not `Clone`: a clone would share the buffer.)
+/// MoE layer) its own. Calls that do run at once on one scratch can make the
+/// kernel's blocks wait for logits that never come; they give up after a bound (one
+/// second by default, `gpu::CudaVariants::with_router_wait_us`) with a trap, which
+/// reaches the caller as MLX's "unspecified launch failure" error and leaves the
+/// process's CUDA context unusable. (Not `Clone`: a clone would share the buffer.)
 #[derive(Debug)]
 pub struct RouterScratch {
     words: Array,
