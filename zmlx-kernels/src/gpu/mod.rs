@@ -214,9 +214,12 @@ fn combine_smem(rows: i32) -> i64 {
     i64::from(rows) * 32 * 2
 }
 
-/// Tiles per block of the CUDA SwiGLU kernel (`TPB`): 2 (measured fastest of 1, 2
-/// and 4 on an H200, notes/cuda-kernels.md, device run 32), or `ZMLX_CUDA_TPB` = 1
-/// or 4 (for A/B runs on a device; the bits are the same either way).
+/// Tiles per block of the CUDA SwiGLU kernel (`TPB`) the variants ask for: 4 (with
+/// the router matmul inside the kernel, the MoE block ran faster chained than with 2
+/// in 4 of 4 alternations on an H100, notes/cuda-kernels.md, device runs 119-120;
+/// 2 had been the fastest of 1, 2 and 4 on an H200 before, run 32), or
+/// `ZMLX_CUDA_TPB` = 1 or 2 (for A/B runs on a device; the bits are the same either
+/// way). [`swiglu_tiles`] takes fewer where the rings do not fit.
 fn cuda_swiglu_tiles_per_block() -> i32 {
     current_cuda_variants().tiles_per_block
 }
@@ -803,9 +806,17 @@ fn swiglu_rings(g: &QuantizedWeight, hidden: i32, rows: i32, tpb: i32, extra: i6
     }
 }
 
-/// The SwiGLU kernel's tile rows and tiles a block for these weights.
+/// The SwiGLU kernel's tile rows and tiles a block for these weights: the tiles a
+/// block the variants ask for, or fewer where two ring stages of narrow tiles do not
+/// fit that many warps (large K in small groups; one tile, two warps, always fits
+/// where [`weight_support`] says yes).
 fn swiglu_tiles(g: &QuantizedWeight, hidden: i32, extra: i64) -> (i32, i32) {
-    let tpb = cuda_swiglu_tiles_per_block();
+    let want = cuda_swiglu_tiles_per_block();
+    let tpb = [4, 2, 1]
+        .into_iter()
+        .filter(|&t| t <= want)
+        .find(|&t| swiglu_rings(g, hidden, 8, t, extra).fit(2, PIPE_CHUNKS))
+        .unwrap_or(1);
     let rows = cuda_tile_rows(|r| swiglu_rings(g, hidden, r, tpb, extra).fit(2, PIPE_CHUNKS));
     (rows, tpb)
 }

@@ -69,7 +69,7 @@ impl Default for CudaVariants {
             tile_rows: 16,
             pipe_cap: 8,
             stage_chunks: 8,
-            tiles_per_block: 2,
+            tiles_per_block: 4,
             router: 0,
             router_deq: 2,
             router_rows: 2,
