@@ -1329,10 +1329,14 @@ fn router_swiglu_wait_traps_instead_of_hanging() {
     let out = child.wait_with_output().expect("the child's output");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The last ~2000 bytes of stderr, from a character boundary.
+    let from = (stderr.len().saturating_sub(2000)..=stderr.len())
+        .find(|&i| stderr.is_char_boundary(i))
+        .unwrap_or(stderr.len());
     println!(
         "child ended after {:.1} s with {status}\nstdout:\n{stdout}\nstderr (last 2000 bytes):\n{}",
         start.elapsed().as_secs_f64(),
-        &stderr[stderr.len().saturating_sub(2000)..]
+        &stderr[from..]
     );
     assert!(
         !stdout.contains("TRAP CHILD: no error"),
