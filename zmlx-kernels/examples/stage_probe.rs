@@ -16,8 +16,9 @@
 //!
 //! Usage: `stage_probe` on MLX's CUDA backend. Qwen3-30B-A3B's SwiGLU shapes (hidden
 //! 2048, intermediate 768, 4-bit groups of 64, bf16), one token routed to 8 experts;
-//! ring stages 2, 4 and 7 of 4 chunks and 3 of 8 chunks (what the model uses with
-//! two tiles a block; 7 of 4 before device run 88).
+//! ring stages 2, 4 and 7 of 4 chunks and 3 of 8 chunks (what the model used with
+//! two tiles a block, until d204f54; 7 of 4 before device run 88). With four tiles a
+//! block, the default since, the model's SwiGLU runs 3 stages of 4 chunks.
 
 use mlx::kernel::{CustomKernel, KernelBackend, KernelLaunch, KernelSource, TemplateArg};
 use mlx::quantization::{quantize, QuantSpec};

@@ -1532,7 +1532,7 @@ pub(super) fn two(out: Vec<Array>) -> Result<(Array, Array)> {
 mod tests {
     use super::{
         combine_smem, cuda_shape_support, cuda_tile_rows, lanes_per_row, minify,
-        router_weight_support, with_cuda_variants, CudaVariants, Rings, DOWN_INPUTS,
+        router_weight_support, swiglu_tiles, with_cuda_variants, CudaVariants, Rings, DOWN_INPUTS,
         DOWN_NORM_INPUTS, PIPE_CHUNKS,
     };
     use crate::contract::Support;
@@ -1603,6 +1603,11 @@ mod tests {
         // of K (eight stages) would need more.
         assert_eq!(rings(2048, 16, 4, 64).stages(8), 3);
         assert!(rings(2048, 16, 4, 64).fit(2, 8));
+        // Four tiles a block (the default since d204f54; 8 rings, plus the router
+        // kernel's 128 bf16 logits): two 8-chunk stages do not fit, so the stages
+        // take 4 chunks, three of them.
+        assert!(!rings(2048, 16, 8, 128 + 256).fit(2, 8));
+        assert_eq!(rings(2048, 16, 8, 128 + 256).stages(PIPE_CHUNKS), 3);
         assert_eq!(
             cuda_tile_rows(|r| rings(768, r, 8, combine_smem(r)).fit(2, PIPE_CHUNKS)),
             16
@@ -1765,6 +1770,29 @@ mod tests {
             biases: Some(zeros(&[8, n, k / group], Dtype::Bfloat16)),
             spec: mlx::quantization::QuantSpec::affine(group, bits),
         })
+    }
+
+    /// Four tiles a block where their rings fit; fewer where the tile scales of a
+    /// long K in small groups, and the router kernel's 512 logits, leave no room for
+    /// eight rings (there two tiles' four rings still fit).
+    #[test]
+    fn swiglu_tiles_fall_back_where_four_do_not_fit() {
+        let tiles = |w: &Weight, extra: i64| {
+            let Weight::Quantized(q) = w else {
+                unreachable!("lazy_weight quantizes")
+            };
+            with_cuda_variants(CudaVariants::default(), || {
+                swiglu_tiles(q, w.in_features(), extra)
+            })
+        };
+        let qwen = lazy_weight(768, 2048, 64, 4);
+        assert!(cuda_shape_support(&qwen).is_yes());
+        assert_eq!(tiles(&qwen, 256), (16, 4));
+        // K / group = 142, the most `weight_support` takes at 4 bits.
+        let long = lazy_weight(768, 9088, 64, 4);
+        assert!(cuda_shape_support(&long).is_yes());
+        assert_eq!(tiles(&long, 0).1, 4);
+        assert_eq!(tiles(&long, 512 * 2).1, 2);
     }
 
     #[test]
