@@ -414,31 +414,20 @@ fn main() -> mlx::Result<()> {
         for r in &routings {
             mlx::transforms::eval(&[&r.indices, &r.scores])?;
         }
-        let mut times = Vec::with_capacity(iters);
-        for it in 0..iters + 3 {
-            let t = Instant::now();
-            let mut outs = Vec::with_capacity(n_layers);
-            for i in 0..n_layers {
-                let l = &layers[i % layers.len()];
-                let r = &routings[i % layers.len()];
-                let h = FusedExpertSwiGlu.forward(&x0, &l.gate, &l.up, r, s)?;
-                let input = DownCombineInput {
-                    hidden: &h,
-                    down: &l.down,
-                    routing: r,
-                    residual: None,
-                };
-                outs.push(FusedDownCombine.forward(&input, s)?);
-            }
-            mlx::transforms::eval(&outs.iter().collect::<Vec<_>>())?;
-            mlx::synchronize()?;
-            if it >= 3 {
-                times.push(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64);
-            }
-        }
+        let us = independent_calls(n_layers, iters, |i| {
+            let l = &layers[i % layers.len()];
+            let r = &routings[i % layers.len()];
+            let h = FusedExpertSwiGlu.forward(&x0, &l.gate, &l.up, r, s)?;
+            let input = DownCombineInput {
+                hidden: &h,
+                down: &l.down,
+                routing: r,
+                residual: None,
+            };
+            FusedDownCombine.forward(&input, s)
+        })?;
         println!(
-            "swiglu+down kernels only: {:8.1} us per block ({n_layers} per eval, median of {iters})",
-            median(&mut times)
+            "swiglu+down kernels only: {us:8.1} us per block ({n_layers} per eval, median of {iters})"
         );
     }
     // The routing SwiGLU alone (48 independent calls an eval): MLX's router matmul
@@ -452,47 +441,36 @@ fn main() -> mlx::Result<()> {
             .map(|_| RouterScratch::new())
             .collect::<mlx::Result<Vec<_>>>()?;
         for fused_router in [false, true] {
-            let mut times = Vec::with_capacity(iters);
-            for it in 0..iters + 3 {
-                let t = Instant::now();
-                let mut outs = Vec::with_capacity(n_layers);
-                for i in 0..n_layers {
-                    let l = &layers[i % layers.len()];
-                    let got = if fused_router {
-                        FusedExpertSwiGlu.forward_router_routed(
-                            &x0,
-                            &RouterMatmul {
-                                weight: &l.router_w,
-                                scratch: &scratches[i],
-                            },
-                            &spec,
-                            &l.gate,
-                            &l.up,
-                            s,
-                        )?
-                    } else {
-                        let logits = quantized_matmul(&x0, &l.router, true, s)?;
-                        FusedExpertSwiGlu.forward_routed(&x0, &logits, &spec, &l.gate, &l.up, s)?
-                    };
-                    let (h, _) = got.ok_or_else(|| {
-                        mlx::Error::invalid("cuda_moe_bench", "a routing SwiGLU kernel declined")
-                    })?;
-                    outs.push(h.h);
-                }
-                mlx::transforms::eval(&outs.iter().collect::<Vec<_>>())?;
-                mlx::synchronize()?;
-                if it >= 3 {
-                    times.push(t.elapsed().as_secs_f64() * 1e6 / n_layers as f64);
-                }
-            }
+            let us = independent_calls(n_layers, iters, |i| {
+                let l = &layers[i % layers.len()];
+                let got = if fused_router {
+                    FusedExpertSwiGlu.forward_router_routed(
+                        &x0,
+                        &RouterMatmul {
+                            weight: &l.router_w,
+                            scratch: &scratches[i],
+                        },
+                        &spec,
+                        &l.gate,
+                        &l.up,
+                        s,
+                    )?
+                } else {
+                    let logits = quantized_matmul(&x0, &l.router, true, s)?;
+                    FusedExpertSwiGlu.forward_routed(&x0, &logits, &spec, &l.gate, &l.up, s)?
+                };
+                let (h, _) = got.ok_or_else(|| {
+                    mlx::Error::invalid("cuda_moe_bench", "a routing SwiGLU kernel declined")
+                })?;
+                Ok(h.h)
+            })?;
             println!(
-                "{}: {:8.1} us per call ({n_layers} per eval, median of {iters})",
+                "{}: {us:8.1} us per call ({n_layers} per eval, median of {iters})",
                 if fused_router {
                     "router swiglu kernel (logits inside)"
                 } else {
                     "router matmul + routed swiglu kernel"
-                },
-                median(&mut times)
+                }
             );
         }
     }
@@ -508,6 +486,27 @@ fn main() -> mlx::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Times `n` independent calls of `call` (call `i` gets `i`), all evaluated at once,
+/// and returns the median cost per call in us over `iters` iterations (after 3
+/// unmeasured ones).
+fn independent_calls(
+    n: usize,
+    iters: usize,
+    call: impl Fn(usize) -> mlx::Result<Array>,
+) -> mlx::Result<f64> {
+    let mut times = Vec::with_capacity(iters);
+    for it in 0..iters + 3 {
+        let t = Instant::now();
+        let outs = (0..n).map(&call).collect::<mlx::Result<Vec<_>>>()?;
+        mlx::transforms::eval(&outs.iter().collect::<Vec<_>>())?;
+        mlx::synchronize()?;
+        if it >= 3 {
+            times.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+    Ok(median(&mut times))
 }
 
 /// Times `n` chained copies of one op (each takes the previous output, so the ops

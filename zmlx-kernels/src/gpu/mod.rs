@@ -658,12 +658,7 @@ pub fn routed_expert_swiglu(
     up: &Weight,
     s: StreamOrDevice,
 ) -> Result<(Array, Array, Array)> {
-    let RouterSpec::SoftmaxTopK { k, normalize } = *spec else {
-        return Err(Error::invalid(
-            "expert_swiglu",
-            "the routed SwiGLU kernel does softmax top-k routing only",
-        ));
-    };
+    let (k, normalize) = softmax_top_k(spec, "routed")?;
     let out = swiglu_call(
         backend,
         x,
@@ -677,6 +672,18 @@ pub fn routed_expert_swiglu(
         s,
     )?;
     three(out)
+}
+
+/// `k` and `normalize` of a softmax top-k `spec`, the only routing the `which`
+/// SwiGLU kernel does; an error for any other.
+fn softmax_top_k(spec: &RouterSpec, which: &str) -> Result<(i32, bool)> {
+    match *spec {
+        RouterSpec::SoftmaxTopK { k, normalize } => Ok((k, normalize)),
+        _ => Err(Error::invalid(
+            "expert_swiglu",
+            format!("the {which} SwiGLU kernel does softmax top-k routing only"),
+        )),
+    }
 }
 
 /// The three outputs of a routing SwiGLU kernel: `h`, ids, scores.
@@ -710,12 +717,7 @@ pub fn router_expert_swiglu(
     up: &Weight,
     s: StreamOrDevice,
 ) -> Result<(Array, Array, Array)> {
-    let RouterSpec::SoftmaxTopK { k, normalize } = *spec else {
-        return Err(Error::invalid(
-            "expert_swiglu",
-            "the router-computing SwiGLU kernel does softmax top-k routing only",
-        ));
-    };
+    let (k, normalize) = softmax_top_k(spec, "router-computing")?;
     let scratch = router.scratch;
     let Weight::Quantized(router) = router.weight else {
         return Err(Error::invalid(
